@@ -1,0 +1,192 @@
+"""The ``popinfer`` command line: thin click commands over the library API."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+import traceback
+import warnings
+
+import click
+
+from . import __version__
+from .errors import PopinferError, UsageError
+from .individuals import ConvergenceWarning, fit_individuals
+
+EXIT_DIAGNOSTIC = 3
+DIAGNOSTIC_WARNINGS = (ConvergenceWarning,)
+# Options that change how a run executes but never its results; they are left
+# out of the recorded command so that the file is identical whatever they are.
+RUN_CONTROL = {"workers", "resume", "quiet", "overwrite", "debug", "strict"}
+
+
+def run_options(function):
+    """Options shared by the commands that run inference."""
+    for decorator in reversed([
+        click.option("--seed", type=int, default=None, help="Seed of all randomness (recorded in the file)."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing output file."),
+        click.option("--strict", is_flag=True, help="Exit with status 3 if a diagnostic warning fires."),
+        click.option("--debug", is_flag=True, help="Show the Python traceback of a failure."),
+    ]):
+        function = decorator(function)
+    return function
+
+
+def _recorded_command(ctx):
+    """The invocation in canonical form, without run-control options."""
+    words = ["popinfer", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in RUN_CONTROL or value is None or value == () or value is False:
+            continue
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+            continue
+        flag = max(param.opts, key=len)
+        if value is True:
+            words.append(flag)
+        else:
+            for item in value if isinstance(value, tuple) else (value,):
+                words.extend([flag, str(item)])
+    return shlex.join(words)
+
+
+def handle_errors(function):
+    """Library exceptions to exit statuses; warnings to stderr; --strict to 3."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug", False)
+        strict = kwargs.get("strict", False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                function(*args, **kwargs)
+            except UsageError as exc:
+                if debug:
+                    traceback.print_exc()
+                raise click.UsageError(str(exc)) from None
+            except PopinferError as exc:
+                if debug:
+                    traceback.print_exc()
+                raise click.ClickException(str(exc)) from None
+            except KeyboardInterrupt:
+                output = kwargs.get("output")
+                hint = ""
+                if output and output != "-":
+                    hint = (f" Finished batches are kept in {output}.partial; run the same command with "
+                            f"--resume to continue.")
+                click.echo(f"Interrupted.{hint}", err=True)
+                sys.exit(1)
+            except click.exceptions.Exit:
+                raise
+            except Exception as exc:  # an unexpected failure: one paragraph, traceback on --debug
+                if debug:
+                    raise
+                raise click.ClickException(
+                    f"Unexpected {type(exc).__name__}: {exc}. Rerun with --debug for the traceback, and "
+                    f"report it if the input looks valid."
+                ) from None
+            finally:
+                for item in caught:
+                    if not issubclass(item.category, DeprecationWarning):
+                        click.echo(f"Warning: {item.message}", err=True)
+        if strict and any(issubclass(item.category, DIAGNOSTIC_WARNINGS) for item in caught):
+            sys.exit(EXIT_DIAGNOSTIC)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="popinfer")
+def main():
+    """Hierarchical Bayesian inference by two-stage importance sampling.
+
+    Stage one (fit-individuals) fits every object under a broad interim prior
+    and keeps K posterior draws per object in an HDF5 file; summary and
+    inspect describe such files.
+
+    \b
+    Example:
+        popinfer fit-individuals sample_data/eight_schools.csv -o eight.h5 --model normal --seed 1
+        popinfer summary eight.h5
+    """
+
+
+@main.command("fit-individuals")
+@click.argument("data", type=str)
+@click.option("-o", "--output", required=True, help="Samples file to write (- for stdout).")
+@click.option("--model", required=True, help="normal, binomial, poisson, linear, or file.py:function / module:function.")
+@click.option("--prior", "priors", multiple=True, metavar="NAME=DIST", help="Interim prior of one parameter (repeatable).")
+@click.option("--fix", "fixed", multiple=True, metavar="NAME=VALUE", help="Hold a model parameter fixed (repeatable).")
+@click.option("--column", "columns", multiple=True, metavar="ROLE=NAME", help="Column name for a model role (repeatable).")
+@click.option("--id-column", default=None, help="Object id column [default: the first column].")
+@click.option("--samples", "n_draws", type=int, default=4000, show_default=True, help="Posterior draws kept per object (K).")
+@click.option("--walkers", "n_walkers", type=int, default=None, help="emcee walkers per object [default: max(32, 2D+2)].")
+@click.option("--max-steps", type=int, default=20000, show_default=True,
+              help="Cap on steps; objects stop earlier once their chain is >= 50 autocorrelation times.")
+@click.option("--batch-size", type=int, default=None, help="Objects sampled together [default: from a memory budget].")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local processes (results do not depend on it).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same output.")
+@run_options
+@handle_errors
+def fit_individuals_command(data, output, model, priors, fixed, columns, id_column, n_draws, n_walkers, max_steps,
+                            batch_size, workers, resume, seed, quiet, overwrite, strict, debug):
+    """Fit every object on its own under the interim prior (stage one).
+
+    DATA is a CSV/TSV table (- reads CSV from stdin), one row per measurement;
+    an object may have one row or many.
+
+    \b
+    Example:
+        popinfer fit-individuals sample_data/eight_schools.csv -o eight.h5 \\
+            --model normal --prior "theta=uniform(-100, 100)" --seed 1
+        popinfer fit-individuals sample_data/mn_radon.csv -o radon.h5 --model normal \\
+            --id-column county --column y=log_radon --seed 2
+    """
+    fit_individuals(
+        data, model, output, priors=list(priors), fixed=list(fixed), columns=list(columns), id_column=id_column,
+        n_draws=n_draws, n_walkers=n_walkers, max_steps=max_steps, workers=workers, seed=seed,
+        batch_size=batch_size, resume=resume, overwrite=overwrite, progress=not quiet,
+        command=_recorded_command(click.get_current_context()),
+    )
+
+
+@main.command("summary")
+@click.argument("file", type=str)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+@handle_errors
+def summary_command(file, fmt, debug):
+    """Per-object posterior summary of a samples file.
+
+    Mean, sd, 5/50/95 % quantiles, autocorrelation time, steps, acceptance and
+    the converged flag of every object and parameter.
+
+    \b
+    Example:
+        popinfer summary eight.h5
+        popinfer summary eight.h5 --format json | jq '.[] | select(.converged | not)'
+    """
+    from .io.samples import read_samples
+    from .summary import format_frame, samples_summary
+
+    click.echo(format_frame(samples_summary(read_samples(file)), fmt), nl=False)
+
+
+@main.command("inspect")
+@click.argument("file", type=str)
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+@handle_errors
+def inspect_command(file, debug):
+    """Describe a popinfer file: provenance attributes and datasets.
+
+    \b
+    Example:
+        popinfer inspect eight.h5
+    """
+    from .summary import inspect_file
+
+    click.echo(inspect_file(file), nl=False)

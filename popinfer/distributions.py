@@ -1,0 +1,241 @@
+"""The distribution grammar of priors and hyperpriors (CONTRACT §3).
+
+A spec such as ``normal(0, 5)`` is parsed into a frozen one-dimensional
+:class:`Distribution` backed by :mod:`scipy.stats`, with a log-density that is
+``-inf`` outside the support, the support itself, and seeded sampling.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from .errors import UsageError
+
+
+def _uniform(low, high):
+    return stats.uniform(loc=low, scale=high - low)
+
+
+def _loguniform(low, high):
+    return stats.loguniform(low, high)
+
+
+def _normal(mu, sigma):
+    return stats.norm(loc=mu, scale=sigma)
+
+
+def _truncnormal(mu, sigma, low, high):
+    return stats.truncnorm((low - mu) / sigma, (high - mu) / sigma, loc=mu, scale=sigma)
+
+
+def _halfnormal(sigma):
+    return stats.halfnorm(scale=sigma)
+
+
+def _halfcauchy(scale):
+    return stats.halfcauchy(scale=scale)
+
+
+def _cauchy(loc, scale):
+    return stats.cauchy(loc=loc, scale=scale)
+
+
+def _exponential(rate):
+    return stats.expon(scale=1.0 / rate)
+
+
+def _lognormal(mu, sigma):
+    return stats.lognorm(s=sigma, scale=math.exp(mu))
+
+
+def _beta(a, b):
+    return stats.beta(a, b)
+
+
+def _gamma(shape, rate):
+    return stats.gamma(a=shape, scale=1.0 / rate)
+
+
+def _studentt(nu, mu, sigma):
+    return stats.t(df=nu, loc=mu, scale=sigma)
+
+
+def _positive(*names):
+    def check(values):
+        return [f"{name} must be > 0" for name in names if values[name] <= 0]
+
+    return check
+
+
+def _ordered(low="low", high="high"):
+    def check(values):
+        return [] if values[low] < values[high] else [f"{low} must be < {high}"]
+
+    return check
+
+
+def _all(*checks):
+    def check(values):
+        return [problem for c in checks for problem in c(values)]
+
+    return check
+
+
+# name -> (argument names, scipy constructor, validity check)
+FAMILIES = {
+    "uniform": (("low", "high"), _uniform, _ordered()),
+    "loguniform": (("low", "high"), _loguniform, _all(_positive("low"), _ordered())),
+    "normal": (("mu", "sigma"), _normal, _positive("sigma")),
+    "truncnormal": (("mu", "sigma", "low", "high"), _truncnormal, _all(_positive("sigma"), _ordered())),
+    "halfnormal": (("sigma",), _halfnormal, _positive("sigma")),
+    "halfcauchy": (("scale",), _halfcauchy, _positive("scale")),
+    "cauchy": (("loc", "scale"), _cauchy, _positive("scale")),
+    "exponential": (("rate",), _exponential, _positive("rate")),
+    "lognormal": (("mu", "sigma"), _lognormal, _positive("sigma")),
+    "beta": (("a", "b"), _beta, _positive("a", "b")),
+    "gamma": (("shape", "rate"), _gamma, _positive("shape", "rate")),
+    "studentt": (("nu", "mu", "sigma"), _studentt, _positive("nu", "sigma")),
+}
+
+_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$", re.DOTALL)
+
+
+def _grammar_help():
+    return ", ".join(f"{name}({', '.join(args)})" for name, (args, _, _) in FAMILIES.items())
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A frozen one-dimensional distribution of the grammar.
+
+    Parameters
+    ----------
+    family : str
+        Grammar name, e.g. ``"normal"``.
+    args : tuple of float
+        Arguments in grammar order, e.g. ``(mu, sigma)``.
+    """
+
+    family: str
+    args: tuple
+    _frozen: object = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        _, make, _ = FAMILIES[self.family]
+        object.__setattr__(self, "_frozen", make(*self.args))
+
+    @property
+    def spec(self):
+        """Canonical text of the spec, which parses back to an equal distribution."""
+        return f"{self.family}({', '.join(repr(float(a)) for a in self.args)})"
+
+    def __str__(self):
+        return self.spec
+
+    @property
+    def support(self):
+        """(low, high) of the support, possibly infinite."""
+        low, high = self._frozen.support()
+        return float(low), float(high)
+
+    def logpdf(self, x):
+        """Log density at ``x`` (array); ``-inf`` outside the support."""
+        x = np.asarray(x, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.asarray(self._frozen.logpdf(x), dtype=float)
+        # scipy gives nan for some families exactly at an open boundary.
+        return np.where(np.isnan(out) & ~np.isnan(x), -np.inf, out)
+
+    def sample(self, rng, size=None):
+        """Draw from the distribution with the generator ``rng``."""
+        return self._frozen.rvs(size=size, random_state=rng)
+
+    def ppf(self, q):
+        """Quantile function."""
+        return self._frozen.ppf(q)
+
+
+def parse_distribution(text, option=None):
+    """Parse a spec such as ``"normal(0, 5)"`` into a :class:`Distribution`.
+
+    Raises
+    ------
+    UsageError
+        For a malformed spec, an unknown family or invalid arguments; the
+        message quotes ``text``.
+    """
+    where = f" (in {option})" if option else ""
+    match = _SPEC.match(str(text))
+    if not match:
+        raise UsageError(
+            f"Cannot parse distribution {text!r}{where}: expected NAME(ARG, ...), "
+            f"one of {_grammar_help()}.",
+            option,
+        )
+    family, body = match.group(1), match.group(2)
+    family = family.lower()
+    if family not in FAMILIES:
+        raise UsageError(
+            f"Unknown distribution {match.group(1)!r} in {text!r}{where}; known: "
+            f"{', '.join(FAMILIES)}.",
+            option,
+        )
+    names, _, check = FAMILIES[family]
+    pieces = [p.strip() for p in body.split(",")] if body.strip() else []
+    if len(pieces) != len(names):
+        raise UsageError(
+            f"Distribution {text!r}{where}: {family} takes {len(names)} argument(s) "
+            f"({', '.join(names)}), got {len(pieces)}.",
+            option,
+        )
+    values = []
+    for name, piece in zip(names, pieces):
+        try:
+            value = float(piece)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise UsageError(
+                f"Distribution {text!r}{where}: argument {name} = {piece!r} is not a finite number.",
+                option,
+            )
+        values.append(value)
+    problems = check(dict(zip(names, values)))
+    if problems:
+        raise UsageError(f"Distribution {text!r}{where}: {'; '.join(problems)}.", option)
+    return Distribution(family, tuple(values))
+
+
+def parse_assignment(text, option=None):
+    """Parse ``NAME=DIST`` into ``(name, Distribution)``."""
+    name, sep, spec = str(text).partition("=")
+    name = name.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise UsageError(
+            f"Cannot parse {text!r}{f' (in {option})' if option else ''}: expected "
+            f"NAME=DIST, e.g. theta=normal(0, 10).",
+            option,
+        )
+    return name, parse_distribution(spec, option)
+
+
+def parse_value(text, option=None):
+    """Parse ``NAME=VALUE`` (as in ``--fix intercept=0``) into ``(name, float)``."""
+    name, sep, value = str(text).partition("=")
+    name = name.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not name or number is None or not math.isfinite(number):
+        raise UsageError(
+            f"Cannot parse {text!r}{f' (in {option})' if option else ''}: expected "
+            f"NAME=NUMBER, e.g. intercept=0.",
+            option,
+        )
+    return name, number

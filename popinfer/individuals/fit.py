@@ -1,0 +1,343 @@
+"""Stage one: fit every object under the interim prior, in batches, into a samples file."""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ..distributions import Distribution, parse_assignment, parse_distribution, parse_value
+from ..errors import OutputError, UsageError
+from ..io.hdf5 import check_output
+from ..io.samples import Checkpoint, Samples, write_samples
+from ..models import get_model
+from ..table import read_table, table_from_frame
+from .sampler import MIN_AUTOCORR_TIMES, buffer_capacity, minimum_steps, sample_batch
+
+DEFAULT_WALKERS = 32
+MAX_BATCH_SIZE = 500
+BATCH_MEMORY_BYTES = 256 * 2**20
+
+
+class ConvergenceWarning(UserWarning):
+    """Some objects' chains did not reach the required length in autocorrelation times."""
+
+
+def _as_dict(items, parse, option):
+    """``NAME=...`` strings (or a dict) into a dict, rejecting repeats."""
+    if items is None:
+        return {}
+    if isinstance(items, dict):
+        return {str(k): v for k, v in items.items()}
+    out = {}
+    for text in items:
+        name, value = parse(text, option)
+        if name in out:
+            raise UsageError(f"{option} {name}=... is given twice.", option)
+        out[name] = value
+    return out
+
+
+def resolve_priors(model, priors, fixed):
+    """Interim priors of the sampled parameters: the model's defaults, overridden."""
+    priors = {name: (p if isinstance(p, Distribution) else parse_distribution(p, f"--prior {name}"))
+              for name, p in _as_dict(priors, parse_assignment, "--prior").items()}
+    for name in list(priors) + list(fixed):
+        if name not in model.parameters:
+            option = "--prior" if name in priors else "--fix"
+            raise UsageError(
+                f"{option} {name}=...: model {model.name!r} has no parameter {name!r}; its parameters "
+                f"are {', '.join(model.parameters)}.",
+                option,
+            )
+    both = sorted(set(priors) & set(fixed))
+    if both:
+        raise UsageError(f"Parameter {both[0]!r} has both --prior and --fix; give one.", "--prior")
+    sampled = [p for p in model.parameters if p not in fixed]
+    if not sampled:
+        raise UsageError("Every parameter is fixed (--fix); nothing is left to sample.", "--fix")
+    return {name: priors.get(name) or parse_distribution(model.default_priors[name], f"default prior of {name}")
+            for name in sampled}
+
+
+def _batch_size(n_draws, n_walkers, n_dim):
+    per_object = buffer_capacity(n_draws, n_walkers) * n_walkers * n_dim * 8
+    return int(max(1, min(MAX_BATCH_SIZE, BATCH_MEMORY_BYTES // per_object)))
+
+
+def _digest(table, columns):
+    hasher = hashlib.sha256()
+    hasher.update(json.dumps(table.ids).encode())
+    hasher.update(np.asarray(table.starts, dtype=np.int64).tobytes())
+    for role in sorted(columns):
+        hasher.update(role.encode())
+        hasher.update(np.ascontiguousarray(columns[role]).tobytes())
+    return hasher.hexdigest()
+
+
+def _run_batch(task):
+    """Sample one batch (top level, so worker processes can run it)."""
+    (model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, seed) = task
+    rng = np.random.default_rng(seed)
+    return sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, rng)
+
+
+def _warn_unconverged(ids, diagnostics):
+    bad = np.flatnonzero(~diagnostics["converged"])
+    if not bad.size:
+        return
+    tau = diagnostics["autocorr_time"].max(axis=1)
+    listed = ", ".join(
+        f"{ids[i]!r} ({diagnostics['n_steps'][i]} steps, τ ≈ {tau[i]:.3g})" for i in bad[:10]
+    )
+    more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+    warnings.warn(
+        ConvergenceWarning(
+            f"{bad.size} of {len(ids)} object(s) did not reach {MIN_AUTOCORR_TIMES} autocorrelation times "
+            f"within --max-steps: {listed}{more}. Their draws are kept but may be unreliable; raise "
+            f"--max-steps, or check these objects' data and priors (multimodal or unconstrained posterior)."
+        ),
+        stacklevel=3,
+    )
+
+
+def fit_individuals(data, model, output=None, *, priors=None, fixed=None, columns=None, id_column=None,
+                    n_draws=4000, n_walkers=None, max_steps=20000, workers=1, seed=None, batch_size=None,
+                    resume=False, overwrite=False, progress=True, command=""):
+    """Fit every object on its own under the interim prior p0 (stage one).
+
+    Parameters
+    ----------
+    data : str, Path or pandas.DataFrame
+        CSV/TSV table (``-`` reads CSV from stdin), one row per measurement.
+    model : str or popinfer.models.Model
+        Built-in name (``normal``, ``binomial``, ``poisson``, ``linear``) or
+        ``path/to/file.py:function`` / ``package.module:function``.
+    output : str, optional
+        Samples file to write (``-``: stdout). The run checkpoints into
+        ``OUTPUT.partial`` batch by batch so that ``resume=True`` can continue it.
+    priors : dict or list of "NAME=DIST", optional
+        Interim prior p0 per parameter; the model's defaults otherwise.
+    fixed : dict or list of "NAME=VALUE", optional
+        Model parameters held fixed.
+    columns : dict or list of "ROLE=NAME", optional
+        Column names for the model's roles.
+    id_column : str, optional
+        Object id column (default: the first).
+    n_draws : int
+        K, posterior draws kept per object.
+    n_walkers : int, optional
+        W, emcee walkers per object (default max(32, 2D+2)).
+    max_steps : int
+        Cap on steps per object.
+    workers : int
+        Local processes running batches in parallel; results do not depend on it.
+    seed : int, optional
+        Seed of all randomness; drawn (and recorded) when omitted.
+    batch_size : int, optional
+        Objects sampled together (default from a memory budget, ≤ 500).
+    resume, overwrite, progress : bool
+    command : str
+        Provenance recorded in the file's ``command`` attribute.
+
+    Returns
+    -------
+    Samples
+    """
+    column_map = _as_dict(columns, _parse_column, "--column")
+    fixed = {k: float(v) for k, v in _as_dict(fixed, parse_value, "--fix").items()}
+    _check_counts(n_draws=n_draws, max_steps=max_steps, workers=workers, batch_size=batch_size)
+    if output is not None:
+        check_output(output, overwrite)
+        if resume and str(output) == "-":
+            raise UsageError("--resume needs a file output: a run writing to stdout cannot be resumed.", "--resume")
+
+    if isinstance(data, pd.DataFrame):
+        table = table_from_frame(data, id_column)
+    else:
+        table = read_table(data, id_column)
+    model = get_model(model, column_map, table.columns)
+    prior_by_name = resolve_priors(model, priors, fixed)
+    names = list(prior_by_name)
+    model_columns = model.load_columns(table)
+    model.check_fixed(fixed, model_columns)
+
+    n_dim = len(names)
+    if n_walkers is None:
+        n_walkers = max(DEFAULT_WALKERS, 2 * n_dim + 2)
+    if n_walkers < 2 * n_dim + 2 or n_walkers % 2:
+        raise UsageError(
+            f"--walkers {n_walkers}: need an even number of at least 2·D+2 = {2 * n_dim + 2} walkers for "
+            f"D = {n_dim} sampled parameter(s).",
+            "--walkers",
+        )
+    if max_steps < minimum_steps(n_draws, n_walkers):
+        raise UsageError(
+            f"--max-steps {max_steps} is too small: keeping {n_draws} draws with {n_walkers} walkers from "
+            f"the second half of the chain needs at least {minimum_steps(n_draws, n_walkers)} steps.",
+            "--max-steps",
+        )
+    if batch_size is None:
+        batch_size = _batch_size(n_draws, n_walkers, n_dim)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**63)
+
+    settings = {
+        "samples": n_draws,
+        "walkers": n_walkers,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "min_autocorr_times": MIN_AUTOCORR_TIMES,
+        "burn_in": "first half of each chain",
+        "id_column": table.id_column,
+        "columns": model.describe()["columns"],
+        "fixed": fixed,
+        "data": {"source": table.source, "sha256": table.sha256},
+    }
+    interim_prior = {name: prior.spec for name, prior in prior_by_name.items()}
+    fingerprint = hashlib.sha256(json.dumps(
+        {"data": _digest(table, model_columns), "model": model.describe(), "priors": interim_prior,
+         "fixed": fixed, "settings": {k: settings[k] for k in ("samples", "walkers", "max_steps", "batch_size")},
+         "seed": seed}, sort_keys=True).encode()).hexdigest()
+
+    n_objects = table.n_objects
+    bounds = list(range(0, n_objects, batch_size)) + [n_objects]
+    n_batches = len(bounds) - 1
+    seeds = np.random.SeedSequence(seed).spawn(n_batches)
+    priors_list = [prior_by_name[n] for n in names]
+
+    def task(i):
+        lo, hi = bounds[i], bounds[i + 1]
+        rows = slice(table.starts[lo], table.starts[hi])
+        return (model, {role: values[rows] for role, values in model_columns.items()},
+                table.starts[lo:hi + 1] - table.starts[lo], table.ids[lo:hi], priors_list, names, fixed,
+                n_draws, n_walkers, max_steps, seeds[i])
+
+    root = {"command": command, "seed": seed,
+            "extra": {"model": model.name, "parameters": names, "interim_prior": interim_prior, "settings": settings}}
+    checkpoint = None
+    first_batch = 0
+    if output is not None:
+        checkpoint_path = (os.path.join(_scratch_dir(), "stdout.partial") if str(output) == "-"
+                           else f"{output}.partial")
+        checkpoint = Checkpoint(checkpoint_path, fingerprint)
+        if resume and os.path.exists(checkpoint_path):
+            first_batch = checkpoint.open_existing()
+        else:
+            if os.path.exists(checkpoint_path) and not overwrite:
+                raise OutputError(
+                    f"{checkpoint_path} holds an interrupted run's work. Add --resume to continue it, or "
+                    f"--overwrite to discard it and start over."
+                )
+            checkpoint.create(n_objects, n_draws, names, table.ids, n_batches, root)
+        results = None
+    else:
+        results = [None] * n_batches
+
+    bar = tqdm(total=n_objects, initial=bounds[first_batch], unit="object", desc="fit-individuals",
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    try:
+        for i, result in _results_in_order(task, range(first_batch, n_batches), workers, bar):
+            if checkpoint is not None:
+                checkpoint.commit(i, bounds[i], result)
+            else:
+                results[i] = result
+        if checkpoint is not None:
+            samples = checkpoint.read()
+        else:
+            samples = _assemble(results, table.ids, names)
+    finally:
+        bar.close()
+        if checkpoint is not None:
+            checkpoint.close()
+    samples.model, samples.interim_prior, samples.settings = model.name, interim_prior, settings
+    samples.seed, samples.command = seed, command
+    if output is not None:
+        write_samples(samples, output, overwrite=overwrite)
+        os.unlink(checkpoint.path)
+        if str(output) == "-":
+            os.rmdir(os.path.dirname(checkpoint.path))
+    _warn_unconverged(samples.ids, samples.diagnostics)
+    return samples
+
+
+def _parse_column(text, option):
+    role, sep, name = str(text).partition("=")
+    if not sep or not role.strip() or not name.strip():
+        raise UsageError(f"Cannot parse {text!r} ({option}): expected ROLE=COLUMN, e.g. y=log_radon.", option)
+    return role.strip(), name.strip()
+
+
+def _check_counts(**values):
+    for name, value in values.items():
+        if value is None:
+            continue
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            option = {"n_draws": "--samples", "max_steps": "--max-steps", "workers": "--workers",
+                      "batch_size": "--batch-size"}[name]
+            raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
+
+
+def _scratch_dir():
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="popinfer-")
+
+
+def _assemble(results, ids, names):
+    def stack(key):
+        return np.concatenate([r[key] for r in results])
+
+    return Samples(
+        ids=list(ids), parameters=list(names), samples=stack("samples"),
+        log_interim_prior=stack("log_interim_prior"), log_likelihood=stack("log_likelihood"),
+        diagnostics={k: stack(k) for k in ("acceptance_fraction", "autocorr_time", "n_steps", "converged")},
+        model="", interim_prior={}, settings={}, seed=0)
+
+
+def _results_in_order(task, indices, workers, bar):
+    """Yield ``(i, result)`` in batch order, computing up to ``workers`` batches at once."""
+    indices = list(indices)
+    if workers <= 1 or len(indices) <= 1:
+        for i in indices:
+            (model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, seed) = task(i)
+            yield i, sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers,
+                                  max_steps, np.random.default_rng(seed), on_finished=bar.update)
+        return
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending = {}
+        queue = iter(indices)
+        done = {}
+        next_to_yield = indices[0]
+        try:
+            for i in queue:
+                pending[pool.submit(_run_batch, task(i))] = i
+                if len(pending) >= 2 * workers:
+                    break
+            while pending or done:
+                if next_to_yield in done:
+                    yield next_to_yield, done.pop(next_to_yield)
+                    next_to_yield += 1
+                    continue
+                finished, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+                for future in finished:
+                    i = pending.pop(future)
+                    done[i] = future.result()
+                    bar.update(len(done[i]["n_steps"]))
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending[pool.submit(_run_batch, task(nxt))] = nxt
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

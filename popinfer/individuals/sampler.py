@@ -1,0 +1,301 @@
+"""Sampling one batch of objects at once with emcee.
+
+All objects of a batch share one ``emcee.EnsembleSampler`` whose walkers hold
+every object's parameters side by side; :class:`BlockStretchMove` moves each
+object independently, so the result is statistically the same as a separate
+sampler per object, at the cost of one vectorised log-probability call per
+half-step for the whole batch.
+
+Run length adapts per object: at check points the integrated autocorrelation
+time τ of every active object is estimated (emcee's estimator) on the second
+half of its chain, the part that is kept; an object whose
+chain is at least ``MIN_AUTOCORR_TIMES`` τ long (and long enough to supply K
+draws) is finished and leaves the batch, the others go on, up to ``max_steps``.
+The first half of each chain is discarded as burn-in; K draws are taken evenly
+spaced from the second half.
+
+The stored chain is bounded: when its buffer fills, every other stored step is
+dropped and the storage interval doubles, so memory is
+``capacity × n_walkers × n_objects × n_dim`` floats however long the run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import emcee
+import numpy as np
+
+from ..autocorr import integrated_time
+from ..errors import ModelError, PopinferError
+from .moves import BlockStretchMove
+
+MIN_AUTOCORR_TIMES = 50
+CHECK_GROWTH = 1.2
+INIT_CANDIDATES_PER_WALKER = 8
+INIT_MAX_ROUNDS = 16
+
+
+class BatchPosterior:
+    """Log posterior (interim prior × likelihood) of a batch, vectorised.
+
+    Parameters
+    ----------
+    model : popinfer.models.Model
+    data : object
+        ``model.prepare(columns, starts)`` for the batch.
+    priors : list of Distribution
+        Interim prior p0 of each sampled parameter, in order.
+    names : list of str
+        Sampled parameter names (D of them).
+    fixed : dict of str -> float
+        Held model parameters.
+    ids : list of str
+        Object ids, for messages.
+    """
+
+    def __init__(self, model, data, priors, names, fixed, ids):
+        self.model = model
+        self.data = data
+        self.priors = priors
+        self.names = list(names)
+        self.fixed = dict(fixed)
+        self.ids = list(ids)
+        self.per_object_calls = hasattr(model, "spec")
+        if self.per_object_calls:
+            data["ids"] = self.ids
+
+    @property
+    def n_objects(self):
+        return len(self.ids)
+
+    def log_prior(self, theta):
+        """ln p0 of each parameter, shape ``theta.shape`` (..., n_objects, D)."""
+        return np.stack([prior.logpdf(theta[..., d]) for d, prior in enumerate(self.priors)], axis=-1)
+
+    def log_likelihood(self, theta, valid):
+        """ln L at ``theta`` (n, n_objects, D) where ``valid``; -inf elsewhere."""
+        params = {name: theta[..., d] for d, name in enumerate(self.names)}
+        shape = theta.shape[:-1]
+        for name, value in self.fixed.items():
+            params[name] = np.full(shape, value)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.per_object_calls:
+                log_like = self.model.log_likelihood(params, self.data, valid)
+            else:
+                log_like = self.model.log_likelihood(params, self.data)
+        log_like = np.broadcast_to(np.asarray(log_like, dtype=float), shape)
+        bad = valid & (np.isnan(log_like) | (log_like == np.inf))
+        if bad.any():
+            walker, obj = (int(i[0]) for i in np.nonzero(bad))
+            values = ", ".join(f"{n}={theta[walker, obj, d]:.6g}" for d, n in enumerate(self.names))
+            raise ModelError(
+                f"Model {getattr(self.model, 'name', self.model)!r} returned "
+                f"{log_like[walker, obj]} as the log-likelihood of object {self.ids[obj]!r} at "
+                f"{values}. A log-likelihood must be finite or -inf; check the model and "
+                f"that object's data."
+            )
+        return np.where(valid, log_like, -np.inf)
+
+    def evaluate(self, theta):
+        """(ln p0 summed over parameters, ln L), each (n, n_objects)."""
+        log_prior = self.log_prior(theta).sum(axis=-1)
+        valid = np.isfinite(log_prior)
+        return log_prior, self.log_likelihood(theta, valid)
+
+    def __call__(self, coords):
+        """emcee's vectorised log-probability: total and per-object (as blobs)."""
+        theta = np.asarray(coords).reshape(len(coords), self.n_objects, len(self.names))
+        log_prior, log_like = self.evaluate(theta)
+        per_object = log_prior + log_like
+        return np.concatenate([per_object.sum(axis=1, keepdims=True), per_object], axis=1)
+
+
+def initial_positions(posterior, n_walkers, rng):
+    """Walkers drawn from the interim prior, resampled by likelihood.
+
+    Draws ``INIT_CANDIDATES_PER_WALKER × n_walkers`` candidates per object from
+    the interim prior and keeps ``n_walkers`` of them without replacement with
+    probability ∝ likelihood (Gumbel top-k). The walkers are thus distinct,
+    start where the posterior has mass, and spread over every mode in
+    proportion to its mass, whatever the prior's breadth. More rounds of
+    candidates are drawn while some object has fewer than ``n_walkers``
+    candidates of finite posterior.
+
+    Returns
+    -------
+    coords : ndarray, shape (n_walkers, n_objects, D)
+    log_prob : ndarray, shape (n_walkers, n_objects)
+    """
+    n_objects, n_dim = posterior.n_objects, len(posterior.names)
+    n_candidates = INIT_CANDIDATES_PER_WALKER * n_walkers
+    pool_theta, pool_keys, pool_lp = [], [], []
+    for _ in range(INIT_MAX_ROUNDS):
+        theta = np.stack(
+            [np.asarray(p.sample(rng, size=(n_candidates, n_objects)), dtype=float) for p in posterior.priors],
+            axis=-1,
+        )
+        log_prior, log_like = posterior.evaluate(theta)
+        keys = log_like + rng.gumbel(size=log_like.shape)
+        pool_theta.append(theta)
+        pool_keys.append(keys)
+        pool_lp.append(log_prior + log_like)
+        n_finite = np.isfinite(np.concatenate(pool_lp)).sum(axis=0)
+        if n_finite.min() >= n_walkers:
+            break
+    else:
+        worst = [posterior.ids[b] for b in np.flatnonzero(n_finite < n_walkers)[:5]]
+        raise PopinferError(
+            f"Could not initialise object(s) {', '.join(map(repr, worst))}: among "
+            f"{INIT_MAX_ROUNDS * n_candidates} draws from the interim prior fewer than "
+            f"{n_walkers} have a finite posterior. The data may be impossible under the "
+            f"model, or the interim prior (--prior) misses the region the data allow."
+        )
+    theta = np.concatenate(pool_theta)
+    keys = np.concatenate(pool_keys)
+    log_prob = np.concatenate(pool_lp)
+    keys = np.where(np.isfinite(log_prob), keys, -np.inf)
+    chosen = np.argsort(-keys, axis=0, kind="stable")[:n_walkers]
+    objects = np.arange(n_objects)[None, :]
+    return theta[chosen, objects], log_prob[chosen, objects]
+
+
+def subset_rows(columns, starts, objects):
+    """Columns and starts restricted to some objects (indices into the batch)."""
+    lengths = np.diff(starts)[objects]
+    rows = np.concatenate([np.arange(starts[b], starts[b + 1]) for b in objects]) if len(objects) else np.zeros(0, int)
+    new_starts = np.concatenate([[0], np.cumsum(lengths)])
+    return {role: values[rows] for role, values in columns.items()}, new_starts
+
+
+def buffer_capacity(n_draws, n_walkers):
+    """Stored steps per chain: enough that the kept half always holds K draws."""
+    needed = 4 * math.ceil(n_draws / n_walkers)
+    return max(512, needed + needed % 2)
+
+
+def minimum_steps(n_draws, n_walkers):
+    """Fewest steps after which the kept (second) half holds K draws."""
+    return max(100, 2 * math.ceil(n_draws / n_walkers))
+
+
+def _next_check(step, tau):
+    """Steps at which to look again: when a quarter of the active objects could be
+    long enough by their current τ, within [CHECK_GROWTH·step, 2·step]."""
+    longest = np.max(tau, axis=1) if tau.size else np.array([np.inf])
+    target = MIN_AUTOCORR_TIMES * np.quantile(np.where(np.isfinite(longest), longest, np.inf), 0.25)
+    low, high = math.ceil(step * CHECK_GROWTH), 2 * step
+    return int(min(max(target, low), high)) if np.isfinite(target) else high
+
+
+def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, rng,
+                 on_finished=None):
+    """Sample every object of a batch; return draws and per-object diagnostics.
+
+    Parameters
+    ----------
+    model : popinfer.models.Model
+    columns : dict of str -> ndarray
+        The batch's rows by role, sorted by object.
+    starts : ndarray, shape (B + 1,)
+        Object b owns rows ``starts[b]:starts[b+1]``.
+    ids : list of str
+    priors, names, fixed
+        Interim priors p0 and names of the D sampled parameters; held parameters.
+    n_draws : int
+        K, draws kept per object.
+    n_walkers : int
+        W, walkers per object.
+    max_steps : int
+        Cap on steps per object.
+    rng : numpy.random.Generator
+    on_finished : callable, optional
+        Called with the number of objects each time some finish (progress).
+
+    Returns
+    -------
+    dict
+        ``samples`` (B, K, D), ``log_likelihood`` (B, K), ``log_interim_prior``
+        (B, K, D), ``acceptance_fraction`` (B,), ``autocorr_time`` (B, D),
+        ``n_steps`` (B,), ``converged`` (B,).
+    """
+    n_objects, n_dim = len(ids), len(names)
+    capacity = buffer_capacity(n_draws, n_walkers)
+    first_check = minimum_steps(n_draws, n_walkers)
+
+    def posterior_for(objects):
+        sub_columns, sub_starts = subset_rows(columns, starts, objects)
+        return BatchPosterior(model, model.prepare(sub_columns, sub_starts), priors, names, fixed,
+                              [ids[b] for b in objects])
+
+    full_posterior = posterior_for(np.arange(n_objects))
+    coords, log_prob = initial_positions(full_posterior, n_walkers, rng)
+
+    samples = np.empty((n_objects, n_draws, n_dim))
+    acceptance = np.zeros(n_objects)
+    autocorr = np.full((n_objects, n_dim), np.nan)
+    n_steps = np.zeros(n_objects, dtype=np.int64)
+    converged = np.zeros(n_objects, dtype=bool)
+
+    active = np.arange(n_objects)
+    posterior = full_posterior
+    chain = np.empty((capacity, n_walkers, n_objects, n_dim))
+    n_stored, interval, step = 0, 1, 0
+    move = BlockStretchMove(n_dim, rng)
+    move.accepted = np.zeros((n_walkers, n_objects), dtype=np.int64)
+    next_check = min(first_check, max_steps)
+    while active.size:
+        sampler = emcee.EnsembleSampler(n_walkers, active.size * n_dim, posterior, moves=[move], vectorize=True)
+        state = emcee.State(coords.reshape(n_walkers, -1), log_prob=log_prob.sum(axis=1), blobs=log_prob)
+        for state in sampler.sample(state, iterations=next_check - step, store=False,
+                                    skip_initial_state_check=True):
+            step += 1
+            if step % interval == 0:
+                chain[n_stored] = state.coords.reshape(n_walkers, active.size, n_dim)
+                n_stored += 1
+                if n_stored == capacity:
+                    chain[: capacity // 2] = chain[1::2]
+                    n_stored, interval = capacity // 2, interval * 2
+        coords = state.coords.reshape(n_walkers, active.size, n_dim)
+        log_prob = np.asarray(state.blobs, dtype=float).reshape(n_walkers, active.size)
+
+        kept = chain[n_stored // 2: n_stored]
+        n_kept = kept.shape[0] * n_walkers
+        tau = integrated_time(kept.reshape(kept.shape[0], n_walkers, -1)).reshape(active.size, n_dim) * interval
+        done = np.all(step >= MIN_AUTOCORR_TIMES * tau, axis=1)
+        finishing = np.ones(active.size, bool) if step >= max_steps else done
+        pick = np.round(np.linspace(0, n_kept - 1, n_draws)).astype(np.int64)
+        for j in np.flatnonzero(finishing):
+            b = active[j]
+            samples[b] = kept[:, :, j, :].reshape(n_kept, n_dim)[pick]
+            acceptance[b] = move.accepted[:, j].sum() / (n_walkers * step)
+            autocorr[b] = tau[j]
+            n_steps[b] = step
+            converged[b] = done[j]
+        if finishing.any():
+            if on_finished is not None:
+                on_finished(int(finishing.sum()))
+            stay = ~finishing
+            active = active[stay]
+            if not active.size:
+                break
+            coords, log_prob = coords[:, stay], log_prob[:, stay]
+            remaining = np.empty((capacity, n_walkers, active.size, n_dim))
+            remaining[:n_stored] = chain[:n_stored, :, stay]
+            chain = remaining
+            move.accepted = move.accepted[:, stay]
+            posterior = posterior_for(active)
+        next_check = min(_next_check(step, tau[~finishing]), max_steps)
+
+    log_interim_prior = full_posterior.log_prior(samples.transpose(1, 0, 2)).transpose(1, 0, 2)
+    valid = np.isfinite(log_interim_prior.sum(axis=-1)).T
+    log_likelihood = full_posterior.log_likelihood(samples.transpose(1, 0, 2), valid).T
+    return {
+        "samples": samples,
+        "log_likelihood": np.ascontiguousarray(log_likelihood),
+        "log_interim_prior": log_interim_prior,
+        "acceptance_fraction": acceptance,
+        "autocorr_time": autocorr,
+        "n_steps": n_steps,
+        "converged": converged,
+    }

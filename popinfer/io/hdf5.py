@@ -1,0 +1,154 @@
+"""Shared HDF5 plumbing: root attributes, format checks, atomic output, stdin/stdout."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .._version import __version__
+from ..errors import FileFormatError, OutputError
+
+FORMAT_VERSION = 1
+STRING = h5py.string_dtype("utf-8")
+
+
+def created_timestamp():
+    """ISO 8601 creation time; ``SOURCE_DATE_EPOCH`` fixes it (reproducible files)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch
+              else _dt.datetime.now(_dt.timezone.utc))
+    return moment.replace(microsecond=0).isoformat()
+
+
+def write_root_attributes(handle, kind, command, seed, extra):
+    """The root attributes every popinfer file has, then ``extra`` (JSON for dicts)."""
+    handle.attrs["popinfer_format"] = kind
+    handle.attrs["format_version"] = np.int64(FORMAT_VERSION)
+    handle.attrs["popinfer_version"] = __version__
+    handle.attrs["created"] = created_timestamp()
+    handle.attrs["command"] = command or ""
+    handle.attrs["seed"] = np.int64(seed)
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True)
+        elif isinstance(value, (list, tuple)):
+            value = np.array([str(v) for v in value], dtype=STRING)
+        handle.attrs[key] = value
+
+
+def strings(values):
+    """A variable-length UTF-8 string array for h5py."""
+    return np.array([str(v) for v in values], dtype=STRING)
+
+
+def read_json_attr(handle, key):
+    return json.loads(handle.attrs[key]) if key in handle.attrs else {}
+
+
+def read_string_list(value):
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
+
+
+@contextmanager
+def open_popinfer_file(path, kind=None):
+    """Open a popinfer HDF5 file for reading (``-`` reads stdin) and check it.
+
+    Raises
+    ------
+    FileFormatError
+        If the file is missing, not HDF5, not a popinfer file, of another kind
+        than ``kind``, or of a newer format version.
+    """
+    label = "<stdin>" if str(path) == "-" else str(path)
+    if str(path) == "-":
+        source = io.BytesIO(sys.stdin.buffer.read())
+    else:
+        if not Path(path).exists():
+            raise FileFormatError(f"{label} does not exist.")
+        source = str(path)
+    try:
+        handle = h5py.File(source, "r")
+    except OSError as exc:
+        raise FileFormatError(
+            f"{label} is not a readable HDF5 file ({exc}). It may be truncated or corrupted; "
+            f"regenerate it."
+        ) from None
+    try:
+        found = handle.attrs.get("popinfer_format")
+        if found is None:
+            raise FileFormatError(f"{label} is an HDF5 file but not one written by popinfer (no popinfer_format attribute).")
+        found = found.decode() if isinstance(found, bytes) else str(found)
+        version = int(handle.attrs.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise FileFormatError(
+                f"{label} has format_version {version}, newer than this popinfer ({__version__}) reads "
+                f"(up to {FORMAT_VERSION}). Upgrade popinfer."
+            )
+        if kind is not None and found != kind:
+            raise FileFormatError(f"{label} is a popinfer {found} file; expected a {kind} file.")
+        yield handle
+    finally:
+        handle.close()
+
+
+def check_output(path, overwrite):
+    """Fail early, before any work, if ``path`` cannot be written."""
+    if str(path) == "-":
+        return
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"Output {path} exists; use --overwrite to replace it.")
+    if path.is_dir():
+        raise OutputError(f"Output {path} is a directory; give a file name.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"Cannot write {path}: directory {parent} does not exist.")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"Cannot write {path}: no write permission in {parent}.")
+
+
+def publish(temporary, path, overwrite):
+    """Move a finished temporary file to ``path`` atomically (``-``: copy to stdout).
+
+    Without ``overwrite`` an existing ``path`` is never replaced, even one that
+    appeared during the run (a hard link claims the name or fails).
+    """
+    if str(path) == "-":
+        with open(temporary, "rb") as source:
+            shutil.copyfileobj(source, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        os.unlink(temporary)
+        return
+    if overwrite:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        os.unlink(temporary)
+        raise OutputError(f"Output {path} appeared while this run was working; use --overwrite to replace it.") from None
+    except OSError:
+        if Path(path).exists():
+            os.unlink(temporary)
+            raise OutputError(f"Output {path} exists; use --overwrite to replace it.") from None
+        os.replace(temporary, path)
+        return
+    os.unlink(temporary)
+
+
+def temporary_path(path):
+    """A fresh temporary file name beside ``path`` (or in the temp dir for ``-``)."""
+    directory = tempfile.gettempdir() if str(path) == "-" else (str(Path(path).parent) or ".")
+    handle, name = tempfile.mkstemp(prefix=f".{Path(str(path)).name}.", suffix=".tmp", dir=directory)
+    os.close(handle)
+    return name

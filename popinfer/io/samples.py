@@ -1,0 +1,241 @@
+"""Samples files (``popinfer_format = "samples"``): stage one's output.
+
+Layout (CONTRACT §4)::
+
+    attrs: popinfer_format, format_version, popinfer_version, created, command, seed,
+           model, parameters, interim_prior (JSON), settings (JSON)
+    /objects/id                          (N,) str
+    /samples                             (N, K, D) f8, attr parameters
+    /log_interim_prior                   (N, K, D) f8
+    /log_likelihood                      (N, K) f8
+    /diagnostics/acceptance_fraction     (N,) f8
+    /diagnostics/autocorr_time           (N, D) f8
+    /diagnostics/n_steps                 (N,) i8
+    /diagnostics/converged               (N,) bool
+
+A run in progress writes a *checkpoint* with the same datasets preallocated and
+an attribute ``batches_committed`` that is bumped only after a batch's rows are
+written and flushed (the commit marker, as emcee's HDF backend bumps
+``iteration`` last). The finished file is written afresh from the checkpoint,
+so a resumed run gives the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from ..errors import FileFormatError, OutputError
+from .hdf5 import (open_popinfer_file, publish, read_json_attr, read_string_list, strings,
+                   temporary_path, write_root_attributes)
+
+DIAGNOSTICS = {
+    "acceptance_fraction": ("f8", ()),
+    "autocorr_time": ("f8", ("D",)),
+    "n_steps": ("i8", ()),
+    "converged": ("bool", ()),
+}
+
+
+@dataclass
+class Samples:
+    """Stage-one draws of every object, with provenance and diagnostics.
+
+    Attributes
+    ----------
+    ids : list of str
+        Object ids (N).
+    parameters : list of str
+        Sampled parameter names (D).
+    samples : ndarray, shape (N, K, D)
+        θ_nk, draws under the interim prior.
+    log_interim_prior : ndarray, shape (N, K, D)
+        ln p0 of each parameter at each draw.
+    log_likelihood : ndarray, shape (N, K)
+    diagnostics : dict of str -> ndarray
+    model : str
+    interim_prior : dict of str -> str
+        Parameter -> distribution spec.
+    settings : dict
+    seed : int
+    command : str
+    attrs : dict
+        Every root attribute as read (``created``, ``popinfer_version``, ...).
+    """
+
+    ids: list
+    parameters: list
+    samples: np.ndarray
+    log_interim_prior: np.ndarray
+    log_likelihood: np.ndarray
+    diagnostics: dict
+    model: str
+    interim_prior: dict
+    settings: dict
+    seed: int
+    command: str = ""
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def n_objects(self):
+        return self.samples.shape[0]
+
+    @property
+    def n_draws(self):
+        return self.samples.shape[1]
+
+    def object_index(self, object_id):
+        return self.ids.index(str(object_id))
+
+    def draws(self, parameter):
+        """Draws of one parameter, shape (N, K)."""
+        return self.samples[:, :, self.parameters.index(parameter)]
+
+
+def _root_extra(model, parameters, interim_prior, settings):
+    return {"model": model, "parameters": list(parameters), "interim_prior": dict(interim_prior),
+            "settings": dict(settings)}
+
+
+def create_layout(handle, n_objects, n_draws, parameters, ids):
+    """Create the datasets of a samples file (filled later or at once)."""
+    n_dim = len(parameters)
+    handle.create_group("objects").create_dataset("id", data=strings(ids))
+    samples = handle.create_dataset("samples", shape=(n_objects, n_draws, n_dim), dtype="f8")
+    samples.attrs["parameters"] = strings(parameters)
+    handle.create_dataset("log_interim_prior", shape=(n_objects, n_draws, n_dim), dtype="f8")
+    handle.create_dataset("log_likelihood", shape=(n_objects, n_draws), dtype="f8")
+    group = handle.create_group("diagnostics")
+    for name, (dtype, extra) in DIAGNOSTICS.items():
+        group.create_dataset(name, shape=(n_objects,) + ((n_dim,) if extra else ()), dtype=dtype)
+
+
+def write_rows(handle, start, result):
+    """Write one batch's arrays at rows ``start:start+B``."""
+    stop = start + result["samples"].shape[0]
+    handle["samples"][start:stop] = result["samples"]
+    handle["log_interim_prior"][start:stop] = result["log_interim_prior"]
+    handle["log_likelihood"][start:stop] = result["log_likelihood"]
+    for name in DIAGNOSTICS:
+        handle["diagnostics"][name][start:stop] = result[name]
+
+
+def write_samples(samples, path, overwrite=False):
+    """Write a :class:`Samples` to ``path`` atomically (``-``: stdout)."""
+    temporary = temporary_path(path)
+    try:
+        with h5py.File(temporary, "w") as handle:
+            write_root_attributes(
+                handle, "samples", samples.command, samples.seed,
+                _root_extra(samples.model, samples.parameters, samples.interim_prior, samples.settings))
+            create_layout(handle, samples.n_objects, samples.n_draws, samples.parameters, samples.ids)
+            write_rows(handle, 0, {"samples": samples.samples, "log_interim_prior": samples.log_interim_prior,
+                                   "log_likelihood": samples.log_likelihood, **samples.diagnostics})
+        publish(temporary, path, overwrite)
+    except BaseException:
+        import os
+
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def samples_from_handle(handle, label):
+    """Read a samples file's content from an open, checked h5py handle."""
+    try:
+        parameters = read_string_list(handle["samples"].attrs["parameters"])
+        return Samples(
+            ids=list(handle["objects/id"].asstr()[()]),
+            parameters=parameters,
+            samples=handle["samples"][()],
+            log_interim_prior=handle["log_interim_prior"][()],
+            log_likelihood=handle["log_likelihood"][()],
+            diagnostics={name: handle["diagnostics"][name][()] for name in DIAGNOSTICS},
+            model=str(handle.attrs["model"]),
+            interim_prior=read_json_attr(handle, "interim_prior"),
+            settings=read_json_attr(handle, "settings"),
+            seed=int(handle.attrs["seed"]),
+            command=str(handle.attrs.get("command", "")),
+            attrs={k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in handle.attrs.items()},
+        )
+    except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
+
+
+def read_samples(path):
+    """Read a samples file (``-`` reads stdin) into a :class:`Samples`.
+
+    Raises
+    ------
+    FileFormatError
+        Not a popinfer samples file, a newer format version, or damaged.
+    """
+    with open_popinfer_file(path, "samples") as handle:
+        return samples_from_handle(handle, "<stdin>" if str(path) == "-" else str(path))
+
+
+class Checkpoint:
+    """The working file of a stage-one run, committed batch by batch.
+
+    Parameters
+    ----------
+    path : str
+        Checkpoint file name.
+    fingerprint : str
+        Digest of everything that decides the results (data, model, priors,
+        settings, seed); a resume must match it.
+    """
+
+    def __init__(self, path, fingerprint):
+        self.path = str(path)
+        self.fingerprint = fingerprint
+        self.handle = None
+
+    def create(self, n_objects, n_draws, parameters, ids, n_batches, root):
+        try:
+            self.handle = h5py.File(self.path, "w")
+        except OSError as exc:
+            raise OutputError(f"Cannot create the checkpoint {self.path}: {exc}. Is another run writing it?") from None
+        write_root_attributes(self.handle, "samples-checkpoint", root["command"], root["seed"], root["extra"])
+        self.handle.attrs["fingerprint"] = self.fingerprint
+        self.handle.attrs["n_batches"] = np.int64(n_batches)
+        create_layout(self.handle, n_objects, n_draws, parameters, ids)
+        self.handle.attrs["batches_committed"] = np.int64(0)
+        self.handle.flush()
+
+    def open_existing(self):
+        """Reopen for resuming; returns the number of committed batches."""
+        try:
+            self.handle = h5py.File(self.path, "r+")
+        except OSError as exc:
+            raise OutputError(
+                f"Cannot reopen the checkpoint {self.path} to resume ({exc}). It is damaged or another "
+                f"run is using it; run without --resume and with --overwrite to start over."
+            ) from None
+        found = self.handle.attrs.get("fingerprint")
+        if found != self.fingerprint:
+            self.close()
+            raise OutputError(
+                f"The checkpoint {self.path} belongs to a run with other data, model, priors, settings or "
+                f"seed, so --resume cannot continue it. Repeat the original command with --resume, or "
+                f"start over with --overwrite."
+            )
+        return int(self.handle.attrs["batches_committed"])
+
+    def commit(self, batch_index, start, result):
+        """Write a batch, flush, then bump the commit marker and flush again."""
+        write_rows(self.handle, start, result)
+        self.handle.flush()
+        self.handle.attrs["batches_committed"] = np.int64(batch_index + 1)
+        self.handle.flush()
+
+    def read(self):
+        return samples_from_handle(self.handle, self.path)
+
+    def close(self):
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None

@@ -1,0 +1,155 @@
+"""User-supplied per-object models: ``path/to/file.py:function`` or ``module:function``.
+
+The protocol (documented in README, "User models"):
+
+    def decay(params, data):
+        '''params: dict name -> array (n_walkers,); data: dict column -> array (rows,)'''
+        model = params["amplitude"][:, None] * np.exp(-params["rate"][:, None] * data["t"])
+        return -0.5 * np.sum(((data["y"] - model) / data["yerr"]) ** 2, axis=1)
+
+    decay.parameters = {"amplitude": "loguniform(0.01, 100)", "rate": "loguniform(0.001, 10)"}
+    decay.columns = ["t", "y", "yerr"]
+
+``popinfer.user_model(parameters=..., columns=...)`` sets the same attributes as a
+decorator. The function is called once per object with all walkers at once and
+must return a finite (or -inf) log-likelihood per walker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..distributions import parse_distribution
+from ..errors import ModelError, UsageError
+from .base import Model
+
+
+def user_model(parameters, columns):
+    """Decorator declaring a function as a popinfer per-object model.
+
+    Parameters
+    ----------
+    parameters : dict of str -> str
+        Parameter names and their default interim priors (distribution specs).
+    columns : list of str
+        Data columns the function reads; each arrives as a float array.
+    """
+
+    def mark(function):
+        function.parameters = dict(parameters)
+        function.columns = list(columns)
+        return function
+
+    return mark
+
+
+def load_callable(spec, option):
+    """Resolve ``file.py:function`` or ``package.module:function``."""
+    target, sep, attribute = spec.rpartition(":")
+    if not sep or not target or not attribute:
+        raise UsageError(
+            f"{option} {spec!r}: expected a built-in name, path/to/file.py:function or "
+            f"package.module:function.",
+            option,
+        )
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise UsageError(f"{option} {spec!r}: the file {target!r} does not exist.", option)
+        module_name = f"popinfer_user_{abs(hash(str(path.resolve())))}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            try:
+                loader_spec.loader.exec_module(module)
+            except Exception as exc:
+                raise ModelError(f"{option} {spec!r}: importing {target!r} failed: {type(exc).__name__}: {exc}") from exc
+            sys.modules[module_name] = module
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UsageError(f"{option} {spec!r}: cannot import module {target!r} ({exc}).", option) from None
+    function = getattr(module, attribute, None)
+    if function is None or not callable(function):
+        raise UsageError(f"{option} {spec!r}: {target!r} defines no function {attribute!r}.", option)
+    return function
+
+
+class UserModel(Model):
+    """A per-object model from a user's function (see module docstring)."""
+
+    def __init__(self, spec, columns=None, table_columns=None):
+        self.spec = spec
+        self._function = self._load()
+        declared = getattr(self._function, "parameters", None)
+        if not isinstance(declared, dict) or not declared:
+            raise UsageError(
+                f"--model {spec!r}: the function needs a `parameters` attribute, a dict of "
+                f"parameter name -> default interim prior, e.g. {{'rate': 'loguniform(0.001, 10)'}}.",
+                "--model",
+            )
+        for name, prior in declared.items():
+            parse_distribution(prior, f"--model {spec} (default prior of {name})")
+        used = getattr(self._function, "columns", None)
+        if not used or isinstance(used, str):
+            raise UsageError(
+                f"--model {spec!r}: the function needs a `columns` attribute listing the data "
+                f"columns it reads, e.g. ['t', 'y', 'yerr'].",
+                "--model",
+            )
+        self.name = spec
+        self.roles = {str(c): True for c in used}
+        self.parameters = tuple(declared)
+        self.default_priors = dict(declared)
+        super().__init__(columns, table_columns)
+
+    def _load(self):
+        return load_callable(self.spec, "--model")
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_function"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._function = self._load()
+
+    def prepare(self, columns, starts):
+        return {"columns": columns, "starts": starts, "ids": None}
+
+    def log_likelihood(self, params, data, valid=None):
+        """Call the user's function once per object with its valid walkers."""
+        starts = data["starts"]
+        shape = next(iter(params.values())).shape
+        out = np.full(shape, -np.inf)
+        for b in range(len(starts) - 1):
+            walkers = np.ones(shape[0], bool) if valid is None else valid[:, b]
+            n_valid = int(walkers.sum())
+            if not n_valid:
+                continue
+            rows = slice(starts[b], starts[b + 1])
+            object_data = {self.column_names[role]: values[rows] for role, values in data["columns"].items()}
+            object_params = {name: np.ascontiguousarray(values[walkers, b]) for name, values in params.items()}
+            object_id = data["ids"][b] if data.get("ids") is not None else b
+            try:
+                result = self._function(object_params, object_data)
+            except Exception as exc:
+                raise ModelError(
+                    f"Model {self.spec!r} raised {type(exc).__name__} on object {object_id!r}: {exc}"
+                ) from exc
+            result = np.asarray(result, dtype=float)
+            if result.shape != (n_valid,):
+                raise ModelError(
+                    f"Model {self.spec!r} returned shape {result.shape} on object {object_id!r}; "
+                    f"expected ({n_valid},): one log-likelihood per walker."
+                )
+            out[walkers, b] = result
+        return out
