@@ -44,17 +44,21 @@ class NormalModel(Model):
         else:
             weights = np.ones_like(y)
         precision = segment_sum(weights, starts)
-        mean = segment_sum(weights * y, starts) / precision
-        residual = segment_sum(weights * (y - np.repeat(mean, np.diff(starts))) ** 2, starts)
+        # The mean is kept as (reference, offset) with the object's first y as the
+        # reference, so that θ - mean stays accurate when |y| >> spread.
+        reference = y[starts[:-1]]
+        offset_rows = y - np.repeat(reference, np.diff(starts))
+        offset = segment_sum(weights * offset_rows, starts) / precision
+        residual = segment_sum(weights * (offset_rows - np.repeat(offset, np.diff(starts))) ** 2, starts)
         constant = -0.5 * counts * LOG_2PI
         if self.known_sigma:
             constant = constant - segment_sum(np.log(columns["sigma"]), starts)
-        return {"precision": precision, "mean": mean, "residual": residual, "counts": counts,
+        return {"precision": precision, "reference": reference, "offset": offset, "residual": residual, "counts": counts,
                 "constant": constant}
 
     def log_likelihood(self, params, data):
         theta = params["theta"]
-        quadratic = data["precision"] * (theta - data["mean"]) ** 2 + data["residual"]
+        quadratic = data["precision"] * ((theta - data["reference"]) - data["offset"]) ** 2 + data["residual"]
         if self.known_sigma:
             return data["constant"] - 0.5 * quadratic
         scatter = params["scatter"]
