@@ -119,9 +119,10 @@ def read_table(path, id_column=None):
     if "\x00" in text:
         raise InputDataError(f"{source} contains NUL bytes: it looks like a binary file, not a CSV/TSV table.")
     try:
-        frame = pd.read_csv(
-            io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, skipinitialspace=True
-        )
+        # header=None so that a row with more fields than the header is an error
+        # rather than silently becoming an index.
+        cells = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False,
+                            skipinitialspace=True, header=None)
     except pd.errors.EmptyDataError:
         raise InputDataError(f"{source} is empty: expected a header line and one row per measurement.") from None
     except pd.errors.ParserError as exc:
@@ -129,6 +130,9 @@ def read_table(path, id_column=None):
             f"{source} is not a well-formed {'TSV' if separator == chr(9) else 'CSV'} table: {exc}. "
             f"Every row needs as many fields as the header."
         ) from None
+    # A row with fewer fields than the header reads as empty cells, reported per cell.
+    frame = cells.iloc[1:].reset_index(drop=True)
+    frame.columns = [str(c) for c in cells.iloc[0]]
     return table_from_frame(frame, id_column, source, hashlib.sha256(raw).hexdigest())
 
 

@@ -256,6 +256,10 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
             samples = checkpoint.read()
         else:
             samples = _assemble(results, table.ids, names)
+    except Exception as exc:
+        if checkpoint is not None:
+            _keep_or_drop_checkpoint(checkpoint, exc)
+        raise
     finally:
         bar.close()
         if checkpoint is not None:
@@ -269,6 +273,19 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
             os.rmdir(os.path.dirname(checkpoint.path))
     _warn_unconverged(samples.ids, samples.diagnostics)
     return samples
+
+
+def _keep_or_drop_checkpoint(checkpoint, exc):
+    """After a failure: drop a checkpoint holding nothing, else say it is kept."""
+    committed = int(checkpoint.handle.attrs["batches_committed"]) if checkpoint.handle else 0
+    if committed == 0:
+        checkpoint.close()
+        os.unlink(checkpoint.path)
+        if checkpoint.path.endswith("stdout.partial"):
+            os.rmdir(os.path.dirname(checkpoint.path))
+    elif exc.args and isinstance(exc.args[0], str) and not checkpoint.path.endswith("stdout.partial"):
+        exc.args = (f"{exc.args[0]} The objects finished so far are kept in {checkpoint.path}; after fixing "
+                    f"the problem, rerun the same command with --resume to continue.",) + exc.args[1:]
 
 
 def _parse_column(text, option):
