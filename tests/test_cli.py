@@ -196,7 +196,7 @@ def test_binary_and_missing_data_files(in_tmp):
 
 @pytest.mark.parametrize("function, code, fragments", [
     ("raises", 1, ["raised RuntimeError on object 'A'", "boom"]),
-    ("returns_nan", 1, ["object 'A'", "nan", "finite or -inf"]),
+    ("returns_nan", 1, ["returned nan as the log-likelihood of object '", "finite or -inf"]),
     ("wrong_shape", 1, ["returned shape (3,) on object 'A'"]),
     ("no_parameters", 2, ["`parameters` attribute"]),
     ("missing_function", 2, ["defines no function 'missing_function'"]),
