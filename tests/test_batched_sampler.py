@@ -18,7 +18,7 @@ BIMODAL = f"{ROOT / 'tests' / 'models_for_tests.py'}:bimodal"
 
 
 def plain_emcee_draws(frame, model_name, object_index, n_steps, seed, log_prob=None):
-    """One object through a stock EnsembleSampler (StretchMove), thinned by τ.
+    """One object through a stock EnsembleSampler (StretchMove), thinned by 2τ.
 
     Walkers start as popinfer's do (likelihood-resampled interim-prior draws);
     ``log_prob`` is a straightforward per-walker log posterior (default: the
@@ -44,7 +44,7 @@ def plain_emcee_draws(frame, model_name, object_index, n_steps, seed, log_prob=N
     sampler.run_mcmc(start[:, 0, :], n_steps)
     chain = sampler.get_chain()[n_steps // 2:]
     tau = integrated_time(chain).max()
-    return chain[:: int(np.ceil(tau))].reshape(-1, len(priors))[:, 0]
+    return chain[:: int(np.ceil(2 * tau))].reshape(-1, len(priors))[:, 0]  # 2τ: see stats_helpers
 
 
 def thinned_batched(samples, index):

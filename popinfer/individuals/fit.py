@@ -20,12 +20,15 @@ from ..distributions import Distribution, parse_assignment, parse_distribution, 
 from ..errors import OutputError, UsageError
 from ..io.hdf5 import check_output
 from ..io.samples import Checkpoint, Samples, write_samples
-from ..models import get_model
+from ..models import UserModel, get_model
 from ..table import read_table, table_from_frame
 from .sampler import MIN_AUTOCORR_TIMES, buffer_capacity, minimum_steps, sample_batch
 
 DEFAULT_WALKERS = 32
-MAX_BATCH_SIZE = 500
+MAX_BATCH_SIZE = 1000
+# A user model is called once per object, so batching gains it no speed; smaller
+# batches checkpoint its (typically expensive) work more often.
+MAX_USER_BATCH_SIZE = 100
 BATCH_MEMORY_BYTES = 256 * 2**20
 
 
@@ -70,9 +73,10 @@ def resolve_priors(model, priors, fixed):
             for name in sampled}
 
 
-def _batch_size(n_draws, n_walkers, n_dim):
+def _batch_size(model, n_draws, n_walkers, n_dim):
     per_object = buffer_capacity(n_draws, n_walkers) * n_walkers * n_dim * 8
-    return int(max(1, min(MAX_BATCH_SIZE, BATCH_MEMORY_BYTES // per_object)))
+    cap = MAX_USER_BATCH_SIZE if isinstance(model, UserModel) else MAX_BATCH_SIZE
+    return int(max(1, min(cap, BATCH_MEMORY_BYTES // per_object)))
 
 
 def _digest(table, columns):
@@ -145,7 +149,8 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     seed : int, optional
         Seed of all randomness; drawn (and recorded) when omitted.
     batch_size : int, optional
-        Objects sampled together (default from a memory budget, ≤ 500).
+        Objects sampled together (default from a 256 MiB memory budget, at most
+        1000; 100 for user models).
     resume, overwrite, progress : bool
     command : str
         Provenance recorded in the file's ``command`` attribute.
@@ -188,7 +193,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
             "--max-steps",
         )
     if batch_size is None:
-        batch_size = _batch_size(n_draws, n_walkers, n_dim)
+        batch_size = _batch_size(model, n_draws, n_walkers, n_dim)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**63)
 

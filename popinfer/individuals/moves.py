@@ -41,17 +41,19 @@ class BlockStretchMove(Move):
         halves = (permutation[: n_walkers // 2], permutation[n_walkers // 2:])
         for moving, complement in (halves, halves[::-1]):
             n_moving = len(moving)
-            z = ((self.a - 1.0) * self.rng.random((n_moving, n_objects)) + 1.0) ** 2 / self.a
+            uniform = self.rng.random((2, n_moving, n_objects))
+            z = ((self.a - 1.0) * uniform[0] + 1.0) ** 2 / self.a
             partners = complement[self.rng.integers(len(complement), size=(n_moving, n_objects))]
             partner = coords[partners, objects]
-            proposal = partner - z[..., None] * (partner - coords[moving])
+            current = coords[moving]
+            proposal = partner - z[..., None] * (partner - current)
             _, blobs = model.compute_log_prob_fn(proposal.reshape(n_moving, -1))
             new_log_prob = np.asarray(blobs, dtype=float).reshape(n_moving, n_objects)
-            log_ratio = (self.n_dim - 1.0) * np.log(z) + new_log_prob - log_prob[moving]
-            accept = np.log(self.rng.random((n_moving, n_objects))) < log_ratio
-            walker, obj = np.nonzero(accept)
-            coords[moving[walker], obj] = proposal[walker, obj]
-            log_prob[moving[walker], obj] = new_log_prob[walker, obj]
+            current_log_prob = log_prob[moving]
+            log_ratio = (self.n_dim - 1.0) * np.log(z) + new_log_prob - current_log_prob
+            accept = np.log(uniform[1]) < log_ratio
+            coords[moving] = np.where(accept[..., None], proposal, current)
+            log_prob[moving] = np.where(accept, new_log_prob, current_log_prob)
             accepted[moving] = accept
         state.coords = coords.reshape(n_walkers, -1)
         state.blobs = log_prob
