@@ -1,8 +1,8 @@
 """popinfer: hierarchical (population) Bayesian inference by two-stage importance sampling.
 
 Stage one (:func:`fit_individuals`) fits every object under a broad interim prior
-and keeps K posterior draws per object; stage two reweights those draws under a
-parametric population density.
+and keeps K posterior draws per object; stage two (:func:`fit_population`)
+reweights those draws under a parametric population density.
 """
 
 from ._version import __version__
@@ -10,12 +10,18 @@ from .distributions import Distribution, parse_distribution
 from .errors import FileFormatError, InputDataError, ModelError, OutputError, PopinferError, UsageError
 from .individuals import ConvergenceWarning, fit_individuals
 from .io.samples import Samples, read_samples
+from .io.population import PopulationResult, read_population
 from .models import user_model
+from .reweighting import PopulationDiagnosticWarning, fit_population
 
 __all__ = [
     "__version__",
     "fit_individuals",
+    "fit_population",
     "read_samples",
+    "read_population",
+    "PopulationResult",
+    "PopulationDiagnosticWarning",
     "Samples",
     "user_model",
     "parse_distribution",

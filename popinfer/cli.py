@@ -13,9 +13,10 @@ import click
 from . import __version__
 from .errors import PopinferError, UsageError
 from .individuals import ConvergenceWarning, fit_individuals
+from .reweighting import PopulationDiagnosticWarning, fit_population
 
 EXIT_DIAGNOSTIC = 3
-DIAGNOSTIC_WARNINGS = (ConvergenceWarning,)
+DIAGNOSTIC_WARNINGS = (ConvergenceWarning, PopulationDiagnosticWarning)
 # Options that change how a run executes but never its results; they are left
 # out of the recorded command so that the file is identical whatever they are.
 RUN_CONTROL = {"workers", "resume", "quiet", "overwrite", "debug", "strict"}
@@ -105,13 +106,15 @@ def main():
     """Hierarchical Bayesian inference by two-stage importance sampling.
 
     Stage one (fit-individuals) fits every object under a broad interim prior
-    and keeps K posterior draws per object in an HDF5 file; summary and
-    inspect describe such files.
+    and keeps K posterior draws per object in an HDF5 file; stage two
+    (fit-population) reweights them under a population density and samples
+    its hyperparameters; summary and inspect describe both kinds of file.
 
     \b
     Example:
         popinfer fit-individuals sample_data/eight_schools.csv -o eight.h5 --model normal --seed 1
-        popinfer summary eight.h5
+        popinfer fit-population eight.h5 -o eight-pop.h5 --population normal --seed 2
+        popinfer summary eight-pop.h5
     """
 
 
@@ -154,26 +157,75 @@ def fit_individuals_command(data, output, model, priors, fixed, columns, id_colu
     )
 
 
+@main.command("fit-population")
+@click.argument("samples", type=str)
+@click.option("-o", "--output", required=True, help="Population file to write (- for stdout).")
+@click.option("--population", required=True,
+              help="normal, truncnormal, lognormal, beta, gamma, powerlaw, uniform, studentt, mixture, mvnormal, "
+                   "or file.py:function / module:function.")
+@click.option("--parameter", "parameters", multiple=True, metavar="NAME",
+              help="Stage-one parameter the population describes (repeatable) [default: the only one].")
+@click.option("--hyperprior", "hyperpriors", multiple=True, metavar="NAME=DIST", help="Prior of one hyperparameter (repeatable).")
+@click.option("--fix", "fixed", multiple=True, metavar="NAME=VALUE", help="Hold a hyperparameter fixed (repeatable).")
+@click.option("--min-ess", type=float, default=20.0, show_default=True, help="Per-object ESS below which a warning fires.")
+@click.option("--max-variance", type=float, default=None, help="Hyperparameters with Var[ln L] above this get ln L = -inf.")
+@click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
+@click.option("--max-steps", type=int, default=20000, show_default=True,
+              help="Cap on steps; the run stops earlier once the chain is >= 50 autocorrelation times.")
+@click.option("--samples", "n_samples", type=int, default=4000, show_default=True, help="Hyperparameter draws kept.")
+@click.option("--reweighted", "n_reweighted", type=int, default=1000, show_default=True,
+              help="Draws per object under the inferred population.")
+@run_options
+@handle_errors
+def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
+                           n_walkers, max_steps, n_samples, n_reweighted, seed, quiet, overwrite, strict, debug):
+    """Infer the population from stage-one draws (stage two).
+
+    Reweights each object's draws by f(θ; α)/p0(θ) (Hogg, Myers & Bovy 2010),
+    samples the hyperparameters α with emcee, warns (naming the objects) when
+    the interim draws cannot support the population, and draws every object's
+    parameters under the inferred population (partial pooling). SAMPLES is a
+    samples file (- reads stdin).
+
+    \b
+    Example:
+        popinfer fit-population eight.h5 -o eight-pop.h5 --population normal \\
+            --hyperprior "mu=normal(0, 5)" --hyperprior "sigma=halfcauchy(5)" --seed 2
+        popinfer fit-individuals data.csv -o - --model normal --quiet \\
+            | popinfer fit-population - -o pop.h5 --population normal
+    """
+    fit_population(
+        samples, population, output, parameters=list(parameters), hyperpriors=list(hyperpriors), fixed=list(fixed),
+        min_ess=min_ess, max_variance=max_variance, n_walkers=n_walkers, max_steps=max_steps, n_samples=n_samples,
+        n_reweighted=n_reweighted, seed=seed, overwrite=overwrite, progress=not quiet,
+        command=_recorded_command(click.get_current_context()),
+    )
+
+
 @main.command("summary")
 @click.argument("file", type=str)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
 @handle_errors
 def summary_command(file, fmt, debug):
-    """Per-object posterior summary of a samples file.
+    """Summarise a samples or population file.
 
-    Mean, sd, 5/50/95 % quantiles, autocorrelation time, steps, acceptance and
-    the converged flag of every object and parameter.
+    For a samples file: per object and parameter, mean, sd, 5/50/95 %
+    quantiles, autocorrelation time, steps, acceptance and the converged flag.
+    For a population file: the hyperparameter posterior (mean, sd, 5/50/95 %,
+    autocorrelation time), the diagnostics, and every object's independent
+    (stage-one) next to its pooled estimate. csv gives the hyperparameter table,
+    a blank line, then the object table.
 
     \b
     Example:
         popinfer summary eight.h5
         popinfer summary eight.h5 --format json | jq '.[] | select(.converged | not)'
+        popinfer summary eight-pop.h5 --format json | jq '.hyperparameters'
     """
-    from .io.samples import read_samples
-    from .summary import format_frame, samples_summary
+    from .summary import summarize_file
 
-    click.echo(format_frame(samples_summary(read_samples(file)), fmt), nl=False)
+    click.echo(summarize_file(file, fmt), nl=False)
 
 
 @main.command("inspect")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .io.hdf5 import open_popinfer_file
+from .reweighting.fit import LOW_ESS_FRACTION
 
 QUANTILES = (0.05, 0.5, 0.95)
 
@@ -39,6 +40,101 @@ def samples_summary(samples):
         "acceptance_fraction": np.repeat(diagnostics["acceptance_fraction"], n_dim),
         "converged": np.repeat(diagnostics["converged"].astype(bool), n_dim),
     })
+
+
+def population_summary(result):
+    """Tables of a population file: hyperparameters, objects, diagnostics.
+
+    Returns
+    -------
+    dict
+        ``hyperparameters`` (DataFrame: name, mean, sd, q05, q50, q95,
+        autocorr_time), ``objects`` (DataFrame: object, parameter, independent
+        and pooled mean/sd/q05/q95, median and minimum ESS) and ``diagnostics``
+        (dict).
+    """
+    draws = result.hyper_samples
+    q = np.quantile(draws, QUANTILES, axis=0)
+    hyper = pd.DataFrame({
+        "hyperparameter": result.hyperparameters, "mean": draws.mean(axis=0), "sd": draws.std(axis=0, ddof=1),
+        "q05": q[0], "q50": q[1], "q95": q[2], "autocorr_time": result.autocorr_time})
+    n_objects, _, n_params = result.reweighted.shape
+    pooled = result.reweighted
+    pooled_q = np.quantile(pooled, (0.05, 0.95), axis=1)  # (2, N, P)
+    independent = result.independent_summary  # (N, P, 5): mean, sd, q05, q50, q95
+    objects = pd.DataFrame({
+        "object": np.repeat(result.ids, n_params),
+        "parameter": np.tile(result.parameters, n_objects),
+        "independent_mean": independent[:, :, 0].reshape(-1),
+        "independent_sd": independent[:, :, 1].reshape(-1),
+        "independent_q05": independent[:, :, 2].reshape(-1),
+        "independent_q95": independent[:, :, 4].reshape(-1),
+        "pooled_mean": pooled.mean(axis=1).reshape(-1),
+        "pooled_sd": pooled.std(axis=1, ddof=1).reshape(-1),
+        "pooled_q05": pooled_q[0].reshape(-1),
+        "pooled_q95": pooled_q[1].reshape(-1),
+        "median_ess": np.repeat(np.median(result.ess, axis=0), n_params),
+        "min_ess": np.repeat(result.ess.min(axis=0), n_params),
+    })
+    variance = result.ln_likelihood_variance
+    diagnostics = {
+        "population": result.population,
+        "parameters": list(result.parameters),
+        "fixed": dict(result.fixed),
+        "hyperprior": dict(result.hyperprior),
+        "n_steps": result.settings.get("n_steps"),
+        "converged": result.settings.get("converged"),
+        "stage_one_draws": result.settings.get("stage_one_draws"),
+        "ln_likelihood_variance_median": float(np.median(variance)),
+        "ln_likelihood_variance_max": float(np.max(variance)),
+        "min_ess": float(result.ess.min()),
+        "objects_below_min_ess": int(np.sum(
+            (result.ess < result.settings.get("min_ess", 20)).mean(axis=0) >= LOW_ESS_FRACTION)),
+    }
+    return {"hyperparameters": hyper, "objects": objects, "diagnostics": diagnostics}
+
+
+def format_population(tables, fmt):
+    """Render :func:`population_summary` as ``table``, ``csv`` (two tables) or ``json``."""
+    if fmt == "json":
+        payload = {"hyperparameters": json.loads(tables["hyperparameters"].to_json(orient="records", double_precision=15)),
+                   "objects": json.loads(tables["objects"].to_json(orient="records", double_precision=15)),
+                   "diagnostics": tables["diagnostics"]}
+        return json.dumps(payload, indent=2) + "\n"
+    if fmt == "csv":
+        return format_frame(tables["hyperparameters"], "csv") + "\n" + format_frame(tables["objects"], "csv")
+    diagnostics = tables["diagnostics"]
+    lines = [f"population: {diagnostics['population']} of {', '.join(diagnostics['parameters'])}"
+             + (f" (fixed: {diagnostics['fixed']})" if diagnostics["fixed"] else ""),
+             f"chain: {diagnostics['n_steps']} steps, converged: {diagnostics['converged']}; "
+             f"Var[ln L̂] median {diagnostics['ln_likelihood_variance_median']:.3g}, "
+             f"max {diagnostics['ln_likelihood_variance_max']:.3g}; smallest ESS {diagnostics['min_ess']:.3g} "
+             f"of K = {diagnostics['stage_one_draws']}", "", "hyperparameters:",
+             format_frame(tables["hyperparameters"], "table"), "objects (independent = stage one, pooled = under "
+             "the inferred population):", format_frame(tables["objects"], "table")]
+    return "\n".join(lines)
+
+
+def summarize_file(path, fmt):
+    """Summary text of a samples or population file (``-`` reads stdin)."""
+    import io
+    import sys
+
+    from .io.population import read_population
+    from .io.samples import read_samples
+
+    source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == "-" else path
+    with open_popinfer_file(source) as handle:
+        kind = handle.attrs["popinfer_format"]
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    if kind == "population":
+        return format_population(population_summary(read_population(source)), fmt)
+    if kind != "samples":
+        from .errors import FileFormatError
+
+        raise FileFormatError(f"{path} is a popinfer {kind} file; summary reads samples and population files.")
+    return format_frame(samples_summary(read_samples(source)), fmt)
 
 
 def format_frame(frame, fmt):

@@ -63,16 +63,20 @@ def read_string_list(value):
 def open_popinfer_file(path, kind=None):
     """Open a popinfer HDF5 file for reading (``-`` reads stdin) and check it.
 
+    ``path`` may also be an ``io.BytesIO`` holding the file.
+
     Raises
     ------
     FileFormatError
         If the file is missing, not HDF5, not a popinfer file, of another kind
         than ``kind``, or of a newer format version.
     """
-    label = "<stdin>" if str(path) == "-" else str(path)
-    if str(path) == "-":
-        source = io.BytesIO(sys.stdin.buffer.read())
+    if isinstance(path, io.BytesIO):
+        label, source = "<stdin>", path
+    elif str(path) == "-":
+        label, source = "<stdin>", io.BytesIO(sys.stdin.buffer.read())
     else:
+        label = str(path)
         if not Path(path).exists():
             raise FileFormatError(f"{label} does not exist.")
         source = str(path)

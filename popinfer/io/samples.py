@@ -22,6 +22,7 @@ so a resumed run gives the same bytes as an uninterrupted one.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 
@@ -174,7 +175,8 @@ def read_samples(path):
         Not a popinfer samples file, a newer format version, or damaged.
     """
     with open_popinfer_file(path, "samples") as handle:
-        return samples_from_handle(handle, "<stdin>" if str(path) == "-" else str(path))
+        label = "<stdin>" if str(path) == "-" or isinstance(path, io.BytesIO) else str(path)
+        return samples_from_handle(handle, label)
 
 
 class Checkpoint:

@@ -1,0 +1,146 @@
+"""Population files (``popinfer_format = "population"``): stage two's output.
+
+Layout (CONTRACT §4)::
+
+    attrs: popinfer_format, format_version, popinfer_version, created, command, seed,
+           population, parameters, hyperparameters, hyperprior (JSON), fixed (JSON),
+           source (JSON: input path and SHA-256), settings (JSON)
+    /hyper/samples                  (S, H) f8, attr names
+    /hyper/log_posterior            (S,) f8
+    /hyper/log_likelihood           (S,) f8
+    /hyper/ln_likelihood_variance   (S,) f8   Var[ln L̂] at each draw
+    /hyper/autocorr_time            (H,) f8
+    /objects/id                     (N,) str
+    /objects/ess                    (M, N) f4, attr draw_index (M ≤ 1000 draws)
+    /objects/reweighted             (N, R, P) f8  draws under the inferred population
+    /objects/independent_summary    (N, P, 5) f8  stage-one mean, sd, q05, q50, q95 (attr columns)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from ..errors import FileFormatError
+from .hdf5 import (open_popinfer_file, publish, read_json_attr, read_string_list, strings, temporary_path,
+                   write_root_attributes)
+
+SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
+
+
+@dataclass
+class PopulationResult:
+    """Stage-two output: hyperparameter posterior, diagnostics and pooled draws.
+
+    Attributes
+    ----------
+    population : str
+    parameters : list of str
+        Stage-one parameters the population describes (P).
+    hyperparameters : list of str
+        Sampled hyperparameters (H), the columns of ``hyper_samples``.
+    hyper_samples : ndarray, shape (S, H)
+    log_posterior, log_likelihood, ln_likelihood_variance : ndarray, shape (S,)
+    autocorr_time : ndarray, shape (H,)
+    ids : list of str
+    ess : ndarray, shape (M, N)
+        Per-object effective sample size at the draws ``ess_draw_index``.
+    ess_draw_index : ndarray, shape (M,)
+    reweighted : ndarray, shape (N, R, P)
+    independent_summary : ndarray, shape (N, P, 5)
+    hyperprior, fixed, source, settings : dict
+    seed : int
+    command : str
+    attrs : dict
+    """
+
+    population: str
+    parameters: list
+    hyperparameters: list
+    hyper_samples: np.ndarray
+    log_posterior: np.ndarray
+    log_likelihood: np.ndarray
+    ln_likelihood_variance: np.ndarray
+    autocorr_time: np.ndarray
+    ids: list
+    ess: np.ndarray
+    ess_draw_index: np.ndarray
+    reweighted: np.ndarray
+    independent_summary: np.ndarray
+    hyperprior: dict
+    fixed: dict
+    source: dict
+    settings: dict
+    seed: int
+    command: str = ""
+    attrs: dict = field(default_factory=dict)
+
+    def hyper(self, name):
+        """Posterior draws of one hyperparameter, shape (S,)."""
+        return self.hyper_samples[:, self.hyperparameters.index(name)]
+
+
+def write_population(result, path, overwrite=False):
+    """Write a :class:`PopulationResult` atomically (``-``: stdout)."""
+    temporary = temporary_path(path)
+    try:
+        with h5py.File(temporary, "w") as handle:
+            write_root_attributes(handle, "population", result.command, result.seed, {
+                "population": result.population, "parameters": list(result.parameters),
+                "hyperparameters": list(result.hyperparameters), "hyperprior": dict(result.hyperprior),
+                "fixed": dict(result.fixed), "source": dict(result.source), "settings": dict(result.settings)})
+            hyper = handle.create_group("hyper")
+            samples = hyper.create_dataset("samples", data=result.hyper_samples)
+            samples.attrs["names"] = strings(result.hyperparameters)
+            hyper.create_dataset("log_posterior", data=result.log_posterior)
+            hyper.create_dataset("log_likelihood", data=result.log_likelihood)
+            hyper.create_dataset("ln_likelihood_variance", data=result.ln_likelihood_variance)
+            hyper.create_dataset("autocorr_time", data=result.autocorr_time)
+            objects = handle.create_group("objects")
+            objects.create_dataset("id", data=strings(result.ids))
+            ess = objects.create_dataset("ess", data=result.ess.astype(np.float32))
+            ess.attrs["draw_index"] = np.asarray(result.ess_draw_index, dtype=np.int64)
+            reweighted = objects.create_dataset("reweighted", data=result.reweighted)
+            reweighted.attrs["parameters"] = strings(result.parameters)
+            summary = objects.create_dataset("independent_summary", data=result.independent_summary)
+            summary.attrs["columns"] = strings(SUMMARY_COLUMNS)
+        publish(temporary, path, overwrite)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def read_population(path):
+    """Read a population file (``-`` reads stdin) into a :class:`PopulationResult`."""
+    label = "<stdin>" if str(path) == "-" or not isinstance(path, (str, os.PathLike)) else str(path)
+    with open_popinfer_file(path, "population") as handle:
+        try:
+            return PopulationResult(
+                population=str(handle.attrs["population"]),
+                parameters=read_string_list(handle.attrs["parameters"]),
+                hyperparameters=read_string_list(handle["hyper/samples"].attrs["names"]),
+                hyper_samples=handle["hyper/samples"][()],
+                log_posterior=handle["hyper/log_posterior"][()],
+                log_likelihood=handle["hyper/log_likelihood"][()],
+                ln_likelihood_variance=handle["hyper/ln_likelihood_variance"][()],
+                autocorr_time=handle["hyper/autocorr_time"][()],
+                ids=list(handle["objects/id"].asstr()[()]),
+                ess=handle["objects/ess"][()],
+                ess_draw_index=handle["objects/ess"].attrs["draw_index"][()],
+                reweighted=handle["objects/reweighted"][()],
+                independent_summary=handle["objects/independent_summary"][()],
+                hyperprior=read_json_attr(handle, "hyperprior"),
+                fixed=read_json_attr(handle, "fixed"),
+                source=read_json_attr(handle, "source"),
+                settings=read_json_attr(handle, "settings"),
+                seed=int(handle.attrs["seed"]),
+                command=str(handle.attrs.get("command", "")),
+                attrs={k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in handle.attrs.items()},
+            )
+        except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
+            raise FileFormatError(f"{label} is a damaged population file: {exc}. Regenerate it.") from None

@@ -1,0 +1,48 @@
+"""Population densities f(θ; α) of stage two: the built-ins and user-supplied functions."""
+
+from ..errors import UsageError
+from .base import LinearForm, Population
+from .mixture import MixturePopulation
+from .mvnormal import MvNormalPopulation
+from .univariate import (BetaPopulation, GammaPopulation, LogNormalPopulation, NormalPopulation,
+                         PowerLawPopulation, StudentTPopulation, TruncNormalPopulation, UniformPopulation)
+from .user import UserPopulation
+
+BUILTIN_POPULATIONS = {cls.name: cls for cls in (
+    NormalPopulation, TruncNormalPopulation, LogNormalPopulation, BetaPopulation, GammaPopulation,
+    PowerLawPopulation, UniformPopulation, StudentTPopulation, MixturePopulation, MvNormalPopulation)}
+
+
+def get_population(name, parameters):
+    """A population instance describing the stage-one ``parameters``.
+
+    Parameters
+    ----------
+    name : str
+        Built-in name or ``file.py:function`` / ``module:function``.
+    parameters : list of str
+        One parameter, except for ``mvnormal`` (two or more) and user populations.
+    """
+    if isinstance(name, Population):
+        return name
+    parameters = list(parameters)
+    if name in BUILTIN_POPULATIONS:
+        cls = BUILTIN_POPULATIONS[name]
+        if cls is MvNormalPopulation:
+            if len(parameters) < 2:
+                raise UsageError("--population mvnormal describes two or more parameters: give --parameter "
+                                 "for each, e.g. --parameter slope --parameter intercept.", "--parameter")
+        elif len(parameters) != 1:
+            raise UsageError(f"--population {name} describes one parameter; got {len(parameters)} "
+                             f"({', '.join(parameters)}). Use mvnormal for several.", "--parameter")
+        return cls(parameters)
+    if ":" in str(name):
+        return UserPopulation(str(name), parameters)
+    raise UsageError(
+        f"Unknown population {name!r}: use one of {', '.join(BUILTIN_POPULATIONS)}, or "
+        f"path/to/file.py:function / package.module:function for your own.",
+        "--population",
+    )
+
+
+__all__ = ["Population", "LinearForm", "get_population", "BUILTIN_POPULATIONS"]

@@ -1,0 +1,92 @@
+"""What every population density provides.
+
+A population is a pure, vectorised log-density ln f(θ; α) of the stage-one
+parameters θ it describes, for many hyperparameter values α at once:
+
+    log_density(theta, hyper) -> array (n, K, W)
+
+with ``theta`` of shape (n, K, P) (n objects, K draws, P parameters) and
+``hyper`` a dict of hyperparameter name -> array (W,) (one value per walker).
+Outside the support the result is -inf, never NaN.
+
+Exponential-family populations with a support that does not depend on sampled
+hyperparameters also offer a *linear form*: ln f = T(θ)·η(α) + A(α) + b(θ),
+where the features T and the base term b are computed once per draw and η, A
+once per walker. The likelihood kernel then costs one small matrix product per
+chunk instead of the full density.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass
+class LinearForm:
+    """ln f(θ; α) = features(θ) @ coefficients(α) + offset(α) + base(θ).
+
+    Attributes
+    ----------
+    features : callable
+        θ (n, K, P) -> T (n, K, J).
+    base : callable
+        θ (n, K, P) -> b (n, K), -inf outside the (fixed) support.
+    coefficients : callable
+        hyper dict of (W,) arrays -> (η (J, W), A (W,)).
+    """
+
+    features: object
+    base: object
+    coefficients: object
+
+
+class Population(ABC):
+    """Base class of population densities.
+
+    Parameters
+    ----------
+    parameters : list of str
+        The stage-one parameters described, in order (P of them).
+    """
+
+    name = "population"
+    hyperparameters = ()
+    n_parameters = 1
+
+    def __init__(self, parameters):
+        self.parameters = list(parameters)
+
+    @abstractmethod
+    def log_density(self, theta, hyper):
+        """ln f(θ; α), shape (n, K, W); see the module docstring."""
+
+    def linear_form(self, fixed):
+        """A :class:`LinearForm` valid when the hyperparameters in ``fixed`` are held, or None."""
+        return None
+
+    def valid(self, hyper):
+        """Which walkers' hyperparameters are admissible (beyond their hyperpriors), (W,) bool."""
+        return np.ones(len(next(iter(hyper.values()))), dtype=bool)
+
+    def default_hyperpriors(self, scale):
+        """Weakly-informative hyperpriors (distribution specs) given the data's scale.
+
+        Parameters
+        ----------
+        scale : dict
+            Per stage-one parameter: ``location`` (median of the objects'
+            posterior medians), ``spread`` (their standard deviation plus the
+            mean posterior sd), ``log_location``/``log_spread`` (the same for
+            ln θ when θ > 0), and the interim prior's ``low``/``high``.
+        """
+        return {}
+
+    def marginal(self, hyper, index=0):
+        """A frozen scipy-like distribution (with ``cdf``) of parameter ``index`` at
+        scalar α, or None when the population does not provide one."""
+        return None

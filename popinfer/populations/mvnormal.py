@@ -1,0 +1,89 @@
+"""``mvnormal``: several stage-one parameters jointly normal, with correlations.
+
+Hyperparameters ``mu_<p>``, ``sigma_<p>`` per parameter p and ``rho_<p>_<q>``
+per pair p before q (in ``--parameter`` order).
+"""
+
+import itertools
+
+import numpy as np
+from scipy import stats
+
+from .base import LOG_2PI, LinearForm, Population
+from .univariate import _scale_priors
+
+
+class MvNormalPopulation(Population):
+    """θ ~ MultivariateNormal(mu, diag(sigma) R diag(sigma)), R the correlation matrix."""
+
+    name = "mvnormal"
+
+    def __init__(self, parameters):
+        super().__init__(parameters)
+        self.n_parameters = len(self.parameters)
+        self.pairs = list(itertools.combinations(range(self.n_parameters), 2))
+        self.hyperparameters = tuple(
+            [f"mu_{p}" for p in self.parameters] + [f"sigma_{p}" for p in self.parameters]
+            + [f"rho_{self.parameters[i]}_{self.parameters[j]}" for i, j in self.pairs])
+
+    def _moments(self, hyper):
+        """(mu (W, P), precision (W, P, P), log|Σ| (W,), ok (W,))."""
+        P = self.n_parameters
+        mu = np.stack([hyper[f"mu_{p}"] for p in self.parameters], axis=-1)
+        sigma = np.stack([hyper[f"sigma_{p}"] for p in self.parameters], axis=-1)
+        corr = np.broadcast_to(np.eye(P), mu.shape[:1] + (P, P)).copy()
+        for i, j in self.pairs:
+            rho = hyper[f"rho_{self.parameters[i]}_{self.parameters[j]}"]
+            corr[:, i, j] = corr[:, j, i] = rho
+        ok = np.all(sigma > 0, axis=-1)
+        eigen = np.linalg.eigvalsh(corr)
+        ok &= eigen.min(axis=-1) > 1e-12
+        corr[~ok] = np.eye(P)
+        sigma = np.where(ok[:, None], sigma, 1.0)
+        covariance = corr * sigma[:, :, None] * sigma[:, None, :]
+        precision = np.linalg.inv(covariance)
+        log_det = np.linalg.slogdet(covariance)[1]
+        return mu, precision, log_det, ok
+
+    def valid(self, hyper):
+        return self._moments(hyper)[3]
+
+    def log_density(self, theta, hyper):
+        mu, precision, log_det, ok = self._moments(hyper)
+        d = theta[:, :, None, :] - mu  # (n, K, W, P)
+        quadratic = np.einsum("nkwi,wij,nkwj->nkw", d, precision, d)
+        density = -0.5 * quadratic - 0.5 * log_det - 0.5 * self.n_parameters * LOG_2PI
+        return np.where(ok, density, -np.inf)
+
+    def linear_form(self, fixed, center=0.0):
+        P = self.n_parameters
+        center = np.broadcast_to(np.asarray(center, dtype=float), (P,))
+        upper = [(i, j) for i in range(P) for j in range(i, P)]
+
+        def features(theta):
+            x = theta - center
+            return np.stack([x[..., i] * x[..., j] for i, j in upper] + [x[..., i] for i in range(P)], axis=-1)
+
+        def coefficients(hyper):
+            mu, precision, log_det, ok = self._moments(hyper)
+            m = mu - center
+            quadratic = [np.where(i == j, -0.5, -1.0) * precision[:, i, j] for i, j in upper]
+            linear = np.einsum("wij,wj->wi", precision, m)
+            offset = -0.5 * np.einsum("wi,wi->w", m, linear) - 0.5 * log_det - 0.5 * P * LOG_2PI
+            eta = np.concatenate([np.stack(quadratic), linear.T])
+            return eta, np.where(ok, offset, -np.inf)
+
+        return LinearForm(features, lambda theta: np.zeros(theta.shape[:-1]), coefficients)
+
+    def default_hyperpriors(self, scale):
+        priors = {}
+        for p in self.parameters:
+            base = _scale_priors(scale[p])
+            priors[f"mu_{p}"], priors[f"sigma_{p}"] = base["mu"], base["sigma"]
+        for i, j in self.pairs:
+            priors[f"rho_{self.parameters[i]}_{self.parameters[j]}"] = "uniform(-1.0, 1.0)"
+        return priors
+
+    def marginal(self, hyper, index=0):
+        p = self.parameters[index]
+        return stats.norm(hyper[f"mu_{p}"], hyper[f"sigma_{p}"])
