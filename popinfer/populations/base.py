@@ -65,8 +65,12 @@ class Population(ABC):
     def log_density(self, theta, hyper):
         """ln f(θ; α), shape (n, K, W); see the module docstring."""
 
-    def linear_form(self, fixed):
-        """A :class:`LinearForm` valid when the hyperparameters in ``fixed`` are held, or None."""
+    def linear_form(self, fixed, center=0.0):
+        """A :class:`LinearForm` valid when the hyperparameters in ``fixed`` are held, or None.
+
+        ``center`` (per parameter) is subtracted from θ inside the features to
+        limit cancellation.
+        """
         return None
 
     def valid(self, hyper):

@@ -24,6 +24,7 @@ import numpy as np
 # absolute precision to cancellation; walkers beyond it use the direct density.
 LINEAR_FORM_LIMIT = 1e5
 CHUNK_ELEMENTS = 2**19
+OUTSIDE = -1e300
 PARALLEL_MIN_ELEMENTS = 2**21
 
 
@@ -58,7 +59,9 @@ class HyperLikelihood:
             features = self.form.features(self.theta)
             self.feature_scale = (np.abs(features).reshape(-1, features.shape[-1]).max(axis=0)
                                   if features.shape[-1] else np.zeros(0))
-            base = self.form.base(self.theta) + self.neg_log_interim
+            # Outside the support the base is -inf; a finite floor keeps inf out of the
+            # matrix product (BLAS flags inf arithmetic), and peaks at the floor mean -inf.
+            base = np.maximum(self.form.base(self.theta) + self.neg_log_interim, OUTSIDE)
             # Stored (N, J + 1, K): the kernel works in (objects, walkers, draws) layout so that
             # the reductions over draws run along the contiguous last axis.
             self.features = np.ascontiguousarray(
@@ -166,8 +169,8 @@ class HyperLikelihood:
             log_weight = self.population.log_density(self.theta[lo:hi], hyper).transpose(0, 2, 1)
             log_weight = log_weight + self.neg_log_interim[lo:hi, None, :]
         peak = log_weight.max(axis=2)
-        peak = np.where(np.isfinite(peak), peak, 0.0)
-        log_weight -= peak[:, :, None]
+        peak = np.where(np.isfinite(peak) & (peak > 0.5 * OUTSIDE), peak, -np.inf)
+        log_weight -= np.where(np.isfinite(peak), peak, 0.0)[:, :, None]
         return log_weight, peak
 
     def _coefficients(self, hyper):
@@ -185,11 +188,12 @@ class HyperLikelihood:
             lo, hi = bounds
             shifted, peak = self._shifted(lo, hi, hyper, eta, offset)
             np.exp(shifted, out=shifted)
-            with np.errstate(divide="ignore"):
-                first[:, lo:hi] = (np.log(shifted.sum(axis=2)) + peak + offset).T
+            with np.errstate(divide="ignore", invalid="ignore"):
+                first[:, lo:hi] = np.where(np.isfinite(peak), np.log(shifted.sum(axis=2)) + peak + offset, -np.inf).T
                 if second:
                     np.square(shifted, out=shifted)
-                    squares[:, lo:hi] = (np.log(shifted.sum(axis=2)) + 2.0 * (peak + offset)).T
+                    squares[:, lo:hi] = np.where(np.isfinite(peak), np.log(shifted.sum(axis=2)) + 2.0 * (peak + offset),
+                                                 -np.inf).T
 
         self._map(work, self._chunks(n_walkers), n_walkers)
         return first, squares

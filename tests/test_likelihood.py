@@ -1,0 +1,118 @@
+"""The HMB hyper-likelihood kernel against straightforward scipy references."""
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import logsumexp
+
+from popinfer.populations import get_population
+from popinfer.reweighting.likelihood import HyperLikelihood, reference_log_likelihood
+
+RNG = np.random.default_rng(42)
+N, K, W = 37, 500, 9
+
+CASES = {
+    "normal": ({}, lambda n: {"mu": RNG.normal(0, 2, n), "sigma": RNG.uniform(0.3, 3, n)}),
+    "truncnormal": ({"low": 0.1, "high": 3.0}, lambda n: {"mu": RNG.normal(1, 1, n), "sigma": RNG.uniform(0.3, 2, n)}),
+    "lognormal": ({}, lambda n: {"mu": RNG.normal(0, 0.5, n), "sigma": RNG.uniform(0.3, 1.5, n)}),
+    "beta": ({}, lambda n: {"a": RNG.uniform(0.5, 5, n), "b": RNG.uniform(0.5, 5, n)}),
+    "gamma": ({}, lambda n: {"shape": RNG.uniform(0.5, 5, n), "rate": RNG.uniform(0.5, 3, n)}),
+    "powerlaw": ({"low": 0.05, "high": 3.0}, lambda n: {"alpha": RNG.normal(-1, 1.5, n)}),
+    "uniform": ({}, lambda n: {"low": RNG.uniform(-0.5, 0.1, n), "high": RNG.uniform(2.5, 4, n)}),
+    "studentt": ({}, lambda n: {"nu": RNG.uniform(1, 10, n), "mu": RNG.normal(1, 1, n), "sigma": RNG.uniform(0.3, 2, n)}),
+    "mixture": ({}, lambda n: {"weight": RNG.uniform(0.1, 0.9, n), "mu1": RNG.uniform(-1, 0.5, n),
+                               "sigma1": RNG.uniform(0.2, 1, n), "mu2": RNG.uniform(1, 2, n), "sigma2": RNG.uniform(0.2, 1, n)}),
+}
+
+
+def draws(positive=True):
+    theta = RNG.uniform(0.01, 0.99, size=(N, K, 1)) * 3 if positive else RNG.normal(size=(N, K, 1))
+    log_interim = RNG.normal(-1, 0.3, size=(N, K))
+    return theta, log_interim
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_kernel_equals_scipy_logsumexp_reference(name):
+    fixed, make = CASES[name]
+    theta, log_interim = draws(positive=True)
+    if name == "beta":
+        theta = theta / 3.0
+    population = get_population(name, ["x"])
+    likelihood = HyperLikelihood(population, theta, log_interim, fixed)
+    hyper = {**make(W), **{k: np.full(W, v) for k, v in fixed.items()}}
+    got = likelihood(hyper)
+    expected = reference_log_likelihood(population, theta, log_interim, hyper)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    if population.linear_form(fixed) is not None:
+        assert likelihood.form is not None  # the fast path was exercised
+
+
+def test_small_sigma_far_populations_and_invalid_walkers():
+    theta, log_interim = draws(positive=False)
+    population = get_population("normal", ["x"])
+    likelihood = HyperLikelihood(population, theta, log_interim)
+    hyper = {"mu": np.array([0.0, 0.1, 1000.0, 0.0, 0.0]), "sigma": np.array([1.0, 1e-4, 1.0, -1.0, 1e3])}
+    got = likelihood(hyper)
+    valid = hyper["sigma"] > 0
+    expected = reference_log_likelihood(population, theta, log_interim, {k: v[valid] for k, v in hyper.items()})
+    np.testing.assert_allclose(got[valid], expected, rtol=1e-10)
+    assert np.isfinite(got[2]) and got[2] < -1e7  # far from every draw: tiny, but not -inf
+    assert got[3] == -np.inf
+
+
+def test_mvnormal_kernel_equals_reference():
+    theta = RNG.normal(size=(N, K, 2))
+    log_interim = np.full((N, K), -3.0)
+    population = get_population("mvnormal", ["a", "b"])
+    likelihood = HyperLikelihood(population, theta, log_interim)
+    hyper = {"mu_a": RNG.normal(0, 0.3, W), "mu_b": RNG.normal(0, 0.3, W), "sigma_a": RNG.uniform(0.5, 2, W),
+             "sigma_b": RNG.uniform(0.5, 2, W), "rho_a_b": RNG.uniform(-0.9, 0.9, W)}
+    np.testing.assert_allclose(likelihood(hyper), reference_log_likelihood(population, theta, log_interim, hyper),
+                               rtol=1e-10)
+
+
+def test_threaded_chunks_equal_a_single_chunk(monkeypatch):
+    import popinfer.reweighting.likelihood as module
+
+    theta, log_interim = draws(positive=False)
+    population = get_population("normal", ["x"])
+    hyper = CASES["normal"][1](W)
+    single = HyperLikelihood(population, theta, log_interim, threads=1)(hyper)
+    monkeypatch.setattr(module, "CHUNK_ELEMENTS", 4 * K * W)
+    monkeypatch.setattr(module, "PARALLEL_MIN_ELEMENTS", 1)
+    threaded = HyperLikelihood(population, theta, log_interim, threads=2)
+    np.testing.assert_allclose(threaded(hyper), single, rtol=1e-13)
+    threaded.close()
+
+
+def test_ess_and_variance_match_their_definitions():
+    theta, log_interim = draws(positive=False)
+    population = get_population("normal", ["x"])
+    likelihood = HyperLikelihood(population, theta, log_interim)
+    hyper = CASES["normal"][1](W)
+    first, squares = likelihood.per_object(hyper, second=True)
+    ess, variance = likelihood.variance(first, squares)
+    for w in range(W):
+        log_w = stats.norm.logpdf(theta[..., 0], hyper["mu"][w], hyper["sigma"][w]) - log_interim
+        weights = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+        expected_ess = weights.sum(axis=1) ** 2 / (weights**2).sum(axis=1)
+        np.testing.assert_allclose(ess[w], expected_ess, rtol=1e-10)
+        np.testing.assert_allclose(variance[w], np.sum(1 / expected_ess - 1 / K), rtol=1e-10)
+        np.testing.assert_allclose(first[w], logsumexp(log_w, axis=1), rtol=1e-12)
+
+
+def test_resampling_follows_the_weights():
+    theta = np.linspace(-2, 2, 5)[None, :, None].repeat(3, axis=0)
+    log_interim = np.zeros((3, 5))
+    population = get_population("normal", ["x"])
+    likelihood = HyperLikelihood(population, theta, log_interim)
+    n = 20000
+    hyper = {"mu": np.full(n, 0.5), "sigma": np.full(n, 1.0)}
+    index = likelihood.resample(hyper, np.random.default_rng(0).random((n, 3)))
+    weights = stats.norm.pdf(theta[0, :, 0], 0.5, 1.0)
+    expected = n * weights / weights.sum()
+    for obj in range(3):
+        counts = np.bincount(index[:, obj], minlength=5)
+        assert stats.chisquare(counts, expected).pvalue > 1e-4
+    shifted = n * stats.norm.pdf(theta[0, :, 0], 0.7, 1.0) / stats.norm.pdf(theta[0, :, 0], 0.7, 1.0).sum()
+    assert stats.chisquare(np.bincount(index[:, 0], minlength=5), shifted).pvalue < 1e-4  # negative control
