@@ -10,6 +10,8 @@ import numpy as np
 import scipy.fft
 from emcee.autocorr import next_pow_two
 
+COLUMN_BLOCK_ELEMENTS = 2**20
+
 
 def integrated_time(chain, c=5):
     """Integrated autocorrelation time of each column, in steps of ``chain``.
@@ -26,18 +28,30 @@ def integrated_time(chain, c=5):
         τ per column; ``inf`` where a chain is constant (no information).
     """
     chain = np.asarray(chain, dtype=float)
-    n_steps = chain.shape[0]
-    centred = chain - chain.mean(axis=0)
+    n_steps, n_walkers, n_columns = chain.shape
     n_fft = 2 * next_pow_two(n_steps)
-    spectrum = scipy.fft.rfft(centred, n=n_fft, axis=0, workers=-1)
-    power = spectrum.real**2 + spectrum.imag**2
-    # The walker average of normalised autocorrelation functions is linear in the
-    # power spectra, so normalise (by each walker's zero-lag term) and average in
-    # the frequency domain, then transform back once per column.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weights = 1.0 / np.einsum("twc,twc->wc", centred, centred)
-        mean_power = np.einsum("fwc,wc->fc", power, weights) / chain.shape[1]
-    mean_acf = scipy.fft.irfft(mean_power, n=n_fft, axis=0, workers=-1)[:n_steps]
+    # Columns go in blocks small enough to stay in cache (and to avoid touching
+    # one huge fresh array).
+    block = max(1, COLUMN_BLOCK_ELEMENTS // (n_fft * n_walkers))
+    padded = np.zeros((n_fft, n_walkers, min(block, n_columns)))
+    mean_power = np.empty((n_fft // 2 + 1, n_columns))
+    for lo in range(0, n_columns, block):
+        hi = min(lo + block, n_columns)
+        work = padded[:, :, : hi - lo]
+        work[n_steps:] = 0.0
+        centred = work[:n_steps]
+        part = chain[:, :, lo:hi]
+        np.subtract(part, part.mean(axis=0), out=centred)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weights = 1.0 / np.einsum("twc,twc->wc", centred, centred) / n_walkers
+        spectrum = scipy.fft.rfft(work, axis=0)
+        # The walker average of normalised autocorrelation functions is linear in
+        # the power spectra |F|², so normalise (by each walker's zero-lag term) and
+        # average in the frequency domain, then transform back once per column.
+        with np.errstate(invalid="ignore"):
+            mean_power[:, lo:hi] = (np.einsum("fwc,fwc,wc->fc", spectrum.real, spectrum.real, weights)
+                                    + np.einsum("fwc,fwc,wc->fc", spectrum.imag, spectrum.imag, weights))
+    mean_acf = scipy.fft.irfft(mean_power, n=n_fft, axis=0)[:n_steps]
     taus = 2.0 * np.cumsum(mean_acf, axis=0) - 1.0
     # Sokal: the smallest window M with M >= c τ(M), as emcee's auto_window. Where
     # the window never closes (chain far too short) emcee would return τ = 1; we

@@ -128,6 +128,11 @@ class Distribution:
     def __post_init__(self):
         _, make, _ = FAMILIES[self.family]
         object.__setattr__(self, "_frozen", make(*self.args))
+        # The uniform density is a constant on its support: evaluate it as such (a hot
+        # path of stage one), with the constant taken from scipy.
+        if self.family == "uniform":
+            low, high = self.args
+            object.__setattr__(self, "_constant", float(self._frozen.logpdf(0.5 * (low + high))))
 
     @property
     def spec(self):
@@ -146,6 +151,9 @@ class Distribution:
     def logpdf(self, x):
         """Log density at ``x`` (array); ``-inf`` outside the support."""
         x = np.asarray(x, dtype=float)
+        if self.family == "uniform":
+            low, high = self.args
+            return np.where((x >= low) & (x <= high), self._constant, np.where(np.isnan(x), np.nan, -np.inf))
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.asarray(self._frozen.logpdf(x), dtype=float)
         # scipy gives nan for some families exactly at an open boundary.

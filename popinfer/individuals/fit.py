@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..distributions import Distribution, parse_assignment, parse_distribution, parse_value
 from ..errors import OutputError, UsageError
 from ..io.hdf5 import check_output
-from ..io.samples import Checkpoint, Samples, write_samples
+from ..io.samples import DIAGNOSTICS, Checkpoint, Samples, write_samples
 from ..models import UserModel, get_model
 from ..table import read_table, table_from_frame
 from .sampler import MIN_AUTOCORR_TIMES, buffer_capacity, minimum_steps, sample_batch
@@ -96,7 +96,15 @@ def _run_batch(task):
     return sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, rng)
 
 
-def _warn_unconverged(ids, diagnostics):
+def _warn_unconverged(ids, diagnostics, n_draws):
+    few = np.flatnonzero(diagnostics["converged"] & (diagnostics["effective_draws"] < n_draws))
+    if few.size:
+        listed = ", ".join(f"{ids[i]!r} ({diagnostics['effective_draws'][i]:.0f})" for i in few[:10])
+        more = f" and {few.size - 10} more" if few.size > 10 else ""
+        warnings.warn(ConvergenceWarning(
+            f"{few.size} object(s) reached --max-steps with fewer than K = {n_draws} effectively independent "
+            f"draws: {listed}{more}. Their draws are valid but correlated, so stage two's ESS and Var[ln L̂] "
+            f"will be optimistic for them; raise --max-steps or --walkers."), stacklevel=3)
     bad = np.flatnonzero(~diagnostics["converged"])
     if not bad.size:
         return
@@ -141,7 +149,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     n_draws : int
         K, posterior draws kept per object.
     n_walkers : int, optional
-        W, emcee walkers per object (default max(32, 2D+2)).
+        W, emcee walkers per object (default max(32, 2D+2, K/25), rounded up to even).
     max_steps : int
         Cap on steps per object.
     workers : int
@@ -179,7 +187,9 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
 
     n_dim = len(names)
     if n_walkers is None:
-        n_walkers = max(DEFAULT_WALKERS, 2 * n_dim + 2)
+        # With W = K/25 the two stopping requirements (50 τ, and K effectively
+        # independent draws in the kept half) coincide.
+        n_walkers = max(DEFAULT_WALKERS, 2 * n_dim + 2, 2 * math.ceil(n_draws / 50))
     if n_walkers < 2 * n_dim + 2 or n_walkers % 2:
         raise UsageError(
             f"--walkers {n_walkers}: need an even number of at least 2·D+2 = {2 * n_dim + 2} walkers for "
@@ -276,7 +286,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
         os.unlink(checkpoint.path)
         if str(output) == "-":
             os.rmdir(os.path.dirname(checkpoint.path))
-    _warn_unconverged(samples.ids, samples.diagnostics)
+    _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
     return samples
 
 
@@ -323,7 +333,7 @@ def _assemble(results, ids, names):
     return Samples(
         ids=list(ids), parameters=list(names), samples=stack("samples"),
         log_interim_prior=stack("log_interim_prior"), log_likelihood=stack("log_likelihood"),
-        diagnostics={k: stack(k) for k in ("acceptance_fraction", "autocorr_time", "n_steps", "converged")},
+        diagnostics={k: stack(k) for k in DIAGNOSTICS},
         model="", interim_prior={}, settings={}, seed=0)
 
 

@@ -8,9 +8,11 @@ half-step for the whole batch.
 
 Run length adapts per object: at check points the integrated autocorrelation
 time τ of every active object is estimated (emcee's estimator) on the second
-half of its chain, the part that is kept; an object whose
-chain is at least ``MIN_AUTOCORR_TIMES`` τ long (and long enough to supply K
-draws) is finished and leaves the batch, the others go on, up to ``max_steps``.
+half of its chain, the part that is kept. An object is finished, and leaves the
+batch, once its chain is at least ``MIN_AUTOCORR_TIMES`` τ long *and* its kept
+half holds at least K effectively independent positions (n_steps·W/(2τ) ≥ K),
+so that the K draws are nearly independent, which stage two's importance-sampling
+diagnostics assume. The others go on, up to ``max_steps``.
 The first half of each chain is discarded as burn-in; K draws are taken evenly
 spaced from the second half.
 
@@ -34,6 +36,9 @@ MIN_AUTOCORR_TIMES = 50
 CHECK_GROWTH = 1.2
 INIT_CANDIDATES_PER_WALKER = 8
 INIT_MAX_ROUNDS = 16
+# τ is estimated from the walker-averaged autocorrelation of at most this many
+# walkers (walkers are exchangeable; more only lowers an already small variance).
+TAU_WALKERS = 64
 
 
 class BatchPosterior:
@@ -84,9 +89,9 @@ class BatchPosterior:
                 log_like = self.model.log_likelihood(params, self.data, valid)
             else:
                 log_like = self.model.log_likelihood(params, self.data)
-        log_like = np.broadcast_to(np.asarray(log_like, dtype=float), shape)
-        bad = valid & (np.isnan(log_like) | (log_like == np.inf))
-        if bad.any():
+        log_like = np.where(valid, log_like, -np.inf)
+        if not np.all(log_like < np.inf):  # a NaN or +inf inside the prior's support
+            bad = valid & ~(log_like < np.inf)
             walker, obj = (int(i[0]) for i in np.nonzero(bad))
             values = ", ".join(f"{n}={theta[walker, obj, d]:.6g}" for d, n in enumerate(self.names))
             raise ModelError(
@@ -95,7 +100,7 @@ class BatchPosterior:
                 f"{values}. A log-likelihood must be finite or -inf; check the model and "
                 f"that object's data."
             )
-        return np.where(valid, log_like, -np.inf)
+        return log_like
 
     def evaluate(self, theta):
         """(ln p0 summed over parameters, ln L), each (n, n_objects)."""
@@ -103,11 +108,15 @@ class BatchPosterior:
         valid = np.isfinite(log_prior)
         return log_prior, self.log_likelihood(theta, valid)
 
+    def per_object(self, theta):
+        """ln p0 + ln L of every object, (n, n_objects), at theta (n, n_objects, D)."""
+        log_prior, log_like = self.evaluate(theta)
+        return log_prior + log_like
+
     def __call__(self, coords):
         """emcee's vectorised log-probability: total and per-object (as blobs)."""
         theta = np.asarray(coords).reshape(len(coords), self.n_objects, len(self.names))
-        log_prior, log_like = self.evaluate(theta)
-        per_object = log_prior + log_like
+        per_object = self.per_object(theta)
         return np.concatenate([per_object.sum(axis=1, keepdims=True), per_object], axis=1)
 
 
@@ -171,7 +180,7 @@ def subset_rows(columns, starts, objects):
 def buffer_capacity(n_draws, n_walkers):
     """Stored steps per chain: enough that the kept half always holds K draws."""
     needed = 4 * math.ceil(n_draws / n_walkers)
-    return max(512, needed + needed % 2)
+    return max(256, needed + needed % 2)
 
 
 def minimum_steps(n_draws, n_walkers):
@@ -179,12 +188,18 @@ def minimum_steps(n_draws, n_walkers):
     return max(100, 2 * math.ceil(n_draws / n_walkers))
 
 
-def _next_check(step, tau):
+def required_autocorr_times(n_draws, n_walkers):
+    """Chain length needed, in τ: ≥ 50 τ, and a kept half of n_steps·W/(2τ) ≥ K
+    effectively independent positions, so that the K draws are nearly independent."""
+    return max(MIN_AUTOCORR_TIMES, 2.0 * n_draws / n_walkers)
+
+
+def _next_check(step, tau, times):
     """Steps at which to look again: when a quarter of the active objects could be
     long enough by their current τ, within [CHECK_GROWTH·step, 2·step]."""
     longest = np.max(tau, axis=1) if tau.size else np.array([np.inf])
-    target = MIN_AUTOCORR_TIMES * np.quantile(np.where(np.isfinite(longest), longest, np.inf), 0.25)
-    low, high = math.ceil(step * CHECK_GROWTH), 2 * step
+    target = times * np.quantile(np.where(np.isfinite(longest), longest, np.inf), 0.25)
+    low, high = math.ceil(step * CHECK_GROWTH), 4 * step
     return int(min(max(target, low), high)) if np.isfinite(target) else high
 
 
@@ -217,11 +232,14 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
     dict
         ``samples`` (B, K, D), ``log_likelihood`` (B, K), ``log_interim_prior``
         (B, K, D), ``acceptance_fraction`` (B,), ``autocorr_time`` (B, D),
-        ``n_steps`` (B,), ``converged`` (B,).
+        ``n_steps`` (B,), ``converged`` (B,) (chain ≥ 50 τ), ``effective_draws``
+        (B,) (n_steps·W/(2τ), for the worst parameter).
     """
     n_objects, n_dim = len(ids), len(names)
     capacity = buffer_capacity(n_draws, n_walkers)
-    first_check = minimum_steps(n_draws, n_walkers)
+    times = required_autocorr_times(n_draws, n_walkers)
+    # No chain is done before ~5 τ per required τ; τ < 5 steps is rare for the stretch move.
+    first_check = max(minimum_steps(n_draws, n_walkers), math.ceil(5 * times))
 
     def posterior_for(objects):
         sub_columns, sub_starts = subset_rows(columns, starts, objects)
@@ -236,12 +254,14 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
     autocorr = np.full((n_objects, n_dim), np.nan)
     n_steps = np.zeros(n_objects, dtype=np.int64)
     converged = np.zeros(n_objects, dtype=bool)
+    effective = np.zeros(n_objects)
 
     active = np.arange(n_objects)
     posterior = full_posterior
     chain = np.empty((capacity, n_walkers, n_objects, n_dim))
+    row_step = np.zeros(capacity, dtype=np.int64)  # the step each stored row was taken at
     n_stored, interval, step = 0, 1, 0
-    move = BlockStretchMove(n_dim, rng)
+    move = BlockStretchMove(n_dim, rng, posterior.per_object)
     move.accepted = np.zeros((n_walkers, n_objects), dtype=np.int64)
     next_check = min(first_check, max_steps)
     while active.size:
@@ -252,26 +272,35 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
             step += 1
             if step % interval == 0:
                 chain[n_stored] = state.coords.reshape(n_walkers, active.size, n_dim)
+                row_step[n_stored] = step
                 n_stored += 1
-                if n_stored == capacity:
-                    chain[: capacity // 2] = chain[1::2]
-                    n_stored, interval = capacity // 2, interval * 2
+                if n_stored == capacity:  # keep the rows on the doubled interval
+                    interval *= 2
+                    first = int(np.argmax(row_step % interval == 0))
+                    kept_rows = slice(first, capacity, 2)
+                    n_stored = len(range(first, capacity, 2))
+                    chain[:n_stored] = chain[kept_rows]
+                    row_step[:n_stored] = row_step[kept_rows]
         coords = state.coords.reshape(n_walkers, active.size, n_dim)
         log_prob = np.asarray(state.blobs, dtype=float).reshape(n_walkers, active.size)
 
-        kept = chain[n_stored // 2: n_stored]
+        start = int(np.searchsorted(row_step[:n_stored], step // 2, side="right"))  # the second half
+        kept = chain[start:n_stored]
         n_kept = kept.shape[0] * n_walkers
-        tau = integrated_time(kept.reshape(kept.shape[0], n_walkers, -1)).reshape(active.size, n_dim) * interval
-        done = np.all(step >= MIN_AUTOCORR_TIMES * tau, axis=1)
-        finishing = np.ones(active.size, bool) if step >= max_steps else done
+        tau_walkers = kept[:, :TAU_WALKERS].reshape(kept.shape[0], min(n_walkers, TAU_WALKERS), -1)
+        tau = integrated_time(tau_walkers).reshape(active.size, n_dim) * interval
+        long_enough = np.all(step >= MIN_AUTOCORR_TIMES * tau, axis=1)
+        finishing = np.ones(active.size, bool) if step >= max_steps else np.all(step >= times * tau, axis=1)
         pick = np.round(np.linspace(0, n_kept - 1, n_draws)).astype(np.int64)
-        for j in np.flatnonzero(finishing):
-            b = active[j]
-            samples[b] = kept[:, :, j, :].reshape(n_kept, n_dim)[pick]
-            acceptance[b] = move.accepted[:, j].sum() / (n_walkers * step)
-            autocorr[b] = tau[j]
-            n_steps[b] = step
-            converged[b] = done[j]
+        pick_rows, pick_walkers = np.unravel_index(pick, (kept.shape[0], n_walkers))
+        done = np.flatnonzero(finishing)
+        finished = active[done]
+        samples[finished] = kept[pick_rows, pick_walkers][:, done, :].transpose(1, 0, 2)
+        acceptance[finished] = move.accepted[:, done].sum(axis=0) / (n_walkers * step)
+        autocorr[finished] = tau[done]
+        n_steps[finished] = step
+        converged[finished] = long_enough[done]
+        effective[finished] = np.min(step * n_walkers / (2.0 * tau[done]), axis=1)
         if finishing.any():
             if on_finished is not None:
                 on_finished(int(finishing.sum()))
@@ -280,12 +309,15 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
             if not active.size:
                 break
             coords, log_prob = coords[:, stay], log_prob[:, stay]
+            # Only rows of the current second half can ever be kept again: copy just those.
             remaining = np.empty((capacity, n_walkers, active.size, n_dim))
-            remaining[:n_stored] = chain[:n_stored, :, stay]
-            chain = remaining
+            remaining[: n_stored - start] = kept[:, :, stay]
+            row_step[: n_stored - start] = row_step[start:n_stored]
+            chain, n_stored = remaining, n_stored - start
             move.accepted = move.accepted[:, stay]
             posterior = posterior_for(active)
-        next_check = min(_next_check(step, tau[~finishing]), max_steps)
+            move.log_prob = posterior.per_object
+        next_check = min(_next_check(step, tau[~finishing], times), max_steps)
 
     log_interim_prior = full_posterior.log_prior(samples.transpose(1, 0, 2)).transpose(1, 0, 2)
     valid = np.isfinite(log_interim_prior.sum(axis=-1)).T
@@ -298,4 +330,5 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
         "autocorr_time": autocorr,
         "n_steps": n_steps,
         "converged": converged,
+        "effective_draws": effective,
     }

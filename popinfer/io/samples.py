@@ -12,6 +12,8 @@ Layout (CONTRACT §4)::
     /diagnostics/autocorr_time           (N, D) f8
     /diagnostics/n_steps                 (N,) i8
     /diagnostics/converged               (N,) bool
+    /diagnostics/effective_draws         (N,) f8   n_steps·W/(2τ): effectively independent
+                                                   positions in the kept half (an addition)
 
 A run in progress writes a *checkpoint* with the same datasets preallocated and
 an attribute ``batches_committed`` that is bumped only after a batch's rows are
@@ -38,6 +40,7 @@ DIAGNOSTICS = {
     "autocorr_time": ("f8", ("D",)),
     "n_steps": ("i8", ()),
     "converged": ("bool", ()),
+    "effective_draws": ("f8", ()),
 }
 
 
