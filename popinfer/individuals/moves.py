@@ -51,7 +51,7 @@ class BlockStretchMove(Move):
             uniform = self.rng.random((3, n_moving, n_objects))
             z = ((self.a - 1.0) * uniform[0] + 1.0) ** 2 / self.a
             partners = complement[(uniform[2] * len(complement)).astype(np.intp)]
-            partner = coords[partners, objects]
+            partner = np.take(coords.reshape(-1, self.n_dim), partners * n_objects + objects, axis=0)
             current = coords[moving]
             proposal = partner - z[..., None] * (partner - current)
             if self.log_prob is not None:
@@ -60,7 +60,9 @@ class BlockStretchMove(Move):
                 _, blobs = model.compute_log_prob_fn(proposal.reshape(n_moving, -1))
                 new_log_prob = np.asarray(blobs, dtype=float).reshape(n_moving, n_objects)
             current_log_prob = log_prob[moving]
-            log_ratio = (self.n_dim - 1.0) * np.log(z) + new_log_prob - current_log_prob
+            log_ratio = new_log_prob - current_log_prob
+            if self.n_dim > 1:
+                log_ratio += (self.n_dim - 1.0) * np.log(z)
             accept = np.log(uniform[1]) < log_ratio
             coords[moving] = np.where(accept[..., None], proposal, current)
             log_prob[moving] = np.where(accept, new_log_prob, current_log_prob)
