@@ -247,3 +247,47 @@ def parse_value(text, option=None):
             option,
         )
     return name, number
+
+
+def parse_options(items, parse, option):
+    """Repeatable ``NAME=...`` options (or a dict) into a dict; a repeated name is an error."""
+    if items is None:
+        return {}
+    if isinstance(items, dict):
+        return {str(k): v for k, v in items.items()}
+    out = {}
+    for text in items:
+        name, value = parse(text, option)
+        if name in out:
+            raise UsageError(f"{option} {name}=... is given twice.", option)
+        out[name] = value
+    return out
+
+
+def parse_priors(items, known, fixed, option, owner, noun):
+    """``NAME=DIST`` options checked against the ``known`` names and the held ``fixed`` ones.
+
+    Parameters
+    ----------
+    items : list of str or dict
+        ``--prior``/``--hyperprior`` values (a dict may hold Distribution objects).
+    known : sequence of str
+        Names the model or population has.
+    fixed : dict
+        Names held with ``--fix``.
+    option : str
+        ``"--prior"`` or ``"--hyperprior"``, for messages.
+    owner, noun : str
+        E.g. ``"model 'normal'"`` and ``"parameter"``, for messages.
+    """
+    given = {name: (p if isinstance(p, Distribution) else parse_distribution(p, f"{option} {name}"))
+             for name, p in parse_options(items, parse_assignment, option).items()}
+    for name in list(given) + list(fixed):
+        if name not in known:
+            used = option if name in given else "--fix"
+            raise UsageError(
+                f"{used} {name}=...: {owner} has no {noun} {name!r}; its {noun}s are {', '.join(known)}.", used)
+    both = sorted(set(given) & set(fixed))
+    if both:
+        raise UsageError(f"{noun.capitalize()} {both[0]!r} has both {option} and --fix; give one.", option)
+    return given

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..distributions import Distribution, parse_assignment, parse_distribution, parse_value
+from ..distributions import parse_distribution, parse_options, parse_priors, parse_value
 from ..errors import OutputError, UsageError
 from ..io.hdf5 import check_output
 from ..io.samples import DIAGNOSTICS, Checkpoint, Samples, write_samples
@@ -36,40 +36,13 @@ class ConvergenceWarning(UserWarning):
     """Some objects' chains did not reach the required length in autocorrelation times."""
 
 
-def _as_dict(items, parse, option):
-    """``NAME=...`` strings (or a dict) into a dict, rejecting repeats."""
-    if items is None:
-        return {}
-    if isinstance(items, dict):
-        return {str(k): v for k, v in items.items()}
-    out = {}
-    for text in items:
-        name, value = parse(text, option)
-        if name in out:
-            raise UsageError(f"{option} {name}=... is given twice.", option)
-        out[name] = value
-    return out
-
-
 def resolve_priors(model, priors, fixed):
     """Interim priors of the sampled parameters: the model's defaults, overridden."""
-    priors = {name: (p if isinstance(p, Distribution) else parse_distribution(p, f"--prior {name}"))
-              for name, p in _as_dict(priors, parse_assignment, "--prior").items()}
-    for name in list(priors) + list(fixed):
-        if name not in model.parameters:
-            option = "--prior" if name in priors else "--fix"
-            raise UsageError(
-                f"{option} {name}=...: model {model.name!r} has no parameter {name!r}; its parameters "
-                f"are {', '.join(model.parameters)}.",
-                option,
-            )
-    both = sorted(set(priors) & set(fixed))
-    if both:
-        raise UsageError(f"Parameter {both[0]!r} has both --prior and --fix; give one.", "--prior")
+    given = parse_priors(priors, model.parameters, fixed, "--prior", f"model {model.name!r}", "parameter")
     sampled = [p for p in model.parameters if p not in fixed]
     if not sampled:
         raise UsageError("Every parameter is fixed (--fix); nothing is left to sample.", "--fix")
-    return {name: priors.get(name) or parse_distribution(model.default_priors[name], f"default prior of {name}")
+    return {name: given.get(name) or parse_distribution(model.default_priors[name], f"default prior of {name}")
             for name in sampled}
 
 
@@ -167,8 +140,8 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     -------
     Samples
     """
-    column_map = _as_dict(columns, _parse_column, "--column")
-    fixed = {k: float(v) for k, v in _as_dict(fixed, parse_value, "--fix").items()}
+    column_map = parse_options(columns, _parse_column, "--column")
+    fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
     _check_counts(n_draws=n_draws, max_steps=max_steps, workers=workers, batch_size=batch_size)
     if output is not None:
         check_output(output, overwrite)

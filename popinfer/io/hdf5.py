@@ -46,6 +46,11 @@ def write_root_attributes(handle, kind, command, seed, extra):
         handle.attrs[key] = value
 
 
+def root_attributes(handle):
+    """All root attributes as Python values (scalars unwrapped)."""
+    return {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in handle.attrs.items()}
+
+
 def strings(values):
     """A variable-length UTF-8 string array for h5py."""
     return np.array([str(v) for v in values], dtype=STRING)

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from .hdf5 import (open_popinfer_file, publish, read_json_attr, read_string_list, strings, temporary_path,
+from .hdf5 import (open_popinfer_file, publish, read_json_attr, read_string_list, root_attributes, strings, temporary_path,
                    write_root_attributes)
 
 SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
@@ -140,7 +140,7 @@ def read_population(path):
                 settings=read_json_attr(handle, "settings"),
                 seed=int(handle.attrs["seed"]),
                 command=str(handle.attrs.get("command", "")),
-                attrs={k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in handle.attrs.items()},
+                attrs=root_attributes(handle),
             )
         except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
             raise FileFormatError(f"{label} is a damaged population file: {exc}. Regenerate it.") from None

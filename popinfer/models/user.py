@@ -82,21 +82,49 @@ def load_callable(spec, option):
     return function
 
 
-class UserModel(Model):
+def declared_priors(function, attribute, spec, option, noun):
+    """The dict ``function.<attribute>`` of name -> default prior spec, checked.
+
+    Raises
+    ------
+    UsageError
+        If the attribute is missing or empty, or a spec does not parse.
+    """
+    declared = getattr(function, attribute, None)
+    if not isinstance(declared, dict) or not declared:
+        raise UsageError(
+            f"{option} {spec!r}: the function needs a `{attribute}` attribute, a dict of {noun} name -> "
+            f"default prior, e.g. {{'rate': 'loguniform(0.001, 10)'}}.",
+            option,
+        )
+    for name, prior in declared.items():
+        parse_distribution(prior, f"{option} {spec} (default prior of {name})")
+    return dict(declared)
+
+
+class ReloadedFunction:
+    """Pickles without the user's function and loads it again from ``spec``, so
+    worker processes can rebuild user models and populations."""
+
+    option = "--model"
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_function"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._function = load_callable(self.spec, self.option)
+
+
+class UserModel(ReloadedFunction, Model):
     """A per-object model from a user's function (see module docstring)."""
 
     def __init__(self, spec, columns=None, table_columns=None):
         self.spec = spec
-        self._function = self._load()
-        declared = getattr(self._function, "parameters", None)
-        if not isinstance(declared, dict) or not declared:
-            raise UsageError(
-                f"--model {spec!r}: the function needs a `parameters` attribute, a dict of "
-                f"parameter name -> default interim prior, e.g. {{'rate': 'loguniform(0.001, 10)'}}.",
-                "--model",
-            )
-        for name, prior in declared.items():
-            parse_distribution(prior, f"--model {spec} (default prior of {name})")
+        self._function = load_callable(spec, self.option)
+        declared = declared_priors(self._function, "parameters", spec, self.option, "parameter")
         used = getattr(self._function, "columns", None)
         if not used or isinstance(used, str):
             raise UsageError(
@@ -109,18 +137,6 @@ class UserModel(Model):
         self.parameters = tuple(declared)
         self.default_priors = dict(declared)
         super().__init__(columns, table_columns)
-
-    def _load(self):
-        return load_callable(self.spec, "--model")
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_function"] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._function = self._load()
 
     def prepare(self, columns, starts):
         return {"columns": columns, "starts": starts, "ids": None}

@@ -15,41 +15,25 @@ The function returns ln f(θ; α), normalised over θ, broadcast to (n, K, W), w
 
 import numpy as np
 
-from ..distributions import parse_distribution
-from ..errors import ModelError, UsageError
-from ..models.user import load_callable
+from ..errors import ModelError
+from ..models.user import ReloadedFunction, declared_priors, load_callable
 from .base import Population
 
 
-class UserPopulation(Population):
+class UserPopulation(ReloadedFunction, Population):
     """A population density from a user's function (see the module docstring)."""
+
+    option = "--population"
 
     def __init__(self, spec, parameters):
         super().__init__(parameters)
         self.spec = spec
         self.name = spec
-        self._function = load_callable(spec, "--population")
-        declared = getattr(self._function, "hyperparameters", None)
-        if not isinstance(declared, dict) or not declared:
-            raise UsageError(
-                f"--population {spec!r}: the function needs a `hyperparameters` attribute, a dict of "
-                f"hyperparameter name -> default hyperprior, e.g. {{'scale': 'loguniform(0.01, 100)'}}.",
-                "--population",
-            )
-        for name, prior in declared.items():
-            parse_distribution(prior, f"--population {spec} (default hyperprior of {name})")
+        self._function = load_callable(spec, self.option)
+        declared = declared_priors(self._function, "hyperparameters", spec, self.option, "hyperparameter")
         self.hyperparameters = tuple(declared)
         self._defaults = dict(declared)
         self.n_parameters = len(self.parameters)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_function"] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._function = load_callable(self.spec, "--population")
 
     def default_hyperpriors(self, scale):
         return dict(self._defaults)

@@ -15,9 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..autocorr import integrated_time
-from ..distributions import Distribution, parse_assignment, parse_distribution, parse_value
+from ..distributions import parse_distribution, parse_options, parse_priors, parse_value
 from ..errors import InputDataError, PopinferError, UsageError
-from ..individuals.fit import ConvergenceWarning, _as_dict
+from ..individuals.fit import ConvergenceWarning
 from ..individuals.sampler import MIN_AUTOCORR_TIMES, initial_positions
 from ..io.hdf5 import check_output
 from ..io.population import PopulationResult, write_population
@@ -92,19 +92,8 @@ def data_scale(samples, parameters):
 
 def resolve_hyperpriors(population, hyperpriors, fixed, scale):
     """Hyperpriors of the sampled hyperparameters: documented defaults, overridden."""
-    given = {name: (p if isinstance(p, Distribution) else parse_distribution(p, f"--hyperprior {name}"))
-             for name, p in _as_dict(hyperpriors, parse_assignment, "--hyperprior").items()}
-    for name in list(given) + list(fixed):
-        if name not in population.hyperparameters:
-            option = "--hyperprior" if name in given else "--fix"
-            raise UsageError(
-                f"{option} {name}=...: population {population.name!r} has no hyperparameter {name!r}; its "
-                f"hyperparameters are {', '.join(population.hyperparameters)}.",
-                option,
-            )
-    both = sorted(set(given) & set(fixed))
-    if both:
-        raise UsageError(f"Hyperparameter {both[0]!r} has both --hyperprior and --fix; give one.", "--hyperprior")
+    given = parse_priors(hyperpriors, population.hyperparameters, fixed, "--hyperprior",
+                         f"population {population.name!r}", "hyperparameter")
     defaults = population.default_hyperpriors(scale)
     resolved = {}
     for name in population.hyperparameters:
@@ -294,7 +283,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     samples, source = _read_input(samples)
     parameters = _choose_parameters(samples, parameters)
     population = get_population(population, parameters)
-    fixed = {k: float(v) for k, v in _as_dict(fixed, parse_value, "--fix").items()}
+    fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
     scale = data_scale(samples, parameters)
     priors = resolve_hyperpriors(population, hyperpriors, fixed, scale)
     names = list(priors)
