@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 import traceback
@@ -54,6 +55,19 @@ def _recorded_command(ctx):
     return shlex.join(words)
 
 
+def _resume_hint(command, output):
+    """What an interrupted command leaves behind and how to go on."""
+    if command == "fit_individuals_command" and output and output != "-":
+        if os.path.exists(f"{output}.partial"):
+            return (f"Finished batches are kept in {output}.partial; run the same command with --resume to "
+                    f"continue.")
+        return "No batch had finished; run the command again."
+    if command == "fit_population_command":
+        return ("fit-population keeps no partial state (nothing was written); run the command again to "
+                "restart it.")
+    return ""
+
+
 def handle_errors(function):
     """Library exceptions to exit statuses; warnings to stderr; --strict to 3."""
 
@@ -74,12 +88,7 @@ def handle_errors(function):
                     traceback.print_exc()
                 raise click.ClickException(str(exc)) from None
             except KeyboardInterrupt:
-                output = kwargs.get("output")
-                hint = ""
-                if output and output != "-":
-                    hint = (f" Finished batches are kept in {output}.partial; run the same command with "
-                            f"--resume to continue.")
-                click.echo(f"Interrupted.{hint}", err=True)
+                click.echo(f"Interrupted. {_resume_hint(function.__name__, kwargs.get('output'))}", err=True)
                 sys.exit(1)
             except click.exceptions.Exit:
                 raise

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from .._version import __version__
-from ..errors import FileFormatError, OutputError
+from ..errors import FileFormatError, OutputError, PopinferError
 
 FORMAT_VERSION = 1
 STRING = h5py.string_dtype("utf-8")
@@ -106,6 +106,10 @@ def open_popinfer_file(path, kind=None):
         if kind is not None and found != kind:
             raise FileFormatError(f"{label} is a popinfer {found} file; expected a {kind} file.")
         yield handle
+    except PopinferError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:  # how h5py reports damaged content
+        raise FileFormatError(f"{label} is damaged or incomplete ({exc}). Regenerate it.") from None
     finally:
         handle.close()
 
