@@ -251,3 +251,89 @@ def inspect_command(file, debug):
     from .summary import inspect_file
 
     click.echo(inspect_file(file), nl=False)
+
+
+@main.command("plot")
+@click.argument("file", type=str)
+@click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
+@click.option("--kind", type=click.Choice(["population", "forest", "corner", "diagnostics", "trace"]), default=None,
+              help="Population files: population (default), forest, corner, diagnostics. "
+                   "Samples files: forest (default), trace.")
+@click.option("--dpi", type=int, default=110, show_default=True, help="Resolution of raster formats.")
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+@handle_errors
+def plot_command(file, output, kind, dpi, debug):
+    """Draw a samples or population file (needs the plot extra: matplotlib).
+
+    \b
+    Example:
+        popinfer plot eight-pop.h5 -o population.png
+        popinfer plot eight-pop.h5 -o forest.svg --kind forest
+        popinfer plot eight-pop.h5 -o diagnostics.pdf --kind diagnostics
+        popinfer plot eight.h5 -o trace.png --kind trace
+    """
+    from .plot import plot_file
+
+    plot_file(file, output, kind, dpi)
+
+
+@main.command("export")
+@click.argument("file", type=str)
+@click.option("-o", "--output", required=True, help="Output file (- for csv/json on stdout).")
+@click.option("--to", "to", type=click.Choice(["csv", "parquet", "json", "netcdf"]), required=True,
+              help="Format: tidy long tables (csv, parquet, json) or ArviZ InferenceData (netcdf).")
+@click.option("--table", type=click.Choice(["draws", "hyper", "pooled"]), default=None,
+              help="Samples files: draws. Population files: hyper (default) or pooled.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+@handle_errors
+def export_command(file, output, to, table, overwrite, debug):
+    """Export draws as tidy tables or an ArviZ-readable netCDF.
+
+    \b
+    Example:
+        popinfer export eight.h5 -o draws.parquet --to parquet
+        popinfer export eight-pop.h5 -o - --to csv | head
+        popinfer export eight-pop.h5 -o pooled.json --to json --table pooled
+        popinfer export eight-pop.h5 -o eight-pop.nc --to netcdf
+    """
+    from .export import export_file
+
+    export_file(file, output, to, table, overwrite)
+
+
+@main.command("import-samples")
+@click.argument("data", type=str)
+@click.option("-o", "--output", required=True, help="Samples file to write (- for stdout).")
+@click.option("--id-column", default=None, help="Object id column [default: the first column].")
+@click.option("--parameter", "parameters", multiple=True, metavar="NAME",
+              help="Parameter column (repeatable) [default: every column but the id and log_prior].")
+@click.option("--prior", "priors", multiple=True, metavar="NAME=DIST",
+              help="Interim prior the draws of one parameter were made under (repeatable).")
+@click.option("--log-prior-column", default=None, help="Column with ln p0 of each draw [default: log_prior].")
+@click.option("--samples", "n_draws", type=int, default=None,
+              help="Draws kept per object [default: the smallest count of any object].")
+@click.option("--hdf5-group", default=None, help="For an HDF5 input: the group holding one dataset per column.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the subsampling of objects with extra draws.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+@handle_errors
+def import_samples_command(data, output, id_column, parameters, priors, log_prior_column, n_draws, hdf5_group, seed,
+                           overwrite, debug):
+    """Turn posterior draws made elsewhere into a samples file for stage two.
+
+    DATA is a long table, one row per draw: object id, parameter columns, and a
+    log_prior column or --prior for every parameter. Objects with more than K
+    draws are subsampled (seeded); fewer is an error.
+
+    \b
+    Example:
+        popinfer import-samples stan_draws.csv -o samples.h5 --id-column star \\
+            --prior "ecc=uniform(0, 1)" --prior "period=loguniform(1, 1000)"
+        popinfer import-samples draws.csv -o - | popinfer fit-population - -o pop.h5 --population beta
+    """
+    from .importing import import_samples
+
+    import_samples(data, output, id_column=id_column, parameters=list(parameters), priors=list(priors),
+                   log_prior_column=log_prior_column, n_draws=n_draws, seed=seed, hdf5_group=hdf5_group,
+                   overwrite=overwrite, command=_recorded_command(click.get_current_context()))

@@ -69,6 +69,10 @@ def _choose_parameters(samples, parameters):
             )
     if len(set(parameters)) != len(parameters):
         raise UsageError("--parameter names a parameter twice.", "--parameter")
+    if samples.settings.get("joint_interim_prior") and set(parameters) != set(samples.parameters):
+        raise UsageError(
+            f"These samples carry one joint interim prior (a log_prior column), which cannot be divided out for "
+            f"a subset: the population must describe all of {', '.join(samples.parameters)}.", "--parameter")
     return parameters
 
 

@@ -1,0 +1,155 @@
+"""Exports of samples and population files to other tools' formats (``popinfer export``).
+
+Tidy long tables (pandas) as csv, parquet (pyarrow) or json:
+
+- samples file, table ``draws``: object, draw, parameter, value;
+- population file, table ``hyper``: draw, hyperparameter, value, plus the
+  log posterior, log likelihood and Var[ln L̂] of each draw as their own
+  "hyperparameter" rows (``lp``, ``log_likelihood``, ``ln_likelihood_variance``);
+- population file, table ``pooled``: object, draw, parameter, value of the
+  partially pooled draws.
+
+``netcdf`` writes an ArviZ InferenceData (arviz, the ``export`` extra): for a
+population file the hyperparameter posterior (group ``posterior``, dimensions
+chain × draw) and ``sample_stats`` (lp, hyper_log_likelihood, ln_likelihood_variance);
+for a samples file every parameter with dimensions chain × draw × object. The
+draws are already thinned, independent-ish draws, so they form one chain.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pandas as pd
+
+from .errors import PopinferError, UsageError
+from .io.hdf5 import check_output, open_popinfer_file, publish, temporary_path
+
+FORMATS = ("csv", "parquet", "json", "netcdf")
+TABLES = {"samples": ("draws",), "population": ("hyper", "pooled")}
+
+
+def samples_table(samples):
+    """Long table of stage-one draws: object, draw, parameter, value."""
+    n_objects, n_draws, n_dim = samples.samples.shape
+    return pd.DataFrame({
+        "object": np.repeat(samples.ids, n_draws * n_dim),
+        "draw": np.tile(np.repeat(np.arange(n_draws), n_dim), n_objects),
+        "parameter": np.tile(samples.parameters, n_objects * n_draws),
+        "value": samples.samples.reshape(-1),
+    })
+
+
+def hyper_table(result):
+    """Long table of hyperparameter draws (and their lp, ln L, Var[ln L̂])."""
+    columns = {name: result.hyper_samples[:, i] for i, name in enumerate(result.hyperparameters)}
+    columns.update(lp=result.log_posterior, log_likelihood=result.log_likelihood,
+                   ln_likelihood_variance=result.ln_likelihood_variance)
+    wide = pd.DataFrame(columns)
+    wide.insert(0, "draw", np.arange(len(wide)))
+    return wide.melt(id_vars="draw", var_name="hyperparameter", value_name="value")
+
+
+def pooled_table(result):
+    """Long table of the partially pooled draws: object, draw, parameter, value."""
+    n_objects, n_draws, n_params = result.reweighted.shape
+    return pd.DataFrame({
+        "object": np.repeat(result.ids, n_draws * n_params),
+        "draw": np.tile(np.repeat(np.arange(n_draws), n_params), n_objects),
+        "parameter": np.tile(result.parameters, n_objects * n_draws),
+        "value": result.reweighted.reshape(-1),
+    })
+
+
+def _arviz():
+    try:
+        import arviz
+    except ImportError:
+        raise PopinferError("--to netcdf needs arviz, which is not installed. Install the export extra: "
+                            "pip install 'popinfer[export]'.") from None
+    return arviz
+
+
+def inference_data(kind, content):
+    """An ArviZ InferenceData of a samples or population file's content."""
+    arviz = _arviz()
+    if kind == "population":
+        posterior = {name: content.hyper_samples[None, :, i] for i, name in enumerate(content.hyperparameters)}
+        stats = {"lp": content.log_posterior[None], "hyper_log_likelihood": content.log_likelihood[None],
+                 "ln_likelihood_variance": content.ln_likelihood_variance[None]}
+        return arviz.from_dict(posterior=posterior, sample_stats=stats,
+                               attrs={"popinfer_population": content.population})
+    posterior = {name: content.samples[:, :, d].T[None] for d, name in enumerate(content.parameters)}
+    return arviz.from_dict(posterior=posterior, coords={"object": content.ids},
+                           dims={name: ["object"] for name in content.parameters},
+                           attrs={"popinfer_model": content.model})
+
+
+def export_file(path, output, to, table=None, overwrite=False):
+    """Export a samples or population file.
+
+    Parameters
+    ----------
+    path : str
+        Input file (``-`` reads stdin).
+    output : str
+        Output file (``-`` writes csv or json to stdout).
+    to : str
+        ``csv``, ``parquet``, ``json`` or ``netcdf``.
+    table : str, optional
+        ``draws`` (samples files), ``hyper`` (default) or ``pooled`` (population files).
+    overwrite : bool
+        Replace an existing output.
+    """
+    if to not in FORMATS:
+        raise UsageError(f"--to {to}: choose one of {', '.join(FORMATS)}.", "--to")
+    check_output(output, overwrite)
+    source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == "-" else path
+    with open_popinfer_file(source) as handle:
+        kind = str(handle.attrs["popinfer_format"])
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    if kind not in TABLES:
+        raise PopinferError(f"{path} is a popinfer {kind} file; export reads samples and population files.")
+    table = table or TABLES[kind][0]
+    if table not in TABLES[kind]:
+        raise UsageError(f"--table {table}: a {kind} file has the tables {', '.join(TABLES[kind])}.", "--table")
+    if kind == "population":
+        from .io.population import read_population
+
+        content = read_population(source)
+    else:
+        from .io.samples import read_samples
+
+        content = read_samples(source)
+    if to == "netcdf":
+        if str(output) == "-":
+            raise UsageError("--to netcdf needs a file output, not -.", "-o")
+        data = inference_data(kind, content)
+        temporary = temporary_path(output)
+        data.to_netcdf(temporary)
+        publish(temporary, output, overwrite)
+        return
+    frame = {"draws": samples_table, "hyper": hyper_table, "pooled": pooled_table}[table](content)
+    if to == "parquet":
+        if str(output) == "-":
+            raise UsageError("--to parquet needs a file output, not -.", "-o")
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise PopinferError("--to parquet needs pyarrow, which is not installed. Install the export extra: "
+                                "pip install 'popinfer[export]'.") from None
+        temporary = temporary_path(output)
+        frame.to_parquet(temporary, index=False)
+        publish(temporary, output, overwrite)
+        return
+    text = frame.to_csv(index=False) if to == "csv" else frame.to_json(orient="records", double_precision=15)
+    if str(output) == "-":
+        sys.stdout.write(text)
+        return
+    temporary = temporary_path(output)
+    with open(temporary, "w") as handle:
+        handle.write(text)
+    publish(temporary, output, overwrite)

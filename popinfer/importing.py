@@ -1,0 +1,154 @@
+"""Samples files from posterior draws made elsewhere (``popinfer import-samples``).
+
+The input is a long table, one row per draw: an object id column, one column
+per parameter, and either a ``log_prior`` column (the log density of the joint
+interim prior each draw was made under) or a declared interim prior per
+parameter (``--prior NAME=DIST``). CSV/TSV by extension, ``-`` for CSV on stdin,
+or an HDF5 file whose group (``--hdf5-group``, default the root) holds one 1-D
+dataset per column.
+
+Unequal draw counts: every object keeps K draws, K = ``--samples`` or by default
+the smallest count of any object. Objects with more are subsampled without
+replacement (seeded by ``--seed``, original order kept); an object with fewer
+than K is an error naming it.
+
+With a ``log_prior`` column the interim prior cannot be split per parameter: the
+joint value is stored in the first parameter's column of ``/log_interim_prior``
+(zeros in the others) and the file is marked ``joint_interim_prior``, so stage two
+must describe all of its parameters. Quantities other fitters do not report are
+stored as unknown: ``/log_likelihood`` and the chain diagnostics are NaN (steps 0).
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .distributions import parse_priors
+from .errors import InputDataError, UsageError
+from .io.hdf5 import check_output
+from .io.samples import Samples, write_samples
+from .table import read_table, table_from_frame
+
+
+def _read_hdf5_table(path, group):
+    try:
+        with h5py.File(path, "r") as handle:
+            node = handle[group] if group else handle
+            columns = {name: node[name][()] for name in node if isinstance(node[name], h5py.Dataset)}
+    except (OSError, KeyError) as exc:
+        raise InputDataError(f"Cannot read a table from {path} (group {group or '/'}): {exc}.") from None
+    lengths = {name: np.shape(values) for name, values in columns.items()}
+    if not columns or len({shape for shape in lengths.values()}) != 1 or len(next(iter(lengths.values()))) != 1:
+        raise InputDataError(f"{path} (group {group or '/'}) must hold 1-D datasets of equal length, one per "
+                             f"column; found {lengths or 'none'}.")
+    decoded = {name: (values.astype(str) if values.dtype.kind in "SO" else values) for name, values in columns.items()}
+    return table_from_frame(pd.DataFrame(decoded), None, source=str(path))
+
+
+def import_samples(data, output=None, *, id_column=None, parameters=None, priors=None, log_prior_column=None,
+                   n_draws=None, seed=0, hdf5_group=None, overwrite=False, command=""):
+    """Build a samples file from posterior draws produced by another fitter.
+
+    Parameters
+    ----------
+    data : str, Path or pandas.DataFrame
+        Long table of draws (CSV/TSV, ``-``, or HDF5 with one dataset per column).
+    output : str, optional
+        Samples file to write (``-``: stdout).
+    id_column : str, optional
+        Object id column (default: the first).
+    parameters : list of str, optional
+        Parameter columns (default: every column but the id and ``log_prior``).
+    priors : list of "NAME=DIST" or dict, optional
+        The interim prior of each parameter, if the table has no ``log_prior`` column.
+    log_prior_column : str, optional
+        Column holding ln p0 of each draw (default ``log_prior`` if present).
+    n_draws : int, optional
+        K draws kept per object (default: the smallest count).
+    seed : int
+        Seeds the subsampling of objects with more than K draws.
+
+    Returns
+    -------
+    Samples
+    """
+    if output is not None:
+        check_output(output, overwrite)
+    if isinstance(data, pd.DataFrame):
+        table = table_from_frame(data, id_column)
+    elif str(data).lower().endswith((".h5", ".hdf5")):
+        table = _read_hdf5_table(data, hdf5_group)
+        if id_column is not None:
+            table = table_from_frame(table.frame, id_column, source=table.source)
+    else:
+        table = read_table(data, id_column)
+    columns = [c for c in table.columns if c != table.id_column]
+    if log_prior_column is None and "log_prior" in columns:
+        log_prior_column = "log_prior"
+    if log_prior_column is not None and log_prior_column not in columns:
+        raise UsageError(f"--log-prior-column {log_prior_column!r} is not a column of {table.source}; its columns are "
+                         f"{', '.join(map(repr, table.columns))}.", "--log-prior-column")
+    if parameters:
+        missing = [p for p in parameters if p not in columns]
+        if missing:
+            raise UsageError(f"--parameter {missing[0]}: {table.source} has no column {missing[0]!r}; its columns "
+                             f"are {', '.join(map(repr, table.columns))}.", "--parameter")
+    else:
+        parameters = [c for c in columns if c != log_prior_column]
+    if not parameters:
+        raise UsageError(f"{table.source} has no parameter columns besides the id and the log prior.", "--parameter")
+    declared = parse_priors(priors, parameters, {}, "--prior", f"the table {table.source}", "parameter column")
+    if log_prior_column is None and set(declared) != set(parameters):
+        missing = [p for p in parameters if p not in declared]
+        raise UsageError(
+            f"The interim prior of {', '.join(missing)} is unknown: give --prior NAME=DIST for every parameter, "
+            f"or a log_prior column (--log-prior-column) with ln p0 of each draw.", "--prior")
+    if log_prior_column is not None and declared:
+        raise UsageError("Give either a log_prior column or --prior, not both.", "--prior")
+
+    values = np.stack([table.numeric_column(p) for p in parameters], axis=-1)  # rows sorted by object
+    counts = np.diff(table.starts)
+    if n_draws is None:
+        n_draws = int(counts.min())
+    short = np.flatnonzero(counts < n_draws)
+    if short.size:
+        listed = ", ".join(f"{table.ids[i]!r} ({counts[i]})" for i in short[:10])
+        raise InputDataError(f"{table.source}: {short.size} object(s) have fewer than --samples {n_draws} draws: "
+                             f"{listed}. Lower --samples, or drop those objects.")
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([table.starts[n] + (np.arange(counts[n]) if counts[n] == n_draws else
+                                              np.sort(rng.choice(counts[n], n_draws, replace=False)))
+                           for n in range(table.n_objects)])
+    draws = values[keep].reshape(table.n_objects, n_draws, len(parameters))
+    log_interim = np.zeros_like(draws)
+    if log_prior_column is not None:
+        log_interim[:, :, 0] = table.numeric_column(log_prior_column)[keep].reshape(table.n_objects, n_draws)
+        interim = {"joint": f"column {log_prior_column!r} of the input"}
+    else:
+        for d, name in enumerate(parameters):
+            log_interim[:, :, d] = declared[name].logpdf(draws[:, :, d])
+        outside = ~np.isfinite(log_interim).all(axis=(1, 2))
+        if outside.any():
+            n = int(np.flatnonzero(outside)[0])
+            d = int(np.flatnonzero(~np.isfinite(log_interim[n]).all(axis=0))[0])
+            raise InputDataError(
+                f"{table.source}: object {table.ids[n]!r} has draws of {parameters[d]} outside the support of its "
+                f"declared interim prior {declared[parameters[d]].spec}; the draws cannot come from that prior.")
+        interim = {name: declared[name].spec for name in parameters}
+    nan = np.full(table.n_objects, np.nan)
+    samples = Samples(
+        ids=list(table.ids), parameters=list(parameters), samples=draws, log_interim_prior=log_interim,
+        log_likelihood=np.full((table.n_objects, n_draws), np.nan),
+        diagnostics={"acceptance_fraction": nan, "autocorr_time": np.full((table.n_objects, len(parameters)), np.nan),
+                     "n_steps": np.zeros(table.n_objects, dtype=np.int64),
+                     "converged": np.ones(table.n_objects, dtype=bool), "effective_draws": nan},
+        model="imported", interim_prior=interim,
+        settings={"imported": True, "joint_interim_prior": log_prior_column is not None, "samples": n_draws,
+                  "draws_per_object": {"min": int(counts.min()), "max": int(counts.max())},
+                  "subsampling_seed": seed, "data": {"source": table.source, "sha256": table.sha256}},
+        seed=seed, command=command)
+    if output is not None:
+        write_samples(samples, output, overwrite=overwrite)
+    return samples

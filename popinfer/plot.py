@@ -1,0 +1,237 @@
+"""Figures of samples and population files (``popinfer plot``; matplotlib, the ``plot`` extra).
+
+Population files: ``population`` (the inferred density with 50 % and 90 % credible
+bands over a histogram and rug of the objects' posterior medians), ``forest``
+(independent next to partially pooled intervals), ``corner`` (the hyperparameter
+posterior; the ``corner`` package when installed), ``diagnostics`` (per-object ESS
+across posterior draws and Var[ln L̂] with the warning thresholds).
+Samples files: ``forest`` and ``trace`` (run length against 50 τ and effective
+draws against K, per object).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PopinferError, UsageError
+from .io.hdf5 import open_popinfer_file
+
+FORMATS = (".png", ".pdf", ".svg")
+KINDS = {"population": ("population", "forest", "corner", "diagnostics"), "samples": ("forest", "trace")}
+DENSITY_DRAWS = 400
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise PopinferError(
+            "popinfer plot needs matplotlib, which is not installed. Install the plot extra: "
+            "pip install 'popinfer[plot]'."
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _file_kind(source):
+    with open_popinfer_file(source) as handle:
+        return str(handle.attrs["popinfer_format"])
+
+
+def plot_file(path, output, kind=None, dpi=110):
+    """Draw a figure of a samples or population file into ``output`` (.png, .pdf, .svg).
+
+    Parameters
+    ----------
+    path : str
+        The file (``-`` reads stdin).
+    output : str
+        Figure file; its extension picks the format.
+    kind : str, optional
+        See the module docstring; default ``population`` for population files
+        and ``forest`` for samples files.
+    """
+    if Path(str(output)).suffix.lower() not in FORMATS:
+        raise UsageError(f"-o {output}: the figure's name must end in {', '.join(FORMATS)}.", "-o")
+    source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == "-" else path
+    file_kind = _file_kind(source)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    kinds = KINDS.get(file_kind, ())
+    kind = kind or kinds[0]
+    if kind not in kinds:
+        raise UsageError(f"--kind {kind}: a {file_kind} file can be drawn as {', '.join(kinds)}.", "--kind")
+    plt = _pyplot()
+    if file_kind == "population":
+        from .io.population import read_population
+
+        figure = {"population": _population, "forest": _forest_population, "corner": _corner,
+                  "diagnostics": _diagnostics}[kind](read_population(source), plt)
+    else:
+        from .io.samples import read_samples
+
+        figure = {"forest": _forest_samples, "trace": _trace}[kind](read_samples(source), plt)
+    figure.savefig(output, dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _hyper_dicts(result, count):
+    """Up to ``count`` posterior draws as a dict of arrays (fixed values included)."""
+    index = np.unique(np.round(np.linspace(0, len(result.hyper_samples) - 1, count)).astype(int))
+    hyper = {name: result.hyper_samples[index, i] for i, name in enumerate(result.hyperparameters)}
+    for name, value in result.fixed.items():
+        hyper[name] = np.full(index.size, float(value))
+    return hyper
+
+
+def _population(result, plt):
+    from .populations import get_population
+
+    population = get_population(result.population, result.parameters)
+    hyper = _hyper_dicts(result, DENSITY_DRAWS)
+    n_params = len(result.parameters)
+    figure, axes = plt.subplots(1, n_params, figsize=(5.5 * n_params, 3.8), squeeze=False)
+    for index, (axis, name) in enumerate(zip(axes[0], result.parameters)):
+        medians = result.independent_summary[:, index, 3]
+        pooled = np.median(result.reweighted[:, :, index], axis=1)
+        spread = np.ptp(np.concatenate([medians, result.independent_summary[:, index, 2],
+                                        result.independent_summary[:, index, 4]]))
+        low = min(medians.min(), result.independent_summary[:, index, 2].min()) - 0.1 * spread
+        high = max(medians.max(), result.independent_summary[:, index, 4].max()) + 0.1 * spread
+        grid = np.linspace(low, high, 300)
+        if n_params == 1:
+            with np.errstate(all="ignore"):
+                density = np.exp(population.log_density(grid[None, :, None], hyper)[0])  # (G, M)
+        else:
+            density = np.stack([population.marginal({k: v[m] for k, v in hyper.items()}, index).pdf(grid)
+                                for m in range(len(next(iter(hyper.values()))))], axis=1)
+        q05, q25, q50, q75, q95 = np.quantile(density, [0.05, 0.25, 0.5, 0.75, 0.95], axis=1)
+        axis.hist(medians, bins=min(30, max(5, len(medians) // 3)), density=True, color="0.85",
+                  label="independent posterior medians")
+        axis.fill_between(grid, q05, q95, color="#4c72b0", alpha=0.25, lw=0, label="90 % band")
+        axis.fill_between(grid, q25, q75, color="#4c72b0", alpha=0.45, lw=0, label="50 % band")
+        axis.plot(grid, q50, color="#1f3b73", lw=1.5, label="posterior median density")
+        axis.plot(medians, np.zeros_like(medians), "|", color="k", ms=12, label="independent medians")
+        axis.plot(pooled, np.zeros_like(pooled), "|", color="#c44e52", ms=8, label="pooled medians")
+        axis.set_xlabel(name)
+        axis.set_ylabel("density")
+        axis.set_title(f"{result.population} population of {name}")
+    axes[0][0].legend(fontsize=7, frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def _forest(ids, name, independent, pooled, plt):
+    """Intervals per object: (mean, q05, q95) arrays for each of independent, pooled (or None)."""
+    n = len(ids)
+    figure, axis = plt.subplots(figsize=(6, 0.9 + 0.28 * n))
+    y = np.arange(n)[::-1]
+    offset = 0.15 if pooled is not None else 0.0
+    mean, low, high = independent
+    axis.errorbar(mean, y + offset, xerr=[mean - low, high - mean], fmt="o", ms=4, color="0.35", capsize=0,
+                  label="independent (stage one)")
+    if pooled is not None:
+        mean, low, high = pooled
+        axis.errorbar(mean, y - offset, xerr=[mean - low, high - mean], fmt="s", ms=4, color="#c44e52",
+                      capsize=0, label="partially pooled")
+    axis.set_yticks(y)
+    axis.set_yticklabels(ids, fontsize=8 if n < 40 else 5)
+    axis.set_xlabel(f"{name} (mean and 90 % interval)")
+    axis.legend(fontsize=8, frameon=False, loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def _forest_population(result, plt):
+    index = 0
+    independent = (result.independent_summary[:, index, 0], result.independent_summary[:, index, 2],
+                   result.independent_summary[:, index, 4])
+    draws = result.reweighted[:, :, index]
+    pooled = (draws.mean(axis=1), *np.quantile(draws, [0.05, 0.95], axis=1))
+    return _forest(result.ids, result.parameters[index], independent, pooled, plt)
+
+
+def _forest_samples(samples, plt):
+    draws = samples.samples[:, :, 0]
+    return _forest(samples.ids, samples.parameters[0],
+                   (draws.mean(axis=1), *np.quantile(draws, [0.05, 0.95], axis=1)), None, plt)
+
+
+def _corner(result, plt):
+    draws, names = result.hyper_samples, result.hyperparameters
+    try:
+        import corner
+
+        return corner.corner(draws, labels=names, quantiles=[0.05, 0.5, 0.95], show_titles=True)
+    except ImportError:
+        pass
+    n = len(names)
+    figure, axes = plt.subplots(n, n, figsize=(2.4 * n, 2.4 * n), squeeze=False)
+    for i in range(n):
+        for j in range(n):
+            axis = axes[i][j]
+            if j > i:
+                axis.axis("off")
+            elif i == j:
+                axis.hist(draws[:, i], bins=40, color="#4c72b0", histtype="stepfilled", alpha=0.7)
+                axis.set_yticks([])
+            else:
+                axis.plot(draws[:, j], draws[:, i], ",", color="#1f3b73", alpha=0.4)
+            if i == n - 1:
+                axis.set_xlabel(names[j])
+            if j == 0 and i > 0:
+                axis.set_ylabel(names[i])
+    figure.tight_layout()
+    return figure
+
+
+def _diagnostics(result, plt):
+    min_ess = float(result.settings.get("min_ess", 20))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.9 + max(3.0, 0.22 * len(result.ids))))
+    ess = np.maximum(result.ess, 1e-3)
+    order = np.argsort(np.median(ess, axis=0))
+    left.boxplot(ess[:, order], vert=False, whis=(1, 99), showfliers=False, widths=0.6)
+    left.set_yticks(np.arange(1, len(order) + 1))
+    left.set_yticklabels([result.ids[i] for i in order], fontsize=8 if len(order) < 40 else 5)
+    left.set_xscale("log")
+    left.axvline(min_ess, color="#c44e52", lw=1.2, label=f"--min-ess {min_ess:g}")
+    left.axvline(result.settings.get("stage_one_draws", ess.max()), color="0.5", lw=1, ls=":", label="K")
+    left.set_xlabel("ESS across posterior draws (1-99 % whiskers)")
+    left.legend(fontsize=8, frameon=False)
+    variance = result.ln_likelihood_variance
+    right.hist(np.log10(np.maximum(variance, 1e-12)), bins=50, color="#4c72b0")
+    right.axvline(0.0, color="#c44e52", lw=1.2, label="Var = 1")
+    if result.settings.get("max_variance"):
+        right.axvline(np.log10(result.settings["max_variance"]), color="k", lw=1, ls="--", label="--max-variance")
+    right.set_xlabel("log10 Var[ln L̂] over posterior draws")
+    right.legend(fontsize=8, frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def _trace(samples, plt):
+    diagnostics = samples.diagnostics
+    tau = np.nanmax(diagnostics["autocorr_time"], axis=1)
+    steps = diagnostics["n_steps"]
+    converged = diagnostics["converged"].astype(bool)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.scatter(tau[converged], steps[converged], s=12, color="#4c72b0", label="converged")
+    left.scatter(tau[~converged], steps[~converged], s=16, color="#c44e52", marker="x", label="not converged")
+    grid = np.linspace(0, np.nanmax(tau) * 1.1 if np.isfinite(tau).any() else 1, 50)
+    left.plot(grid, 50 * grid, color="k", lw=1, label="n_steps = 50 τ")
+    left.set_xlabel("integrated autocorrelation time τ (steps)")
+    left.set_ylabel("steps")
+    left.legend(fontsize=8, frameon=False)
+    effective = diagnostics.get("effective_draws", np.full(len(steps), np.nan))
+    right.hist(effective[np.isfinite(effective)], bins=30, color="#4c72b0")
+    right.axvline(samples.n_draws, color="#c44e52", lw=1.2, label=f"K = {samples.n_draws}")
+    right.set_xlabel("effectively independent draws per object")
+    right.legend(fontsize=8, frameon=False)
+    figure.tight_layout()
+    return figure
