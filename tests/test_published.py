@@ -47,7 +47,7 @@ def test_efron_morris_pooled_averages_beat_the_raw_ones():
 
 
 def test_radon_county_intercepts_match_gelman_hill():
-    result = published.radon(seed=11, n_draws=2000)
+    result = published.radon(seed=11, n_draws=1000)
     # Gelman & Hill fit one common sigma_y; the two-stage analogue pools per-county
     # scatters with a population. The published values lie within 3 posterior sd.
     for key, value in (("mu_a", 1.31), ("sigma_a", 0.31), ("sigma_y", 0.80)):

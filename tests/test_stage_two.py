@@ -119,7 +119,7 @@ def test_partial_pooling_matches_the_conjugate_posterior():
 
 def test_mvnormal_recovers_a_known_correlation():
     rng = np.random.default_rng(31)
-    n_objects, rows, rho = 150, 8, 0.7
+    n_objects, rows, rho = 100, 8, 0.7
     mean, sd = np.array([1.0, -0.5]), np.array([0.6, 0.8])
     cov = np.array([[1, rho], [rho, 1]]) * np.outer(sd, sd)
     truth = rng.multivariate_normal(mean, cov, n_objects)
@@ -127,7 +127,7 @@ def test_mvnormal_recovers_a_known_correlation():
     yerr = np.full(x.size, 0.2)
     y = np.repeat(truth[:, 0], rows) * x + np.repeat(truth[:, 1], rows) + rng.normal(size=x.size) * yerr
     frame = pd.DataFrame({"id": np.repeat([f"o{i}" for i in range(n_objects)], rows), "x": x, "y": y, "yerr": yerr})
-    samples = popinfer.fit_individuals(frame, "linear", fixed=["scatter=0"], n_draws=1000,
+    samples = popinfer.fit_individuals(frame, "linear", fixed=["scatter=0"], n_draws=500,
                                        priors=["slope=uniform(-20, 20)", "intercept=uniform(-20, 20)"],
                                        seed=32, progress=False)
     result = popinfer.fit_population(samples, "mvnormal", parameters=["slope", "intercept"], seed=33,
