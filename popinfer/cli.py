@@ -20,7 +20,7 @@ EXIT_DIAGNOSTIC = 3
 DIAGNOSTIC_WARNINGS = (ConvergenceWarning, PopulationDiagnosticWarning)
 # Options that change how a run executes but never its results; they are left
 # out of the recorded command so that the file is identical whatever they are.
-RUN_CONTROL = {"workers", "resume", "quiet", "overwrite", "debug", "strict"}
+RUN_CONTROL = {"workers", "resume", "quiet", "overwrite", "debug", "strict", "shard"}
 
 
 def run_options(function):
@@ -142,10 +142,12 @@ def main():
 @click.option("--batch-size", type=int, default=None, help="Objects sampled together [default: from a memory budget].")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local processes (results do not depend on it).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same output.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Fit only the I-th (1-based) of N deterministic slices into its own file; join with merge.")
 @run_options
 @handle_errors
 def fit_individuals_command(data, output, model, priors, fixed, columns, id_column, n_draws, n_walkers, max_steps,
-                            batch_size, workers, resume, seed, quiet, overwrite, strict, debug):
+                            batch_size, workers, resume, shard, seed, quiet, overwrite, strict, debug):
     """Fit every object on its own under the interim prior (stage one).
 
     DATA is a CSV/TSV table (- reads CSV from stdin), one row per measurement;
@@ -162,8 +164,42 @@ def fit_individuals_command(data, output, model, priors, fixed, columns, id_colu
         data, model, output, priors=list(priors), fixed=list(fixed), columns=list(columns), id_column=id_column,
         n_draws=n_draws, n_walkers=n_walkers, max_steps=max_steps, workers=workers, seed=seed,
         batch_size=batch_size, resume=resume, overwrite=overwrite, progress=not quiet,
-        command=_recorded_command(click.get_current_context()),
+        command=_recorded_command(click.get_current_context()), shard=_parse_shard(shard),
     )
+
+
+def _parse_shard(text):
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected I/N, e.g. 3/10.", "--shard") from None
+
+
+@main.command("merge")
+@click.argument("shards", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="Samples file to write (- for stdout).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+@handle_errors
+def merge_command(shards, output, overwrite, debug):
+    """Join the shard files of a --shard I/N run into one samples file.
+
+    Checks that the shards belong together (same data, model, priors, settings
+    and seed) and that none is missing or given twice; the result is the file
+    an unsharded run writes.
+
+    \b
+    Example:
+        popinfer merge shards/part-*.h5 -o samples.h5
+    """
+    from .io.hdf5 import check_output
+    from .io.samples import merge_shards
+
+    check_output(output, overwrite)
+    merge_shards(shards, output, overwrite)
 
 
 @main.command("fit-population")

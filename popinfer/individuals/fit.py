@@ -98,7 +98,7 @@ def _warn_unconverged(ids, diagnostics, n_draws):
 
 def fit_individuals(data, model, output=None, *, priors=None, fixed=None, columns=None, id_column=None,
                     n_draws=4000, n_walkers=None, max_steps=20000, workers=1, seed=None, batch_size=None,
-                    resume=False, overwrite=False, progress=True, command=""):
+                    resume=False, overwrite=False, progress=True, command="", shard=None):
     """Fit every object on its own under the interim prior p0 (stage one).
 
     Parameters
@@ -135,6 +135,10 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     resume, overwrite, progress : bool
     command : str
         Provenance recorded in the file's ``command`` attribute.
+    shard : tuple of int, optional
+        ``(i, n)``: fit only the i-th (1-based) of n deterministic slices of the
+        batches, into a shard file that ``merge_shards`` joins with the others
+        into the file an unsharded run would write.
 
     Returns
     -------
@@ -202,6 +206,9 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     bounds = list(range(0, n_objects, batch_size)) + [n_objects]
     n_batches = len(bounds) - 1
     seeds = np.random.SeedSequence(seed).spawn(n_batches)
+    batch_lo, batch_hi = _shard_batches(shard, n_batches)
+    object_lo, object_hi = bounds[batch_lo], bounds[batch_hi]
+    shard_ids = table.ids[object_lo:object_hi]
     priors_list = [prior_by_name[n] for n in names]
 
     def task(i):
@@ -218,7 +225,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     if output is not None:
         checkpoint_path = (os.path.join(_scratch_dir(), "stdout.partial") if str(output) == "-"
                            else f"{output}.partial")
-        checkpoint = Checkpoint(checkpoint_path, fingerprint)
+        checkpoint = Checkpoint(checkpoint_path, f"{fingerprint}:{shard}" if shard else fingerprint)
         if resume and os.path.exists(checkpoint_path):
             first_batch = checkpoint.open_existing()
         else:
@@ -227,23 +234,23 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
                     f"{checkpoint_path} holds an interrupted run's work. Add --resume to continue it, or "
                     f"--overwrite to discard it and start over."
                 )
-            checkpoint.create(n_objects, n_draws, names, table.ids, n_batches, root)
+            checkpoint.create(object_hi - object_lo, n_draws, names, shard_ids, batch_hi - batch_lo, root)
         results = None
     else:
-        results = [None] * n_batches
+        results = [None] * (batch_hi - batch_lo)
 
-    bar = tqdm(total=n_objects, initial=bounds[first_batch], unit="object", desc="fit-individuals",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=object_hi - object_lo, initial=bounds[batch_lo + first_batch] - object_lo, unit="object",
+               desc="fit-individuals", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
-        for i, result in _results_in_order(task, range(first_batch, n_batches), workers, bar):
+        for i, result in _results_in_order(task, range(batch_lo + first_batch, batch_hi), workers, bar):
             if checkpoint is not None:
-                checkpoint.commit(i, bounds[i], result)
+                checkpoint.commit(i - batch_lo, bounds[i] - object_lo, result)
             else:
-                results[i] = result
+                results[i - batch_lo] = result
         if checkpoint is not None:
             samples = checkpoint.read()
         else:
-            samples = _assemble(results, table.ids, names)
+            samples = _assemble(results, shard_ids, names)
     except Exception as exc:
         if checkpoint is not None:
             _keep_or_drop_checkpoint(checkpoint, exc)
@@ -255,12 +262,28 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     samples.model, samples.interim_prior, samples.settings = model.name, interim_prior, settings
     samples.seed, samples.command = seed, command
     if output is not None:
-        write_samples(samples, output, overwrite=overwrite)
+        extra = ({"shard": f"{shard[0]}/{shard[1]}", "fingerprint": fingerprint, "n_objects_total": n_objects}
+                 if shard else None)
+        write_samples(samples, output, overwrite=overwrite, extra_attrs=extra)
         os.unlink(checkpoint.path)
         if str(output) == "-":
             os.rmdir(os.path.dirname(checkpoint.path))
     _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
     return samples
+
+
+def _shard_batches(shard, n_batches):
+    """The half-open range of batches the i-th of n shards fits (all of them without shards)."""
+    if shard is None:
+        return 0, n_batches
+    i, n = shard
+    if not (isinstance(i, (int, np.integer)) and isinstance(n, (int, np.integer)) and 1 <= i <= n):
+        raise UsageError(f"--shard {i}/{n}: expected I/N with 1 <= I <= N, e.g. 3/10.", "--shard")
+    lo, hi = (i - 1) * n_batches // n, i * n_batches // n
+    if lo == hi:
+        raise UsageError(f"--shard {i}/{n}: there are only {n_batches} batches, so shard {i} would be empty; use "
+                         f"at most {n_batches} shards, or a smaller --batch-size.", "--shard")
+    return lo, hi
 
 
 def _keep_or_drop_checkpoint(checkpoint, exc):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 from dataclasses import dataclass, field
 
 import h5py
@@ -127,14 +128,19 @@ def write_rows(handle, start, result):
         handle["diagnostics"][name][start:stop] = result[name]
 
 
-def write_samples(samples, path, overwrite=False):
-    """Write a :class:`Samples` to ``path`` atomically (``-``: stdout)."""
+def write_samples(samples, path, overwrite=False, extra_attrs=None):
+    """Write a :class:`Samples` to ``path`` atomically (``-``: stdout).
+
+    ``extra_attrs`` are further root attributes (a shard's identity).
+    """
     temporary = temporary_path(path)
     try:
         with h5py.File(temporary, "w") as handle:
             write_root_attributes(
                 handle, "samples", samples.command, samples.seed,
                 _root_extra(samples.model, samples.parameters, samples.interim_prior, samples.settings))
+            for key, value in (extra_attrs or {}).items():
+                handle.attrs[key] = value
             create_layout(handle, samples.n_objects, samples.n_draws, samples.parameters, samples.ids)
             write_rows(handle, 0, {"samples": samples.samples, "log_interim_prior": samples.log_interim_prior,
                                    "log_likelihood": samples.log_likelihood, **samples.diagnostics})
@@ -244,3 +250,65 @@ class Checkpoint:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+
+def _with_output(command, output):
+    """The recorded command with its ``--output`` replaced by ``output``: what an
+    unsharded run writing there would have recorded."""
+    words = shlex.split(command) if command else []
+    if output is not None and "--output" in words[:-1]:
+        words[words.index("--output") + 1] = str(output)
+        return shlex.join(words)
+    return command
+
+
+def merge_shards(paths, output=None, overwrite=False):
+    """Join the shard files of one ``--shard I/N`` run into the file an unsharded run writes.
+
+    Raises
+    ------
+    FileFormatError
+        A file is not a shard, or the shards differ in data, model, priors,
+        settings or seed, or a shard is missing or given twice.
+    """
+    shards = []
+    for path in paths:
+        with open_popinfer_file(path, "samples") as handle:
+            if "shard" not in handle.attrs:
+                raise FileFormatError(f"{path} is a whole samples file, not a shard (no shard attribute).")
+            index, count = (int(v) for v in str(handle.attrs["shard"]).split("/"))
+            shards.append((index, count, str(handle.attrs["fingerprint"]), int(handle.attrs["n_objects_total"]),
+                           samples_from_handle(handle, str(path)), str(path)))
+    if not shards:
+        raise FileFormatError("No shard files given.")
+    first = shards[0]
+    for index, count, fingerprint, _, _, path in shards[1:]:
+        if count != first[1]:
+            raise FileFormatError(f"{path} is shard {index}/{count} but {first[5]} is one of {first[1]}; they come "
+                                  f"from different runs.")
+        if fingerprint != first[2]:
+            raise FileFormatError(f"{path} and {first[5]} come from runs with different data, model, priors, "
+                                  f"settings or seed; they cannot be merged.")
+    seen = {}
+    for index, _, _, _, _, path in shards:
+        if index in seen:
+            raise FileFormatError(f"Shard {index}/{first[1]} is given twice: {seen[index]} and {path}.")
+        seen[index] = path
+    missing = sorted(set(range(1, first[1] + 1)) - set(seen))
+    if missing:
+        raise FileFormatError(f"Shard(s) {', '.join(f'{i}/{first[1]}' for i in missing)} are missing; merge needs "
+                              f"all {first[1]}.")
+    ordered = [shard[4] for shard in sorted(shards, key=lambda s: s[0])]
+    merged = Samples(
+        ids=[i for s in ordered for i in s.ids], parameters=ordered[0].parameters,
+        samples=np.concatenate([s.samples for s in ordered]),
+        log_interim_prior=np.concatenate([s.log_interim_prior for s in ordered]),
+        log_likelihood=np.concatenate([s.log_likelihood for s in ordered]),
+        diagnostics={k: np.concatenate([s.diagnostics[k] for s in ordered]) for k in DIAGNOSTICS},
+        model=ordered[0].model, interim_prior=ordered[0].interim_prior, settings=ordered[0].settings,
+        seed=ordered[0].seed, command=_with_output(ordered[0].command, output))
+    if merged.n_objects != first[3]:
+        raise FileFormatError(f"The shards hold {merged.n_objects} objects, but the run had {first[3]}.")
+    if output is not None:
+        write_samples(merged, output, overwrite=overwrite)
+    return merged
