@@ -31,15 +31,20 @@ FORMATS = ("csv", "parquet", "json", "netcdf")
 TABLES = {"samples": ("draws",), "population": ("hyper", "pooled")}
 
 
+def _long_table(ids, parameters, draws):
+    """object, draw, parameter, value rows of a (N, K, P) array."""
+    n_objects, n_draws, n_params = draws.shape
+    return pd.DataFrame({
+        "object": np.repeat(ids, n_draws * n_params),
+        "draw": np.tile(np.repeat(np.arange(n_draws), n_params), n_objects),
+        "parameter": np.tile(parameters, n_objects * n_draws),
+        "value": draws.reshape(-1),
+    })
+
+
 def samples_table(samples):
     """Long table of stage-one draws: object, draw, parameter, value."""
-    n_objects, n_draws, n_dim = samples.samples.shape
-    return pd.DataFrame({
-        "object": np.repeat(samples.ids, n_draws * n_dim),
-        "draw": np.tile(np.repeat(np.arange(n_draws), n_dim), n_objects),
-        "parameter": np.tile(samples.parameters, n_objects * n_draws),
-        "value": samples.samples.reshape(-1),
-    })
+    return _long_table(samples.ids, samples.parameters, samples.samples)
 
 
 def hyper_table(result):
@@ -54,13 +59,7 @@ def hyper_table(result):
 
 def pooled_table(result):
     """Long table of the partially pooled draws: object, draw, parameter, value."""
-    n_objects, n_draws, n_params = result.reweighted.shape
-    return pd.DataFrame({
-        "object": np.repeat(result.ids, n_draws * n_params),
-        "draw": np.tile(np.repeat(np.arange(n_draws), n_params), n_objects),
-        "parameter": np.tile(result.parameters, n_objects * n_draws),
-        "value": result.reweighted.reshape(-1),
-    })
+    return _long_table(result.ids, result.parameters, result.reweighted)
 
 
 def _arviz():
