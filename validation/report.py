@@ -94,7 +94,14 @@ def failure_section():
     for name, r in data.items():
         lines.append(f"| {name} | {r['E_mu']:.2f} | {r['E_tau']:.2f} | {'yes' if r['support_warning'] else 'no'} | "
                      f"{'yes' if r['ess_warning'] else 'no'} | {r['median_ln_likelihood_variance']:.3g} |")
-    lines.append("")
+    lines += ["", "The narrow interim prior biases E[tau] down (populations wider than the prior's support lose "
+              "likelihood they should have) and the support warning fires; the wide prior removes the bias and that warning "
+              "(the ESS warning left is the small-tau one of K = 4000, below). With "
+              "K = 100 the ESS warning fires and Var[ln L̂] is large; K = 20000 brings it down a hundredfold. The "
+              "ESS warning can still fire at K = 20000 for school A: the posterior of tau reaches 0, where any "
+              "finite K runs out of effective draws, and about 1 % of the posterior draws lie there (the warning "
+              "threshold). All single-seed estimates above carry the Monte Carlo error of the table above "
+              "(sd ≈ 0.12).", ""]
     return lines
 
 
