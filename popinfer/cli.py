@@ -20,7 +20,7 @@ EXIT_DIAGNOSTIC = 3
 DIAGNOSTIC_WARNINGS = (ConvergenceWarning, PopulationDiagnosticWarning)
 # Options that change how a run executes but never its results; they are left
 # out of the recorded command so that the file is identical whatever they are.
-RUN_CONTROL = {"workers", "resume", "quiet", "overwrite", "debug", "strict", "shard"}
+RUN_CONTROL = {"workers", "resume", "quiet", "overwrite", "debug", "strict", "shard", "scheduler"}
 
 
 def run_options(function):
@@ -142,12 +142,14 @@ def main():
 @click.option("--batch-size", type=int, default=None, help="Objects sampled together [default: from a memory budget].")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local processes (results do not depend on it).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same output.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run batches on Dask: tcp://HOST:PORT, or local:N for a local cluster of N processes.")
 @click.option("--shard", default=None, metavar="I/N",
               help="Fit only the I-th (1-based) of N deterministic slices into its own file; join with merge.")
 @run_options
 @handle_errors
 def fit_individuals_command(data, output, model, priors, fixed, columns, id_column, n_draws, n_walkers, max_steps,
-                            batch_size, workers, resume, shard, seed, quiet, overwrite, strict, debug):
+                            batch_size, workers, resume, scheduler, shard, seed, quiet, overwrite, strict, debug):
     """Fit every object on its own under the interim prior (stage one).
 
     DATA is a CSV/TSV table (- reads CSV from stdin), one row per measurement;
@@ -164,7 +166,7 @@ def fit_individuals_command(data, output, model, priors, fixed, columns, id_colu
         data, model, output, priors=list(priors), fixed=list(fixed), columns=list(columns), id_column=id_column,
         n_draws=n_draws, n_walkers=n_walkers, max_steps=max_steps, workers=workers, seed=seed,
         batch_size=batch_size, resume=resume, overwrite=overwrite, progress=not quiet,
-        command=_recorded_command(click.get_current_context()), shard=_parse_shard(shard),
+        command=_recorded_command(click.get_current_context()), shard=_parse_shard(shard), scheduler=scheduler,
     )
 
 

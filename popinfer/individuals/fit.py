@@ -98,7 +98,7 @@ def _warn_unconverged(ids, diagnostics, n_draws):
 
 def fit_individuals(data, model, output=None, *, priors=None, fixed=None, columns=None, id_column=None,
                     n_draws=4000, n_walkers=None, max_steps=20000, workers=1, seed=None, batch_size=None,
-                    resume=False, overwrite=False, progress=True, command="", shard=None):
+                    resume=False, overwrite=False, progress=True, command="", shard=None, scheduler=None):
     """Fit every object on its own under the interim prior p0 (stage one).
 
     Parameters
@@ -135,6 +135,9 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     resume, overwrite, progress : bool
     command : str
         Provenance recorded in the file's ``command`` attribute.
+    scheduler : str, optional
+        Run the batches on a dask.distributed cluster: ``tcp://HOST:PORT`` or
+        ``local:N`` (a LocalCluster of N worker processes). Results do not depend on it.
     shard : tuple of int, optional
         ``(i, n)``: fit only the i-th (1-based) of n deterministic slices of the
         batches, into a shard file that ``merge_shards`` joins with the others
@@ -242,7 +245,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     bar = tqdm(total=object_hi - object_lo, initial=bounds[batch_lo + first_batch] - object_lo, unit="object",
                desc="fit-individuals", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
-        for i, result in _results_in_order(task, range(batch_lo + first_batch, batch_hi), workers, bar):
+        for i, result in _results_in_order(task, range(batch_lo + first_batch, batch_hi), workers, bar, scheduler):
             if checkpoint is not None:
                 checkpoint.commit(i - batch_lo, bounds[i] - object_lo, result)
             else:
@@ -333,9 +336,63 @@ def _assemble(results, ids, names):
         model="", interim_prior={}, settings={}, seed=0)
 
 
-def _results_in_order(task, indices, workers, bar):
-    """Yield ``(i, result)`` in batch order, computing up to ``workers`` batches at once."""
+def _dask_client(scheduler):
+    """A dask.distributed client for ``tcp://HOST:PORT`` or ``local:N`` (and the cluster it started)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise OutputError("--scheduler needs dask.distributed, which is not installed. Install the dask extra: "
+                          "pip install 'popinfer[dask]'.") from None
+    if scheduler.startswith("local:"):
+        try:
+            n_workers = int(scheduler.split(":", 1)[1])
+        except ValueError:
+            n_workers = 0
+        if n_workers < 1:
+            raise UsageError(f"--scheduler {scheduler}: expected local:N with N >= 1 worker processes.", "--scheduler")
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(cluster), cluster
+    try:
+        return Client(scheduler, timeout=10), None
+    except (OSError, TimeoutError) as exc:
+        raise OutputError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}. Is it running?") from None
+
+
+def _dask_results_in_order(task, indices, scheduler, bar):
+    """Batches on a Dask cluster; results come back to this (single) writer in batch order.
+
+    A lost worker's batches are recomputed by Dask; a batch's result depends only on
+    its data and seed stream, so the file does not depend on where it ran.
+    """
+    client, cluster = _dask_client(scheduler)
+    try:
+        in_flight = max(2, 2 * sum(client.nthreads().values()))
+        queue, pending = iter(indices), []
+        for i in queue:
+            pending.append((i, client.submit(_run_batch, task(i), pure=False)))
+            if len(pending) >= in_flight:
+                break
+        while pending:
+            i, future = pending.pop(0)
+            result = future.result()
+            bar.update(len(result["n_steps"]))
+            nxt = next(queue, None)
+            if nxt is not None:
+                pending.append((nxt, client.submit(_run_batch, task(nxt), pure=False)))
+            yield i, result
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _results_in_order(task, indices, workers, bar, scheduler=None):
+    """Yield ``(i, result)`` in batch order, computing up to ``workers`` batches at once
+    (or on a Dask cluster when ``scheduler`` is given)."""
     indices = list(indices)
+    if scheduler:
+        yield from _dask_results_in_order(task, indices, scheduler, bar)
+        return
     if workers <= 1 or len(indices) <= 1:
         for i in indices:
             (model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, seed) = task(i)
