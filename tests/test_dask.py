@@ -5,12 +5,11 @@ import signal
 import threading
 import time
 
+import distributed  # the test extra installs dask.distributed
 import pytest
 
 import popinfer
 from conftest import SAMPLE_DATA
-
-distributed = pytest.importorskip("distributed")
 
 RATS = str(SAMPLE_DATA / "rat_tumors.csv")
 OPTIONS = dict(n_draws=400, n_walkers=16, batch_size=4, seed=9, progress=False)

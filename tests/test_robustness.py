@@ -54,8 +54,8 @@ def wait_for_objects(process, count, timeout=120):
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_file(tmp_path):
-    reference = popinfer_process([*STAGE_ONE, "-o", "out.h5", "--quiet"], tmp_path / "ref" if
-                                 (tmp_path / "ref").mkdir() is None else None)
+    (tmp_path / "ref").mkdir()
+    reference = popinfer_process([*STAGE_ONE, "-o", "out.h5", "--quiet"], tmp_path / "ref")
     assert reference.wait(timeout=300) == 0
     (tmp_path / "run").mkdir()
     run = popinfer_process([*STAGE_ONE, "-o", "out.h5"], tmp_path / "run")
