@@ -18,14 +18,14 @@ draws are already thinned, independent-ish draws, so they form one chain.
 
 from __future__ import annotations
 
-import io
 import sys
 
 import numpy as np
 import pandas as pd
 
 from .errors import PopinferError, UsageError
-from .io.hdf5 import check_output, open_popinfer_file, publish, temporary_path
+from .io import read_file
+from .io.hdf5 import check_output, publish, temporary_path
 
 FORMATS = ("csv", "parquet", "json", "netcdf")
 TABLES = {"samples": ("draws",), "population": ("hyper", "pooled")}
@@ -105,24 +105,10 @@ def export_file(path, output, to, table=None, overwrite=False):
     if to not in FORMATS:
         raise UsageError(f"--to {to}: choose one of {', '.join(FORMATS)}.", "--to")
     check_output(output, overwrite)
-    source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == "-" else path
-    with open_popinfer_file(source) as handle:
-        kind = str(handle.attrs["popinfer_format"])
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    if kind not in TABLES:
-        raise PopinferError(f"{path} is a popinfer {kind} file; export reads samples and population files.")
+    kind, content = read_file(path)
     table = table or TABLES[kind][0]
     if table not in TABLES[kind]:
         raise UsageError(f"--table {table}: a {kind} file has the tables {', '.join(TABLES[kind])}.", "--table")
-    if kind == "population":
-        from .io.population import read_population
-
-        content = read_population(source)
-    else:
-        from .io.samples import read_samples
-
-        content = read_samples(source)
     if to == "netcdf":
         if str(output) == "-":
             raise UsageError("--to netcdf needs a file output, not -.", "-o")

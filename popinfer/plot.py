@@ -11,14 +11,12 @@ draws against K, per object).
 
 from __future__ import annotations
 
-import io
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from .errors import PopinferError, UsageError
-from .io.hdf5 import open_popinfer_file
+from .io import read_file
 
 FORMATS = (".png", ".pdf", ".svg")
 KINDS = {"population": ("population", "forest", "corner", "diagnostics"), "samples": ("forest", "trace")}
@@ -39,11 +37,6 @@ def _pyplot():
     return plt
 
 
-def _file_kind(source):
-    with open_popinfer_file(source) as handle:
-        return str(handle.attrs["popinfer_format"])
-
-
 def plot_file(path, output, kind=None, dpi=110):
     """Draw a figure of a samples or population file into ``output`` (.png, .pdf, .svg).
 
@@ -59,24 +52,15 @@ def plot_file(path, output, kind=None, dpi=110):
     """
     if Path(str(output)).suffix.lower() not in FORMATS:
         raise UsageError(f"-o {output}: the figure's name must end in {', '.join(FORMATS)}.", "-o")
-    source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == "-" else path
-    file_kind = _file_kind(source)
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    kinds = KINDS.get(file_kind, ())
+    file_kind, content = read_file(path)
+    kinds = KINDS[file_kind]
     kind = kind or kinds[0]
     if kind not in kinds:
         raise UsageError(f"--kind {kind}: a {file_kind} file can be drawn as {', '.join(kinds)}.", "--kind")
     plt = _pyplot()
-    if file_kind == "population":
-        from .io.population import read_population
-
-        figure = {"population": _population, "forest": _forest_population, "corner": _corner,
-                  "diagnostics": _diagnostics}[kind](read_population(source), plt)
-    else:
-        from .io.samples import read_samples
-
-        figure = {"forest": _forest_samples, "trace": _trace}[kind](read_samples(source), plt)
+    draw = {"population": _population, "forest": _forest_population, "corner": _corner,
+            "diagnostics": _diagnostics} if file_kind == "population" else {"forest": _forest_samples, "trace": _trace}
+    figure = draw[kind](content, plt)
     figure.savefig(output, dpi=dpi, bbox_inches="tight")
     plt.close(figure)
 

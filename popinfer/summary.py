@@ -117,24 +117,12 @@ def format_population(tables, fmt):
 
 def summarize_file(path, fmt):
     """Summary text of a samples or population file (``-`` reads stdin)."""
-    import io
-    import sys
+    from .io import read_file
 
-    from .io.population import read_population
-    from .io.samples import read_samples
-
-    source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == "-" else path
-    with open_popinfer_file(source) as handle:
-        kind = handle.attrs["popinfer_format"]
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
+    kind, content = read_file(path)
     if kind == "population":
-        return format_population(population_summary(read_population(source)), fmt)
-    if kind != "samples":
-        from .errors import FileFormatError
-
-        raise FileFormatError(f"{path} is a popinfer {kind} file; summary reads samples and population files.")
-    return format_frame(samples_summary(read_samples(source)), fmt)
+        return format_population(population_summary(content), fmt)
+    return format_frame(samples_summary(content), fmt)
 
 
 def format_frame(frame, fmt):

@@ -7,10 +7,7 @@ here must land within 4 of those of the reference value.
 """
 
 import json
-import warnings
 
-import numpy as np
-import pytest
 
 from conftest import ROOT
 from validation import failure_mode, published

@@ -1,22 +1,18 @@
 """Robustness: interrupted and concurrent runs, damaged files, extreme inputs, and
 property-based tests of the distribution grammar and the table loader."""
 
-import io
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
-import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy import stats
 
 import popinfer
 import popinfer.populations

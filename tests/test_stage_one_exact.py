@@ -10,7 +10,6 @@ against a slightly wrong posterior must exceed the bound.
 
 import numpy as np
 import pandas as pd
-import pytest
 from scipy import stats
 
 import popinfer

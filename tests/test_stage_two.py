@@ -1,7 +1,6 @@
 """fit-population end to end: diagnostics, partial pooling, mvnormal, user populations, CLI."""
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from scipy import integrate, stats
 import popinfer
 from conftest import SAMPLE_DATA
 from popinfer.cli import main
-from popinfer.errors import FileFormatError, UsageError
+from popinfer.errors import FileFormatError
 from popinfer.populations import get_population
 from popinfer.reweighting import PopulationDiagnosticWarning
 from stats_helpers import replicated
@@ -91,7 +90,7 @@ def test_partial_pooling_matches_the_conjugate_posterior():
     Monte Carlo error."""
     frame = pd.DataFrame({"id": ["a"], "y": [10.0], "sigma": [4.0]})
     mu, tau = 2.0, 3.0
-    exact = stats.norm((10.0 / 16 + mu / 9) / (1 / 16 + 1 / 9), np.sqrt(1 / (1 / 16 + 1 / 9)))
+    exact = stats.norm((10.0 / 16 + mu / tau**2) / (1 / 16 + 1 / tau**2), np.sqrt(1 / (1 / 16 + 1 / tau**2)))
     samples = popinfer.fit_individuals(replicated(frame, "id", 8), "normal", priors=["theta=uniform(-100, 100)"],
                                        seed=7, progress=False)
     means, variances = [], []

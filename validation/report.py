@@ -39,7 +39,7 @@ def sbc_section():
                   f"{data['replicates']} replicates of {data['n_objects']} objects, K = {data['n_draws']} draws "
                   f"per object; population `{data['population']}` on `{data['parameter']}`, hyperpriors "
                   + ", ".join(f"`{k}={v}`" for k, v in data["hyperpriors"].items())
-                  + f"; interim priors " + ", ".join(f"`{p}`" for p in data["priors"])
+                  + "; interim priors " + ", ".join(f"`{p}`" for p in data["priors"])
                   + f". {data['seconds']:.0f} s on 2 workers; {data['warnings']} diagnostic warnings in all.", "",
                   "| hyperparameter | χ² p (ranks) | 50 % coverage (range) | 90 % coverage (range) | rank histogram |",
                   "|---|---|---|---|---|"]

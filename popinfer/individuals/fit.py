@@ -9,8 +9,8 @@ import math
 import multiprocessing
 import os
 import sys
+import tempfile
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -320,8 +320,6 @@ def _check_counts(**values):
 
 
 def _scratch_dir():
-    import tempfile
-
     return tempfile.mkdtemp(prefix="popinfer-")
 
 

@@ -136,7 +136,7 @@ def initial_positions(posterior, n_walkers, rng):
     coords : ndarray, shape (n_walkers, n_objects, D)
     log_prob : ndarray, shape (n_walkers, n_objects)
     """
-    n_objects, n_dim = posterior.n_objects, len(posterior.names)
+    n_objects = posterior.n_objects
     n_candidates = INIT_CANDIDATES_PER_WALKER * n_walkers
     pool_theta, pool_keys, pool_lp = [], [], []
     for _ in range(INIT_MAX_ROUNDS):

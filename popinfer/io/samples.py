@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
 
@@ -146,8 +147,6 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None):
                                    "log_likelihood": samples.log_likelihood, **samples.diagnostics})
         publish(temporary, path, overwrite)
     except BaseException:
-        import os
-
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
