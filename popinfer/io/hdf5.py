@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -68,7 +69,8 @@ def read_string_list(value):
 def open_popinfer_file(path, kind=None):
     """Open a popinfer HDF5 file for reading (``-`` reads stdin) and check it.
 
-    ``path`` may also be an ``io.BytesIO`` holding the file.
+    ``path`` may also be a binary file object (``io.BytesIO``, a spooled
+    temporary file) holding the file; it is labelled ``<stdin>``.
 
     Raises
     ------
@@ -76,7 +78,7 @@ def open_popinfer_file(path, kind=None):
         If the file is missing, not HDF5, not a popinfer file, of another kind
         than ``kind``, or of a newer format version.
     """
-    if isinstance(path, io.BytesIO):
+    if hasattr(path, "read"):
         label, source = "<stdin>", path
     elif str(path) == "-":
         label, source = "<stdin>", io.BytesIO(sys.stdin.buffer.read())
@@ -112,6 +114,29 @@ def open_popinfer_file(path, kind=None):
         raise FileFormatError(f"{label} is damaged or incomplete ({exc}). Regenerate it.") from None
     finally:
         handle.close()
+
+
+@contextmanager
+def spooled_input(path, block=2**20):
+    """(file, SHA-256 hex digest) of ``path``, hashed in blocks (bounded memory).
+
+    ``-`` copies stdin into an anonymous temporary file (HDF5 needs to seek), hashing it
+    on the way; a path is hashed and then opened by name.
+    """
+    digest = hashlib.sha256()
+    if str(path) == "-":
+        with tempfile.TemporaryFile() as spool:
+            while chunk := sys.stdin.buffer.read(block):
+                digest.update(chunk)
+                spool.write(chunk)
+            spool.seek(0)
+            yield spool, digest.hexdigest()
+        return
+    if Path(path).is_file():
+        with open(path, "rb") as handle:
+            while chunk := handle.read(block):
+                digest.update(chunk)
+    yield path, digest.hexdigest() if Path(path).is_file() else ""
 
 
 def check_output(path, overwrite):

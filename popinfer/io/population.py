@@ -18,6 +18,7 @@ Layout (CONTRACT §4)::
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -84,11 +85,42 @@ class PopulationResult:
         return self.hyper_samples[:, self.hyperparameters.index(name)]
 
 
-def write_population(result, path, overwrite=False):
-    """Write a :class:`PopulationResult` atomically (``-``: stdout)."""
-    temporary = temporary_path(path)
-    try:
-        with h5py.File(temporary, "w") as handle:
+class PopulationWriter:
+    """A population file written piece by piece, so that no (M, N) or (N, R, P) array
+    need ever be in memory: stage two streams ESS rows into :attr:`ess` and blocks of
+    pooled draws into :attr:`reweighted` (h5py datasets, sliced like arrays), then
+    :meth:`finish` adds the rest and publishes the file atomically.
+
+    Parameters
+    ----------
+    path : str
+        Destination (``-``: stdout), written through a temporary file beside it.
+    shape : tuple (N, M, R, P)
+        Objects, ESS draws, pooled draws per object, parameters.
+    overwrite : bool
+    """
+
+    def __init__(self, path, shape, overwrite=False):
+        n_objects, n_ess, n_reweighted, n_parameters = shape
+        self.path, self.overwrite = path, overwrite
+        self.temporary = temporary_path(path)
+        try:
+            self.handle = h5py.File(self.temporary, "w")
+            objects = self.handle.create_group("objects")
+            # Contiguous (unchunked) datasets: the finished file can be memory-mapped.
+            self.ess = objects.create_dataset("ess", shape=(n_ess, n_objects), dtype="f4")
+            self.reweighted = objects.create_dataset("reweighted", shape=(n_objects, n_reweighted, n_parameters),
+                                                     dtype="f8")
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self, result):
+        """Write everything of ``result`` but its ``ess`` and ``reweighted`` (already streamed),
+        publish, and return ``result`` with those two as read-only memory maps of the file
+        (arrays when the file cannot be mapped)."""
+        try:
+            handle = self.handle
             write_root_attributes(handle, "population", result.command, result.seed, {
                 "population": result.population, "parameters": list(result.parameters),
                 "hyperparameters": list(result.hyperparameters), "hyperprior": dict(result.hyperprior),
@@ -100,19 +132,49 @@ def write_population(result, path, overwrite=False):
             hyper.create_dataset("log_likelihood", data=result.log_likelihood)
             hyper.create_dataset("ln_likelihood_variance", data=result.ln_likelihood_variance)
             hyper.create_dataset("autocorr_time", data=result.autocorr_time)
-            objects = handle.create_group("objects")
+            objects = handle["objects"]
             objects.create_dataset("id", data=strings(result.ids))
-            ess = objects.create_dataset("ess", data=result.ess.astype(np.float32))
-            ess.attrs["draw_index"] = np.asarray(result.ess_draw_index, dtype=np.int64)
-            reweighted = objects.create_dataset("reweighted", data=result.reweighted)
-            reweighted.attrs["parameters"] = strings(result.parameters)
+            self.ess.attrs["draw_index"] = np.asarray(result.ess_draw_index, dtype=np.int64)
+            self.reweighted.attrs["parameters"] = strings(result.parameters)
             summary = objects.create_dataset("independent_summary", data=result.independent_summary)
             summary.attrs["columns"] = strings(SUMMARY_COLUMNS)
-        publish(temporary, path, overwrite)
+            layout = [(name, dataset.id.get_offset(), dataset.shape, dataset.dtype)
+                      for name, dataset in (("ess", self.ess), ("reweighted", self.reweighted))]
+            handle.close()
+            # Mapped before publishing: the mapping outlives the temporary name (stdout, link).
+            for name, offset, shape, dtype in layout:
+                if offset is None or 0 in shape:
+                    with h5py.File(self.temporary, "r") as reread:
+                        mapped = reread["objects"][name][()]
+                else:
+                    mapped = np.memmap(self.temporary, dtype=dtype, mode="r", offset=offset, shape=shape)
+                setattr(result, name, mapped)
+            publish(self.temporary, self.path, self.overwrite)
+        except BaseException:
+            self.abort()
+            raise
+        return result
+
+    def abort(self):
+        """Close and remove the temporary file (nothing is published)."""
+        handle = getattr(self, "handle", None)
+        if handle is not None and handle.id.valid:
+            handle.close()
+        if os.path.exists(self.temporary):
+            os.unlink(self.temporary)
+
+
+def write_population(result, path, overwrite=False):
+    """Write a :class:`PopulationResult` atomically (``-``: stdout)."""
+    n_objects, n_reweighted, n_parameters = np.shape(result.reweighted)
+    writer = PopulationWriter(path, (n_objects, len(result.ess), n_reweighted, n_parameters), overwrite)
+    try:
+        writer.ess[...] = np.asarray(result.ess, dtype=np.float32)
+        writer.reweighted[...] = result.reweighted
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        writer.abort()
         raise
+    writer.finish(copy.copy(result))
 
 
 def read_population(path):

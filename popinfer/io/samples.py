@@ -174,6 +174,63 @@ def samples_from_handle(handle, label):
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
 
 
+@dataclass
+class SamplesHeader:
+    """A samples file's provenance and shape, without its draws (see :func:`read_columns`)."""
+
+    ids: list
+    parameters: list
+    n_objects: int
+    n_draws: int
+    model: str
+    interim_prior: dict
+    settings: dict
+    seed: int
+
+
+def read_header(handle, label):
+    """The :class:`SamplesHeader` of an open, checked samples file."""
+    try:
+        n_objects, n_draws, _ = handle["samples"].shape
+        return SamplesHeader(
+            ids=list(handle["objects/id"].asstr()[()]),
+            parameters=read_string_list(handle["samples"].attrs["parameters"]),
+            n_objects=int(n_objects), n_draws=int(n_draws), model=str(handle.attrs["model"]),
+            interim_prior=read_json_attr(handle, "interim_prior"), settings=read_json_attr(handle, "settings"),
+            seed=int(handle.attrs["seed"]))
+    except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
+
+
+def read_columns(handle, columns, label, block_elements=2**20):
+    """θ of some parameters and their summed interim log density, read by blocks of objects.
+
+    Only these columns are kept (the file's other parameters, ``log_likelihood``
+    and the diagnostics are never read), so memory is the draws needed and one block.
+
+    Returns
+    -------
+    theta : ndarray, shape (N, K, P)
+    log_interim_prior : ndarray, shape (N, K)
+        Σ over the P columns of ln p0 (the interim prior is a product of 1-D priors).
+    """
+    try:
+        samples, priors = handle["samples"], handle["log_interim_prior"]
+        n_objects, n_draws, n_dim = samples.shape
+        if priors.shape != samples.shape:
+            raise ValueError(f"log_interim_prior has shape {priors.shape}, samples {samples.shape}")
+        theta = np.empty((n_objects, n_draws, len(columns)))
+        log_interim = np.empty((n_objects, n_draws))
+        step = max(1, block_elements // max(1, n_draws * n_dim))
+        for lo in range(0, n_objects, step):
+            hi = min(lo + step, n_objects)
+            theta[lo:hi] = samples[lo:hi][:, :, columns]
+            np.sum(priors[lo:hi][:, :, columns], axis=-1, out=log_interim[lo:hi])
+    except (KeyError, OSError, ValueError) as exc:
+        raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
+    return theta, log_interim
+
+
 def read_samples(path):
     """Read a samples file (``-`` reads stdin) into a :class:`Samples`.
 

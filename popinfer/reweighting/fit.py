@@ -3,12 +3,9 @@ and draw every object's parameters under the inferred population (partial poolin
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 import sys
 import warnings
-from pathlib import Path
 
 import emcee
 import numpy as np
@@ -19,9 +16,9 @@ from ..distributions import parse_distribution, parse_options, parse_priors, par
 from ..errors import InputDataError, PopinferError, UsageError
 from ..individuals.fit import ConvergenceWarning
 from ..individuals.sampler import MIN_AUTOCORR_TIMES, initial_positions
-from ..io.hdf5 import check_output
-from ..io.population import PopulationResult, write_population
-from ..io.samples import Samples, read_samples
+from ..io.hdf5 import check_output, open_popinfer_file, spooled_input
+from ..io.population import PopulationResult, PopulationWriter
+from ..io.samples import Samples, read_columns, read_header
 from ..populations import get_population
 from .likelihood import HyperLikelihood
 
@@ -38,16 +35,30 @@ class PopulationDiagnosticWarning(UserWarning):
     """The interim draws cannot fully support the population (ESS, Var[ln L̂], support)."""
 
 
-def _read_input(samples):
-    """(Samples, source dict) from a Samples, a path or ``-``."""
+def _read_input(samples, parameters):
+    """(header, parameters, θ (N, K, P), Σ ln p0 (N, K), source dict) of the draws stage two needs.
+
+    From a file only the chosen parameters' columns are read, by blocks of objects;
+    stdin is spooled to a temporary file, and the SHA-256 is computed by blocks too.
+    """
     if isinstance(samples, Samples):
-        return samples, {"path": "<memory>", "sha256": ""}
-    if str(samples) == "-":
-        raw = sys.stdin.buffer.read()
-        return read_samples(io.BytesIO(raw)), {"path": "<stdin>", "sha256": hashlib.sha256(raw).hexdigest()}
-    path = Path(samples)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-    return read_samples(samples), {"path": str(samples), "sha256": digest}
+        parameters = _choose_parameters(samples, parameters)
+        columns = [samples.parameters.index(p) for p in parameters]
+        theta = np.ascontiguousarray(samples.samples[:, :, columns], dtype=float)
+        log_interim = samples.log_interim_prior[:, :, columns].sum(axis=-1)
+        return samples, parameters, theta, log_interim, {"path": "<memory>", "sha256": ""}
+    label = "<stdin>" if str(samples) == "-" else str(samples)
+    with spooled_input(samples) as (source, digest), open_popinfer_file(source, "samples") as handle:
+        header = read_header(handle, label)
+        parameters = _choose_parameters(header, parameters)
+        theta, log_interim = read_columns(handle, [header.parameters.index(p) for p in parameters], label)
+    return header, parameters, theta, log_interim, {"path": label, "sha256": digest}
+
+
+def _blocks(n_objects, per_object, elements=2**20):
+    """Object ranges of about ``elements`` values, for blockwise passes over (N, ...) arrays."""
+    step = max(1, elements // max(1, per_object))
+    return [(lo, min(lo + step, n_objects)) for lo in range(0, n_objects, step)]
 
 
 def _choose_parameters(samples, parameters):
@@ -76,23 +87,48 @@ def _choose_parameters(samples, parameters):
     return parameters
 
 
-def data_scale(samples, parameters):
-    """Location and spread of the objects' posteriors, for default hyperpriors."""
+def data_scale(theta, parameters):
+    """Location and spread of the objects' posteriors, for default hyperpriors.
+
+    ``theta`` (N, K, P) holds the draws of ``parameters``; per-object statistics are
+    computed by blocks of objects, so no copy of the draws is made.
+    """
+    n_objects, n_draws, _ = theta.shape
+    stats = {key: [] for key in ("median", "sd", "log_median", "log_sd")}
+    positive = np.ones(theta.shape[-1], dtype=bool)
+    for lo, hi in _blocks(n_objects, theta[0].size):
+        block = theta[lo:hi]
+        stats["median"].append(np.median(block, axis=1))
+        stats["sd"].append(np.std(block, axis=1))
+        positive &= np.all(block > 0, axis=(0, 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_block = np.log(block)
+        stats["log_median"].append(np.median(log_block, axis=1))
+        stats["log_sd"].append(np.std(log_block, axis=1))
+    stats = {key: np.concatenate(value) for key, value in stats.items()}  # each (N, P)
     scale = {}
-    for name in parameters:
-        draws = samples.draws(name)
-        medians = np.median(draws, axis=1)
-        spread = float(np.std(medians) + np.mean(np.std(draws, axis=1)))
+    for i, name in enumerate(parameters):
+        medians = stats["median"][:, i]
+        spread = float(np.std(medians) + np.mean(stats["sd"][:, i]))
         entry = {"location": float(np.median(medians)), "spread": spread if spread > 0 else 1.0}
-        if np.all(draws > 0):
-            log_draws = np.log(draws)
-            log_medians = np.median(log_draws, axis=1)
-            log_spread = float(np.std(log_medians) + np.mean(np.std(log_draws, axis=1)))
+        if positive[i]:
+            log_medians = stats["log_median"][:, i]
+            log_spread = float(np.std(log_medians) + np.mean(stats["log_sd"][:, i]))
             entry.update(log_location=float(np.median(log_medians)), log_spread=log_spread if log_spread > 0 else 1.0)
         else:
             entry.update(log_location=0.0, log_spread=1.0)
         scale[name] = entry
     return scale
+
+
+def independent_summary(theta):
+    """Stage-one mean, sd, 5/50/95 % quantiles per object and parameter, (N, P, 5), by blocks."""
+    out = np.empty((theta.shape[0], theta.shape[-1], 5))
+    for lo, hi in _blocks(theta.shape[0], theta[0].size):
+        block = theta[lo:hi]
+        out[lo:hi] = np.stack([block.mean(axis=1), block.std(axis=1, ddof=1),
+                               *np.quantile(block, (0.05, 0.5, 0.95), axis=1)], axis=-1)
+    return out
 
 
 def resolve_hyperpriors(population, hyperpriors, fixed, scale):
@@ -130,6 +166,7 @@ class HyperPosterior:
         self.ids = ["hyperparameters"]  # for initial_positions' messages
 
     n_objects = 1
+    GROUP = 64
 
     def log_prior(self, values):
         return np.sum([prior.logpdf(values[..., i]) for i, prior in enumerate(self.priors)], axis=0)
@@ -137,14 +174,18 @@ class HyperPosterior:
     def log_likelihood(self, values, valid):
         """ln L where ``valid`` (and Var[ln L̂] ≤ max_variance if set); -inf elsewhere."""
         out = np.full(values.shape[0], -np.inf)
-        if valid.any():
-            hyper = self.likelihood.hyper(self.names, values[valid])
+        rows = np.flatnonzero(valid)
+        # By groups of walkers: the per-object terms (W, N) stay small even for the
+        # initialisation's hundreds of candidates.
+        for start in range(0, rows.size, self.GROUP):
+            group = rows[start:start + self.GROUP]
+            hyper = self.likelihood.hyper(self.names, values[group])
             first, squares = self.likelihood.per_object(hyper, second=self.max_variance is not None)
             log_like = first.sum(axis=1) - self.likelihood.n_objects * np.log(self.likelihood.n_draws)
             if self.max_variance is not None:
                 _, variance = self.likelihood.variance(first, squares)
                 log_like = np.where(variance <= self.max_variance, log_like, -np.inf)
-            out[valid] = log_like
+            out[group] = log_like
         return out
 
     def evaluate(self, theta):
@@ -200,19 +241,43 @@ def _warn(message):
     warnings.warn(PopulationDiagnosticWarning(message), stacklevel=3)
 
 
-def diagnose(ids, ess, variance, n_draws, min_ess):
-    """Warn, naming objects, when interim draws cannot support the population."""
-    fraction = (ess < min_ess).mean(axis=0)  # per object, over the M draws
-    median_ess = np.median(ess, axis=0)
+def column_medians(ess, objects, elements=2**20):
+    """Median over the M draws of the ESS of ``objects`` (sorted indices), reading the
+    (M, N) array or dataset ``ess`` by blocks of columns."""
+    out = np.empty(len(objects))
+    if not len(objects):
+        return out
+    width = max(1, elements // max(1, ess.shape[0]))
+    for lo in range(0, ess.shape[1], width):
+        inside = (objects >= lo) & (objects < lo + width)
+        if inside.any():
+            block = ess[:, lo:min(lo + width, ess.shape[1])]
+            out[inside] = np.median(block[:, objects[inside] - lo], axis=0)
+    return out
+
+
+def diagnose(ids, low_fraction, ess, variance, n_draws, min_ess):
+    """Warn, naming objects, when interim draws cannot support the population.
+
+    ``low_fraction`` (N,) is each object's share of the M posterior draws with
+    ESS < ``min_ess``; ``ess`` (M, N) (array or dataset) is read only for the
+    objects the warning lists.
+    """
     median_variance = float(np.median(variance))
     remedy = ("Remedy: rerun stage one with more draws (--samples) or a wider interim prior (--prior), "
               "or restrict the population (--hyperprior) away from the unsupported region.")
-    flagged = fraction >= LOW_ESS_FRACTION
-    if flagged.any():
-        worst = [n for n in np.lexsort((median_ess, -fraction)) if flagged[n]][:10]
-        listed = "; ".join(f"{ids[n]!r}: median ESS {median_ess[n]:.3g}, ESS < {min_ess:g} at "
-                           f"{fraction[n]:.1%} of posterior draws" for n in worst)
-        count = int(flagged.sum())
+    flagged = np.flatnonzero(low_fraction >= LOW_ESS_FRACTION)
+    if flagged.size:
+        # The ten listed: largest fraction first, then smallest median ESS. Medians are
+        # needed only for objects that can make the list.
+        fractions = low_fraction[flagged]
+        cutoff = np.sort(fractions)[-min(10, fractions.size)]
+        candidates = flagged[fractions >= cutoff]
+        medians = column_medians(ess, candidates)
+        worst = [(candidates[i], medians[i]) for i in np.lexsort((medians, -low_fraction[candidates]))[:10]]
+        listed = "; ".join(f"{ids[n]!r}: median ESS {median:.3g}, ESS < {min_ess:g} at "
+                           f"{low_fraction[n]:.1%} of posterior draws" for n, median in worst)
+        count = int(flagged.size)
         more = f" and {count - len(worst)} more" if count > len(worst) else ""
         _warn(f"{count} of {len(ids)} object(s) have fewer than {min_ess:g} effective draws (of K = {n_draws}) "
               f"over part of the hyperparameter posterior: {listed}{more}. Var[ln L̂] has median "
@@ -256,6 +321,53 @@ def check_interim_support(samples, population, parameters, names, draws, fixed):
                   f"({spec}): {at_median:.2%} at the posterior median, and more than 1 % at {share:.0%} of the "
                   f"posterior draws. Stage-one draws cannot represent that region, so the reweighting is biased "
                   f"(toward populations that stay inside). Rerun stage one with a wider --prior {name}=...")
+
+
+def _likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess):
+    """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS at M evenly spaced
+    draws written row by row into ``sink_ess`` (M, N) (array or dataset).
+
+    Returns
+    -------
+    log_likelihood (S,), variance (S,), ess_index (M,), low_fraction (N,): each
+    object's share of the M draws with ESS < ``min_ess``.
+    """
+    n_samples = len(draws)
+    n_ess = sink_ess.shape[0]
+    log_likelihood, variance = np.empty(n_samples), np.empty(n_samples)
+    ess_index = np.round(np.linspace(0, n_samples - 1, n_ess)).astype(np.int64)
+    low = np.zeros(likelihood.n_objects, dtype=np.int64)
+    for lo in range(0, n_samples, n_walkers):
+        hi = min(lo + n_walkers, n_samples)
+        first, squares = likelihood.per_object(likelihood.hyper(names, draws[lo:hi]), second=True)
+        log_likelihood[lo:hi] = first.sum(axis=1) - likelihood.n_objects * np.log(likelihood.n_draws)
+        ess, variance[lo:hi] = likelihood.variance(first, squares)
+        for row in np.flatnonzero((ess_index >= lo) & (ess_index < hi)):
+            values = ess[ess_index[row] - lo].astype(np.float32)  # as stored
+            sink_ess[row] = values
+            low += values < min_ess
+    return log_likelihood, variance, ess_index, low / n_ess
+
+
+def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=2**20):
+    """Each object's draws under the inferred population, into ``sink`` (N, R, P).
+
+    For pooled draw r an α_r is picked from the posterior, then one θ per object
+    with probability ∝ w_nk(α_r). Objects go by blocks (the uniforms too), so
+    memory stays at one block whatever N.
+    """
+    theta = likelihood.theta
+    n_objects, n_reweighted, n_parameters = sink.shape
+    chosen = rng.integers(len(draws), size=n_reweighted)
+    for lo, hi in _blocks(n_objects, n_reweighted * n_parameters, elements):
+        uniforms = rng.random((n_reweighted, hi - lo))
+        block = np.empty((hi - lo, n_reweighted, n_parameters))
+        objects = np.arange(lo, hi)
+        for r0 in range(0, n_reweighted, n_walkers):
+            r1 = min(r0 + n_walkers, n_reweighted)
+            index = likelihood.resample(likelihood.hyper(names, draws[chosen[r0:r1]]), uniforms[r0:r1], lo, hi)
+            block[:, r0:r1, :] = theta[objects[None, :], index].transpose(1, 0, 2)
+        sink[lo:hi] = block
 
 
 def fit_population(samples, population, output=None, *, parameters=None, hyperpriors=None, fixed=None,
@@ -302,11 +414,10 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
     if output is not None:
         check_output(output, overwrite)
-    samples, source = _read_input(samples)
-    parameters = _choose_parameters(samples, parameters)
+    header, parameters, theta, log_interim, source = _read_input(samples, parameters)
     population = get_population(population, parameters)
     fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
-    scale = data_scale(samples, parameters)
+    scale = data_scale(theta, parameters)
     priors = resolve_hyperpriors(population, hyperpriors, fixed, scale)
     names = list(priors)
     if n_walkers < 2 * len(names) + 2 or n_walkers % 2:
@@ -314,20 +425,22 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**63)
     sampler_seed, reweight_seed = np.random.SeedSequence(seed).spawn(2)
-
-    columns = [samples.parameters.index(p) for p in parameters]
-    theta = samples.samples[:, :, columns]
-    log_interim = samples.log_interim_prior[:, :, columns].sum(axis=-1)
-    if not np.all(np.isfinite(log_interim)):
-        n = int(np.flatnonzero(~np.isfinite(log_interim).all(axis=1))[0])
-        raise InputDataError(f"Object {samples.ids[n]!r} has draws outside its interim prior's support; the "
-                             f"samples file is inconsistent. Regenerate it.")
-    likelihood = HyperLikelihood(population, theta, log_interim, fixed)
+    n_objects, n_draws = log_interim.shape
+    for lo, hi in _blocks(n_objects, n_draws):
+        bad = ~np.isfinite(log_interim[lo:hi]).all(axis=1)
+        if bad.any():
+            raise InputDataError(f"Object {header.ids[lo + int(np.argmax(bad))]!r} has draws outside its interim "
+                                 f"prior's support; the samples file is inconsistent. Regenerate it.")
+    independent = independent_summary(theta)
+    # The likelihood takes ln p0 over (negated in place): the draws are held once.
+    likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False)
+    del log_interim
     posterior = HyperPosterior(likelihood, names, priors, max_variance)
     try:
         draws, tau, n_steps, converged = sample_hyperparameters(
             posterior, n_walkers, max_steps, n_samples, sampler_seed, progress)
     except PopinferError as exc:
+        likelihood.close()
         raise PopinferError(
             f"{exc} For stage two: no hyperparameters drawn from the hyperpriors give every object a finite "
             f"likelihood; widen the hyperpriors or check --fix values."
@@ -337,48 +450,36 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
             f"The hyperparameter chain did not reach {MIN_AUTOCORR_TIMES} autocorrelation times in "
             f"{n_steps} steps (τ ≈ {np.max(tau):.3g}); raise --max-steps."), stacklevel=2)
 
-    # Likelihood, Var[ln L̂] and per-object ESS at the kept draws.
-    log_likelihood = np.empty(n_samples)
-    variance = np.empty(n_samples)
+    # ESS rows and pooled draws go straight to the output file (or to arrays without
+    # one): memory stays at the draws, whatever N.
     n_ess = min(MAX_ESS_DRAWS, n_samples)
-    ess_index = np.round(np.linspace(0, n_samples - 1, n_ess)).astype(np.int64)
-    ess = np.empty((n_ess, samples.n_objects))
-    for lo in range(0, n_samples, n_walkers):
-        hi = min(lo + n_walkers, n_samples)
-        first, squares = likelihood.per_object(likelihood.hyper(names, draws[lo:hi]), second=True)
-        log_likelihood[lo:hi] = first.sum(axis=1) - samples.n_objects * np.log(samples.n_draws)
-        chunk_ess, variance[lo:hi] = likelihood.variance(first, squares)
-        wanted = (ess_index >= lo) & (ess_index < hi)
-        ess[wanted] = chunk_ess[ess_index[wanted] - lo]
-    log_posterior = posterior.log_prior(draws) + log_likelihood
-    diagnose(samples.ids, ess, variance[ess_index], samples.n_draws, min_ess)
-    check_interim_support(samples, population, parameters, names, draws, fixed)
+    shape = (n_objects, n_ess, n_reweighted, len(parameters))
+    writer = PopulationWriter(output, shape, overwrite) if output is not None else None
+    try:
+        sink_ess = writer.ess if writer else np.empty(shape[1::-1], dtype=np.float32)
+        sink_reweighted = writer.reweighted if writer else np.empty(shape[:1] + shape[2:])
+        log_likelihood, variance, ess_index, low_fraction = _likelihood_at_draws(
+            likelihood, names, draws, n_walkers, sink_ess, min_ess)
+        log_posterior = posterior.log_prior(draws) + log_likelihood
+        diagnose(header.ids, low_fraction, sink_ess, variance[ess_index], n_draws, min_ess)
+        check_interim_support(header, population, parameters, names, draws, fixed)
+        _partial_pooling(likelihood, names, draws, n_walkers, sink_reweighted, np.random.default_rng(reweight_seed))
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    finally:
+        likelihood.close()
 
-    # Partial pooling: for draw r pick α_r from the posterior, then one θ per object ∝ w_nk(α_r).
-    rng = np.random.default_rng(reweight_seed)
-    chosen = rng.integers(n_samples, size=n_reweighted)
-    uniforms = rng.random((n_reweighted, samples.n_objects))
-    reweighted = np.empty((samples.n_objects, n_reweighted, len(parameters)))
-    objects = np.arange(samples.n_objects)
-    for lo in range(0, n_reweighted, n_walkers):
-        hi = min(lo + n_walkers, n_reweighted)
-        index = likelihood.resample(likelihood.hyper(names, draws[chosen[lo:hi]]), uniforms[lo:hi])
-        reweighted[:, lo:hi, :] = theta[objects[None, :], index].transpose(1, 0, 2)
-    likelihood.close()
-
-    independent = np.stack([theta.mean(axis=1), theta.std(axis=1, ddof=1),
-                            *np.quantile(theta, (0.05, 0.5, 0.95), axis=1)], axis=-1)
     settings = {"walkers": n_walkers, "max_steps": max_steps, "samples": n_samples, "reweighted": n_reweighted,
                 "min_ess": min_ess, "max_variance": max_variance, "n_steps": int(n_steps), "converged": converged,
                 "min_autocorr_times": MIN_AUTOCORR_TIMES, "burn_in": "first half of the chain",
-                "stage_one_draws": int(samples.n_draws)}
+                "stage_one_draws": int(n_draws)}
     result = PopulationResult(
         population=population.name, parameters=parameters, hyperparameters=names, hyper_samples=draws,
         log_posterior=log_posterior, log_likelihood=log_likelihood, ln_likelihood_variance=variance,
-        autocorr_time=np.asarray(tau, dtype=float), ids=list(samples.ids), ess=ess, ess_draw_index=ess_index,
-        reweighted=reweighted, independent_summary=independent,
+        autocorr_time=np.asarray(tau, dtype=float), ids=list(header.ids), ess=sink_ess, ess_draw_index=ess_index,
+        reweighted=sink_reweighted, independent_summary=independent,
         hyperprior={n: priors[n].spec for n in names}, fixed=fixed, source=source, settings=settings,
         seed=seed, command=command)
-    if output is not None:
-        write_population(result, output, overwrite=overwrite)
-    return result
+    return writer.finish(result) if writer else result

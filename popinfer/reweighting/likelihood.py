@@ -9,8 +9,9 @@ the chunk is in cache, and in log space throughout: every object's log weights
 are shifted by their maximum before exponentiation, so the sum is at least 1 and
 ln L can neither overflow nor underflow to a wrong finite number. Populations
 with a linear form (see ``populations.base``) cost one small matrix product per
-chunk, with per-draw features computed once here. Chunks run on a small thread
-pool (numpy releases the GIL).
+chunk, with the per-draw features computed for the chunk at hand (so memory stays
+at the draws themselves, whatever N). Chunks run on a small thread pool (numpy
+releases the GIL).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 # absolute precision to cancellation; walkers beyond it use the direct density.
 LINEAR_FORM_LIMIT = 1e5
 CHUNK_ELEMENTS = 2**19
+BLOCK_ELEMENTS = 2**20
 OUTSIDE = -1e300
 PARALLEL_MIN_ELEMENTS = 2**21
 
@@ -42,30 +44,33 @@ class HyperLikelihood:
         Held hyperparameters.
     threads : int, optional
         Threads for the chunked kernel (default: the machine's cores).
+    copy : bool
+        False hands ``log_interim_prior`` over: it is negated in place, saving a copy.
+
+    Memory: the draws and ln p0 are held once; everything else (features, weights)
+    exists one chunk of objects at a time.
     """
 
-    def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None):
+    def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None, copy=True):
         self.population = population
         self.theta = np.ascontiguousarray(theta, dtype=float)
         self.n_objects, self.n_draws, _ = self.theta.shape
-        self.neg_log_interim = -np.asarray(log_interim_prior, dtype=float)
+        log_interim_prior = np.asarray(log_interim_prior, dtype=float)
+        # With copy=False the caller hands its array over and it is negated in place (no second (N, K)).
+        self.neg_log_interim = np.negative(log_interim_prior, out=None if copy else log_interim_prior)
         self.fixed = dict(fixed or {})
         self.threads = threads or os.cpu_count() or 1
         self._pool = None
-        center = np.median(self.theta.reshape(-1, self.theta.shape[-1]), axis=0)
-        self.form = population.linear_form(self.fixed, center)
+        self.form = population.linear_form(self.fixed, self._center())
         if self.form is not None:
-            # The base term -ln p0 + b(θ) rides along as a last feature with coefficient 1.
-            features = self.form.features(self.theta)
-            self.feature_scale = (np.abs(features).reshape(-1, features.shape[-1]).max(axis=0)
-                                  if features.shape[-1] else np.zeros(0))
-            # Outside the support the base is -inf; a finite floor keeps inf out of the
-            # matrix product (BLAS flags inf arithmetic), and peaks at the floor mean -inf.
-            base = np.maximum(self.form.base(self.theta) + self.neg_log_interim, OUTSIDE)
-            # Stored (N, J + 1, K): the kernel works in (objects, walkers, draws) layout so that
-            # the reductions over draws run along the contiguous last axis.
-            self.features = np.ascontiguousarray(
-                np.concatenate([features, base[..., None]], axis=-1).transpose(0, 2, 1))
+            # Features are computed per chunk, never for all draws at once: memory stays at
+            # the draws themselves. Their largest magnitudes bound the cancellation error.
+            scale = None
+            for lo, hi in self._blocks():
+                block = np.abs(self.form.features(self.theta[lo:hi]))
+                block = block.reshape(-1, block.shape[-1]).max(axis=0) if block.size else np.zeros(block.shape[-1])
+                scale = block if scale is None else np.maximum(scale, block)
+            self.feature_scale = scale
 
     # -- public ---------------------------------------------------------------
     def hyper(self, names, values):
@@ -104,25 +109,26 @@ class HyperLikelihood:
             var = np.sum(1.0 / ess - 1.0 / self.n_draws, axis=1)
         return ess, var
 
-    def resample(self, hyper, uniforms):
-        """Indices k of one draw per object and walker, drawn ∝ w_nk(α_w), shape (W, N).
+    def resample(self, hyper, uniforms, lo=0, hi=None):
+        """Indices k of one draw per object lo:hi and walker, drawn ∝ w_nk(α_w), shape (W, hi - lo).
 
-        ``uniforms`` (W, N) are the uniform variates (inverse-CDF sampling), so
+        ``uniforms`` (W, hi - lo) are the uniform variates (inverse-CDF sampling), so
         the result does not depend on threading.
         """
+        hi = self.n_objects if hi is None else hi
         out = np.zeros(uniforms.shape, dtype=np.int64)
         linear = self.form is not None and self._linear_ok(hyper).all()
         eta, offset = self._coefficients(hyper) if linear else (None, None)
 
         def work(bounds):
-            lo, hi = bounds
-            weights = np.exp(self._shifted(lo, hi, hyper, eta, offset)[0])  # (n, W, K)
+            a, b = bounds
+            weights = np.exp(self._shifted(a, b, hyper, eta, offset)[0])  # (n, W, K)
             cumulative = np.cumsum(weights, axis=2)
-            target = uniforms[:, lo:hi].T * cumulative[:, :, -1]  # (n, W)
+            target = uniforms[:, a - lo:b - lo].T * cumulative[:, :, -1]  # (n, W)
             index = (cumulative < target[:, :, None]).sum(axis=2)
-            out[:, lo:hi] = np.minimum(index, self.n_draws - 1).T
+            out[:, a - lo:b - lo] = np.minimum(index, self.n_draws - 1).T
 
-        self._map(work, self._chunks(len(uniforms)), len(uniforms))
+        self._map(work, self._chunks(len(uniforms), lo, hi), len(uniforms))
         return out
 
     def close(self):
@@ -147,12 +153,33 @@ class HyperLikelihood:
         groups = [(np.flatnonzero(ok), True), (np.flatnonzero(valid & ~ok), False)]
         return [g for g in groups if g[0].size]
 
-    def _chunks(self, n_walkers):
-        size = max(1, CHUNK_ELEMENTS // max(1, self.n_draws * n_walkers))
+    def _center(self):
+        """Median over objects of each object's median draw (a robust centre, computed by blocks)."""
+        medians = np.concatenate([np.median(self.theta[lo:hi], axis=1) for lo, hi in self._blocks()])
+        return np.median(medians, axis=0)
+
+    def _blocks(self):
+        size = max(1, BLOCK_ELEMENTS // max(1, self.n_draws * self.theta.shape[-1]))
         return [(lo, min(lo + size, self.n_objects)) for lo in range(0, self.n_objects, size)]
 
+    def _features(self, lo, hi):
+        """(n, J + 1, K): the features of objects lo:hi and, as the last row, the base term
+        -ln p0 + b(θ) (coefficient 1), floored at OUTSIDE outside the support (a finite floor
+        keeps inf out of the matrix product; BLAS flags inf arithmetic)."""
+        theta = self.theta[lo:hi]
+        features = self.form.features(theta)
+        out = np.empty((hi - lo, features.shape[-1] + 1, self.n_draws))
+        out[:, :-1, :] = features.transpose(0, 2, 1)
+        np.maximum(self.form.base(theta) + self.neg_log_interim[lo:hi], OUTSIDE, out=out[:, -1, :])
+        return out
+
+    def _chunks(self, n_walkers, lo=0, hi=None):
+        hi = self.n_objects if hi is None else hi
+        size = max(1, CHUNK_ELEMENTS // max(1, self.n_draws * n_walkers))
+        return [(a, min(a + size, hi)) for a in range(lo, hi, size)]
+
     def _map(self, work, chunks, n_walkers):
-        elements = self.n_objects * self.n_draws * n_walkers
+        elements = sum(b - a for a, b in chunks) * self.n_draws * n_walkers
         if self.threads > 1 and len(chunks) > 1 and elements >= PARALLEL_MIN_ELEMENTS:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads)
@@ -164,7 +191,7 @@ class HyperLikelihood:
     def _shifted(self, lo, hi, hyper, eta, offset):
         """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum."""
         if eta is not None:
-            log_weight = eta.T @ self.features[lo:hi]  # (n, W, K); the offset A(α) is added after the sum
+            log_weight = eta.T @ self._features(lo, hi)  # (n, W, K); the offset A(α) is added after the sum
         else:
             log_weight = self.population.log_density(self.theta[lo:hi], hyper).transpose(0, 2, 1)
             log_weight = log_weight + self.neg_log_interim[lo:hi, None, :]
