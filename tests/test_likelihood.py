@@ -60,6 +60,24 @@ def test_small_sigma_far_populations_and_invalid_walkers():
     assert got[3] == -np.inf
 
 
+@pytest.mark.parametrize("name, fixed", [("lognormal", {}), ("truncnormal", {"low": 0.5, "high": 2.0})])
+def test_direct_density_fallback_with_a_base_term(name, fixed):
+    """Walkers whose linear form would cancel badly (σ = 1e-3) take the direct density; the
+    kernel keeps -ln p0 + b(θ) for the linear form, and the fallback must recover -ln p0
+    (lognormal: b = -ln θ; truncnormal: b = -inf outside [low, high], where draws lie too)."""
+    theta, log_interim = draws(positive=True)
+    population = get_population(name, ["x"])
+    likelihood = HyperLikelihood(population, theta, log_interim, fixed)
+    centre = float(np.log(theta[0, 0, 0])) if name == "lognormal" else float(theta[0, 0, 0])
+    if name == "truncnormal":
+        centre = float(np.clip(centre, 0.6, 1.9))
+    hyper = {"mu": np.array([centre, 0.0, centre]), "sigma": np.array([1e-3, 0.7, 0.05]),
+             **{k: np.full(3, v) for k, v in fixed.items()}}
+    assert not likelihood._linear_ok(hyper)[0] and likelihood._linear_ok(hyper)[1]
+    np.testing.assert_allclose(likelihood(hyper), reference_log_likelihood(population, theta, log_interim, hyper),
+                               rtol=1e-10)
+
+
 def test_mvnormal_kernel_equals_reference():
     theta = RNG.normal(size=(N, K, 2))
     log_interim = np.full((N, K), -3.0)

@@ -119,7 +119,7 @@ def test_linear_form_equals_the_direct_density(name, fixed):
     hyper = {k: np.full(4, v) * rng.uniform(0.8, 1.2, 4) if k not in fixed else np.full(4, v)
              for k, v in ONE_D[name].items()}
     eta, offset = form.coefficients(hyper)
-    linear = np.einsum("nkj,jw->nkw", form.features(theta), np.atleast_2d(eta)) + offset + form.base(theta)[..., None]
+    linear = np.einsum("njk,jw->nkw", form.features(theta), np.atleast_2d(eta)) + offset + form.base(theta)[..., None]
     direct = population.log_density(theta, hyper)
     assert np.array_equal(np.isinf(linear), np.isinf(direct))
     finite = np.isfinite(direct)
@@ -133,7 +133,7 @@ def test_mvnormal_linear_form_equals_the_direct_density():
              "sigma_b": np.array([2.0, 1.0]), "rho_a_b": np.array([0.5, -0.8])}
     theta = np.random.default_rng(3).normal(size=(2, 7, 2))
     eta, offset = form.coefficients(hyper)
-    linear = np.einsum("nkj,jw->nkw", form.features(theta), eta) + offset
+    linear = np.einsum("njk,jw->nkw", form.features(theta), eta) + offset
     np.testing.assert_allclose(linear, population.log_density(theta, hyper), rtol=1e-10)
 
 

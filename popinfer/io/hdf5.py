@@ -139,6 +139,22 @@ def spooled_input(path, block=2**20):
     yield path, digest.hexdigest() if Path(path).is_file() else ""
 
 
+def mapped(dataset, path):
+    """A read-only memory map of ``dataset`` in the file at ``path``, or None when it
+    cannot be mapped (chunked or filtered storage, never written, empty).
+
+    Pages are read on touch and belong to the page cache: a large array costs no
+    private memory until used.
+    """
+    if (dataset.id.get_create_plist().get_layout() != h5py.h5d.CONTIGUOUS or 0 in dataset.shape
+            or dataset.dtype.hasobject):
+        return None
+    offset = dataset.id.get_offset()
+    if offset is None:
+        return None
+    return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape)
+
+
 def check_output(path, overwrite):
     """Fail early, before any work, if ``path`` cannot be written."""
     if str(path) == "-":

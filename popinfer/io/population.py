@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from .hdf5 import (open_popinfer_file, publish, read_json_attr, read_string_list, root_attributes, strings, temporary_path,
+from .hdf5 import (mapped, open_popinfer_file, publish, read_json_attr, read_string_list, root_attributes, strings, temporary_path,
                    write_root_attributes)
 
 SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
@@ -138,17 +138,13 @@ class PopulationWriter:
             self.reweighted.attrs["parameters"] = strings(result.parameters)
             summary = objects.create_dataset("independent_summary", data=result.independent_summary)
             summary.attrs["columns"] = strings(SUMMARY_COLUMNS)
-            layout = [(name, dataset.id.get_offset(), dataset.shape, dataset.dtype)
-                      for name, dataset in (("ess", self.ess), ("reweighted", self.reweighted))]
             handle.close()
             # Mapped before publishing: the mapping outlives the temporary name (stdout, link).
-            for name, offset, shape, dtype in layout:
-                if offset is None or 0 in shape:
-                    with h5py.File(self.temporary, "r") as reread:
-                        mapped = reread["objects"][name][()]
-                else:
-                    mapped = np.memmap(self.temporary, dtype=dtype, mode="r", offset=offset, shape=shape)
-                setattr(result, name, mapped)
+            with h5py.File(self.temporary, "r") as reread:
+                for name in ("ess", "reweighted"):
+                    dataset = reread["objects"][name]
+                    view = mapped(dataset, self.temporary)
+                    setattr(result, name, dataset[()] if view is None else view)
             publish(self.temporary, self.path, self.overwrite)
         except BaseException:
             self.abort()
@@ -177,6 +173,12 @@ def write_population(result, path, overwrite=False):
     writer.finish(copy.copy(result))
 
 
+def _large(dataset, path):
+    """A (M, N) or (N, R, P) array: memory-mapped from a file on disk, read otherwise."""
+    view = mapped(dataset, path) if isinstance(path, (str, os.PathLike)) and str(path) != "-" else None
+    return dataset[()] if view is None else view
+
+
 def read_population(path):
     """Read a population file (``-`` reads stdin) into a :class:`PopulationResult`."""
     label = "<stdin>" if str(path) == "-" or not isinstance(path, (str, os.PathLike)) else str(path)
@@ -192,9 +194,9 @@ def read_population(path):
                 ln_likelihood_variance=handle["hyper/ln_likelihood_variance"][()],
                 autocorr_time=handle["hyper/autocorr_time"][()],
                 ids=list(handle["objects/id"].asstr()[()]),
-                ess=handle["objects/ess"][()],
+                ess=_large(handle["objects/ess"], path),
                 ess_draw_index=handle["objects/ess"].attrs["draw_index"][()],
-                reweighted=handle["objects/reweighted"][()],
+                reweighted=_large(handle["objects/reweighted"], path),
                 independent_summary=handle["objects/independent_summary"][()],
                 hyperprior=read_json_attr(handle, "hyperprior"),
                 fixed=read_json_attr(handle, "fixed"),

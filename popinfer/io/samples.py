@@ -202,7 +202,7 @@ def read_header(handle, label):
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
 
 
-def read_columns(handle, columns, label, block_elements=2**20):
+def read_columns(handle, columns, label, block_elements=2**18):
     """θ of some parameters and their summed interim log density, read by blocks of objects.
 
     Only these columns are kept (the file's other parameters, ``log_likelihood``

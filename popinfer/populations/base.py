@@ -33,7 +33,7 @@ class LinearForm:
     Attributes
     ----------
     features : callable
-        θ (n, K, P) -> T (n, K, J).
+        θ (n, K, P) -> T (n, J, K) (draws last: the kernel's layout).
     base : callable
         θ (n, K, P) -> b (n, K), -inf outside the (fixed) support.
     coefficients : callable

@@ -62,7 +62,7 @@ class MvNormalPopulation(Population):
 
         def features(theta):
             x = theta - center
-            return np.stack([x[..., i] * x[..., j] for i, j in upper] + [x[..., i] for i in range(P)], axis=-1)
+            return np.stack([x[..., i] * x[..., j] for i, j in upper] + [x[..., i] for i in range(P)], axis=-2)
 
         def coefficients(hyper):
             mu, precision, log_det, ok = self._moments(hyper)

@@ -49,7 +49,7 @@ class NormalPopulation(Population):
 
         def features(theta):
             x = theta[..., 0] - c
-            return np.stack([x * x, x], axis=-1)
+            return np.stack([x * x, x], axis=-2)
 
         def coefficients(hyper):
             mu, sigma = hyper["mu"] - c, hyper["sigma"]
@@ -178,7 +178,7 @@ class BetaPopulation(Population):
             x = theta[..., 0]
             inside = (x > 0) & (x < 1)
             xs = np.where(inside, x, 0.5)
-            return np.stack([np.log(xs), np.log1p(-xs)], axis=-1)
+            return np.stack([np.log(xs), np.log1p(-xs)], axis=-2)
 
         def base(theta):
             x = theta[..., 0]
@@ -219,7 +219,7 @@ class GammaPopulation(Population):
         def features(theta):
             x = theta[..., 0]
             xs = np.where(x > 0, x, 1.0)
-            return np.stack([np.log(xs), xs], axis=-1)
+            return np.stack([np.log(xs), xs], axis=-2)
 
         def base(theta):
             return np.where(theta[..., 0] > 0, 0.0, -np.inf)
@@ -292,7 +292,7 @@ class PowerLawPopulation(Population):
 
         def features(theta):
             x = theta[..., 0]
-            return np.log(np.where(_in_support(x, low, high), x, 1.0))[..., None]
+            return np.log(np.where(_in_support(x, low, high), x, 1.0))[..., None, :]
 
         def base(theta):
             return np.where(_in_support(theta[..., 0], low, high), 0.0, -np.inf)

@@ -55,7 +55,7 @@ def _read_input(samples, parameters):
     return header, parameters, theta, log_interim, {"path": label, "sha256": digest}
 
 
-def _blocks(n_objects, per_object, elements=2**20):
+def _blocks(n_objects, per_object, elements=2**18):
     """Object ranges of about ``elements`` values, for blockwise passes over (N, ...) arrays."""
     step = max(1, elements // max(1, per_object))
     return [(lo, min(lo + step, n_objects)) for lo in range(0, n_objects, step)]
@@ -241,7 +241,7 @@ def _warn(message):
     warnings.warn(PopulationDiagnosticWarning(message), stacklevel=3)
 
 
-def column_medians(ess, objects, elements=2**20):
+def column_medians(ess, objects, elements=2**18):
     """Median over the M draws of the ESS of ``objects`` (sorted indices), reading the
     (M, N) array or dataset ``ess`` by blocks of columns."""
     out = np.empty(len(objects))
@@ -349,7 +349,7 @@ def _likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess)
     return log_likelihood, variance, ess_index, low / n_ess
 
 
-def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=2**20):
+def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=2**18):
     """Each object's draws under the inferred population, into ``sink`` (N, R, P).
 
     For pooled draw r an α_r is picked from the posterior, then one θ per object
@@ -432,7 +432,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
             raise InputDataError(f"Object {header.ids[lo + int(np.argmax(bad))]!r} has draws outside its interim "
                                  f"prior's support; the samples file is inconsistent. Regenerate it.")
     independent = independent_summary(theta)
-    # The likelihood takes ln p0 over (negated in place): the draws are held once.
+    # The likelihood takes ln p0 over (reused in place): the draws are held once.
     likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False)
     del log_interim
     posterior = HyperPosterior(likelihood, names, priors, max_variance)

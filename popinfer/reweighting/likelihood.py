@@ -25,7 +25,7 @@ import numpy as np
 # absolute precision to cancellation; walkers beyond it use the direct density.
 LINEAR_FORM_LIMIT = 1e5
 CHUNK_ELEMENTS = 2**19
-BLOCK_ELEMENTS = 2**20
+BLOCK_ELEMENTS = 2**18
 OUTSIDE = -1e300
 PARALLEL_MIN_ELEMENTS = 2**21
 
@@ -45,10 +45,10 @@ class HyperLikelihood:
     threads : int, optional
         Threads for the chunked kernel (default: the machine's cores).
     copy : bool
-        False hands ``log_interim_prior`` over: it is negated in place, saving a copy.
+        False hands ``log_interim_prior`` over: it is overwritten in place, saving a copy.
 
-    Memory: the draws and ln p0 are held once; everything else (features, weights)
-    exists one chunk of objects at a time.
+    Memory: the draws and one (N, K) row (-ln p0, or with a linear form -ln p0 + b(θ))
+    are held once; everything else (features, weights) exists one chunk at a time.
     """
 
     def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None, copy=True):
@@ -56,20 +56,27 @@ class HyperLikelihood:
         self.theta = np.ascontiguousarray(theta, dtype=float)
         self.n_objects, self.n_draws, _ = self.theta.shape
         log_interim_prior = np.asarray(log_interim_prior, dtype=float)
-        # With copy=False the caller hands its array over and it is negated in place (no second (N, K)).
-        self.neg_log_interim = np.negative(log_interim_prior, out=None if copy else log_interim_prior)
+        # With copy=False the caller hands its array over and it is reused in place.
+        self.base = np.negative(log_interim_prior, out=None if copy else log_interim_prior)
         self.fixed = dict(fixed or {})
         self.threads = threads or os.cpu_count() or 1
         self._pool = None
         self.form = population.linear_form(self.fixed, self._center())
         if self.form is not None:
-            # Features are computed per chunk, never for all draws at once: memory stays at
-            # the draws themselves. Their largest magnitudes bound the cancellation error.
+            # The base row -ln p0 + b(θ) (coefficient 1) is kept in place of -ln p0, floored at
+            # OUTSIDE outside the support: a finite floor keeps inf out of the matrix product
+            # (BLAS flags inf arithmetic), and peaks at the floor mean -inf. The features are
+            # computed per chunk, never for all draws at once: memory stays at the draws.
+            # Their largest magnitudes bound the cancellation error.
             scale = None
             for lo, hi in self._blocks():
-                block = np.abs(self.form.features(self.theta[lo:hi]))
-                block = block.reshape(-1, block.shape[-1]).max(axis=0) if block.size else np.zeros(block.shape[-1])
-                scale = block if scale is None else np.maximum(scale, block)
+                theta = self.theta[lo:hi]
+                block = self.base[lo:hi]
+                block += self.form.base(theta)
+                np.maximum(block, OUTSIDE, out=block)
+                features = np.abs(self.form.features(theta))
+                block_scale = features.max(axis=(0, 2)) if features.size else np.zeros(features.shape[1])
+                scale = block_scale if scale is None else np.maximum(scale, block_scale)
             self.feature_scale = scale
 
     # -- public ---------------------------------------------------------------
@@ -122,8 +129,9 @@ class HyperLikelihood:
 
         def work(bounds):
             a, b = bounds
-            weights = np.exp(self._shifted(a, b, hyper, eta, offset)[0])  # (n, W, K)
-            cumulative = np.cumsum(weights, axis=2)
+            cumulative = self._shifted(a, b, hyper, eta, offset)[0]  # (n, W, K), worked in place
+            np.exp(cumulative, out=cumulative)
+            np.cumsum(cumulative, axis=2, out=cumulative)
             target = uniforms[:, a - lo:b - lo].T * cumulative[:, :, -1]  # (n, W)
             index = (cumulative < target[:, :, None]).sum(axis=2)
             out[:, a - lo:b - lo] = np.minimum(index, self.n_draws - 1).T
@@ -163,15 +171,16 @@ class HyperLikelihood:
         return [(lo, min(lo + size, self.n_objects)) for lo in range(0, self.n_objects, size)]
 
     def _features(self, lo, hi):
-        """(n, J + 1, K): the features of objects lo:hi and, as the last row, the base term
-        -ln p0 + b(θ) (coefficient 1), floored at OUTSIDE outside the support (a finite floor
-        keeps inf out of the matrix product; BLAS flags inf arithmetic)."""
-        theta = self.theta[lo:hi]
-        features = self.form.features(theta)
-        out = np.empty((hi - lo, features.shape[-1] + 1, self.n_draws))
-        out[:, :-1, :] = features.transpose(0, 2, 1)
-        np.maximum(self.form.base(theta) + self.neg_log_interim[lo:hi], OUTSIDE, out=out[:, -1, :])
-        return out
+        """(n, J + 1, K): the features of objects lo:hi and, as the last row, the base term."""
+        features = self.form.features(self.theta[lo:hi])
+        return np.concatenate([features, self.base[lo:hi, None, :]], axis=1)
+
+    def _neg_log_interim(self, lo, hi):
+        """-ln p0 of objects lo:hi (from the base row when it holds b(θ) too)."""
+        if self.form is None:
+            return self.base[lo:hi]
+        b = self.form.base(self.theta[lo:hi])
+        return np.where(np.isfinite(b), self.base[lo:hi] - b, 0.0)  # outside the support ln f is -inf anyway
 
     def _chunks(self, n_walkers, lo=0, hi=None):
         hi = self.n_objects if hi is None else hi
@@ -194,7 +203,7 @@ class HyperLikelihood:
             log_weight = eta.T @ self._features(lo, hi)  # (n, W, K); the offset A(α) is added after the sum
         else:
             log_weight = self.population.log_density(self.theta[lo:hi], hyper).transpose(0, 2, 1)
-            log_weight = log_weight + self.neg_log_interim[lo:hi, None, :]
+            log_weight = log_weight + self._neg_log_interim(lo, hi)[:, None, :]
         peak = log_weight.max(axis=2)
         peak = np.where(np.isfinite(peak) & (peak > 0.5 * OUTSIDE), peak, -np.inf)
         log_weight -= np.where(np.isfinite(peak), peak, 0.0)[:, :, None]
