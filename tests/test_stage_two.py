@@ -1,5 +1,6 @@
 """fit-population end to end: diagnostics, partial pooling, mvnormal, user populations, CLI."""
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -197,7 +198,9 @@ def test_pipeline_through_stdin_and_summaries(in_tmp):
         assert list(handle["hyper/samples"].attrs["names"]) == ["mu", "sigma"]
         assert handle["objects/ess"].shape == (1000, 8) and handle["objects/ess"].dtype == np.float32
         assert handle["objects/reweighted"].shape == (8, 100, 1)
-        assert json.loads(handle.attrs["source"])["path"] == "<stdin>"
+        source = json.loads(handle.attrs["source"])
+        assert source["path"] == "<stdin>"
+        assert source["sha256"] == hashlib.sha256(first.stdout_bytes).hexdigest()  # hashed while spooled
     table = run(["summary", "pop.h5"])
     assert table.exit_code == 0 and "hyperparameters:" in table.stdout and "pooled_mean" in table.stdout
     payload = json.loads(run(["summary", "pop.h5", "--format", "json"]).stdout)

@@ -52,6 +52,8 @@ class PopulationResult:
         Per-object effective sample size at the draws ``ess_draw_index``.
     ess_draw_index : ndarray, shape (M,)
     reweighted : ndarray, shape (N, R, P)
+        ``ess`` and ``reweighted`` are read-only ``numpy.memmap`` views of the file
+        when the result comes from or went to a file on disk.
     independent_summary : ndarray, shape (N, P, 5)
     hyperprior, fixed, source, settings : dict
     seed : int
