@@ -3,6 +3,7 @@ in-memory ones, and the blockwise pieces (pooled draws, ESS medians, warning ran
 equal to what they replace."""
 
 import hashlib
+import io
 import tracemalloc
 import warnings
 
@@ -168,3 +169,26 @@ def test_warning_lists_the_same_objects_as_a_full_ranking():
     listed = [part.split("'")[1] for part in message.split(": ", 1)[1].split("; ")[:10]]
     assert listed == expected
     assert f"{len(flagged)} of {n_objects} object(s)" in message
+
+
+def test_population_file_to_stdout(tmp_path, monkeypatch):
+    """-o -: the file is streamed into a temporary file, copied to stdout and removed."""
+    from click.testing import CliRunner
+
+    from popinfer.cli import main
+
+    samples, _ = exact_normal_samples(12, 300, seed=8)
+    write_samples(samples, tmp_path / "s.h5")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    result = CliRunner().invoke(main, ["fit-population", str(tmp_path / "s.h5"), "-o", "-", "--population", "normal",
+                                       "--max-steps", "20", "--samples", "64", "--reweighted", "30", "--seed", "1",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(io.BytesIO(result.stdout_bytes), "r") as handle:
+        assert handle.attrs["popinfer_format"] == "population"
+        assert handle["objects/reweighted"].shape == (12, 30, 1) and handle["objects/ess"].shape == (64, 12)
+        assert np.isfinite(handle["objects/reweighted"][()]).all()
+    assert list(spool.iterdir()) == []
