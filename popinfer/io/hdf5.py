@@ -132,11 +132,13 @@ def spooled_input(path, block=2**20):
             spool.seek(0)
             yield spool, digest.hexdigest()
         return
-    if Path(path).is_file():
-        with open(path, "rb") as handle:
-            while chunk := handle.read(block):
-                digest.update(chunk)
-    yield path, digest.hexdigest() if Path(path).is_file() else ""
+    if not Path(path).is_file():
+        yield path, ""  # opening it reports what is wrong
+        return
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    yield path, digest.hexdigest()
 
 
 def mapped(dataset, path):

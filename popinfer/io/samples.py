@@ -154,23 +154,23 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None):
 
 def samples_from_handle(handle, label):
     """Read a samples file's content from an open, checked h5py handle."""
+    header = read_header(handle, label)
     try:
-        parameters = read_string_list(handle["samples"].attrs["parameters"])
         return Samples(
-            ids=list(handle["objects/id"].asstr()[()]),
-            parameters=parameters,
+            ids=header.ids,
+            parameters=header.parameters,
             samples=handle["samples"][()],
             log_interim_prior=handle["log_interim_prior"][()],
             log_likelihood=handle["log_likelihood"][()],
             diagnostics={name: handle["diagnostics"][name][()] for name in DIAGNOSTICS},
-            model=str(handle.attrs["model"]),
-            interim_prior=read_json_attr(handle, "interim_prior"),
-            settings=read_json_attr(handle, "settings"),
-            seed=int(handle.attrs["seed"]),
+            model=header.model,
+            interim_prior=header.interim_prior,
+            settings=header.settings,
+            seed=header.seed,
             command=str(handle.attrs.get("command", "")),
             attrs=root_attributes(handle),
         )
-    except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
+    except (KeyError, OSError, ValueError) as exc:
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
 
 
