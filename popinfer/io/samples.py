@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from ..blocks import object_blocks
 from ..errors import FileFormatError, OutputError
 from .hdf5 import (open_popinfer_file, publish, read_json_attr, read_string_list, root_attributes, strings,
                    temporary_path, write_root_attributes)
@@ -202,7 +203,7 @@ def read_header(handle, label):
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
 
 
-def read_columns(handle, columns, label, block_elements=2**18):
+def read_columns(handle, columns, label):
     """θ of some parameters and their summed interim log density, read by blocks of objects.
 
     Only these columns are kept (the file's other parameters, ``log_likelihood``
@@ -221,9 +222,7 @@ def read_columns(handle, columns, label, block_elements=2**18):
             raise ValueError(f"log_interim_prior has shape {priors.shape}, samples {samples.shape}")
         theta = np.empty((n_objects, n_draws, len(columns)))
         log_interim = np.empty((n_objects, n_draws))
-        step = max(1, block_elements // max(1, n_draws * n_dim))
-        for lo in range(0, n_objects, step):
-            hi = min(lo + step, n_objects)
+        for lo, hi in object_blocks(n_objects, n_draws * n_dim):
             theta[lo:hi] = samples[lo:hi][:, :, columns]
             np.sum(priors[lo:hi][:, :, columns], axis=-1, out=log_interim[lo:hi])
     except (KeyError, OSError, ValueError) as exc:

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..autocorr import integrated_time
+from ..blocks import BLOCK_ELEMENTS, object_blocks
 from ..distributions import parse_distribution, parse_options, parse_priors, parse_value
 from ..errors import InputDataError, PopinferError, UsageError
 from ..individuals.fit import ConvergenceWarning
@@ -55,12 +56,6 @@ def _read_input(samples, parameters):
     return header, parameters, theta, log_interim, {"path": label, "sha256": digest}
 
 
-def _blocks(n_objects, per_object, elements=2**18):
-    """Object ranges of about ``elements`` values, for blockwise passes over (N, ...) arrays."""
-    step = max(1, elements // max(1, per_object))
-    return [(lo, min(lo + step, n_objects)) for lo in range(0, n_objects, step)]
-
-
 def _choose_parameters(samples, parameters):
     parameters = list(parameters or [])
     if not parameters:
@@ -96,7 +91,7 @@ def data_scale(theta, parameters):
     n_objects, n_draws, _ = theta.shape
     stats = {key: [] for key in ("median", "sd", "log_median", "log_sd")}
     positive = np.ones(theta.shape[-1], dtype=bool)
-    for lo, hi in _blocks(n_objects, theta[0].size):
+    for lo, hi in object_blocks(n_objects, theta[0].size):
         block = theta[lo:hi]
         stats["median"].append(np.median(block, axis=1))
         stats["sd"].append(np.std(block, axis=1))
@@ -124,7 +119,7 @@ def data_scale(theta, parameters):
 def independent_summary(theta):
     """Stage-one mean, sd, 5/50/95 % quantiles per object and parameter, (N, P, 5), by blocks."""
     out = np.empty((theta.shape[0], theta.shape[-1], 5))
-    for lo, hi in _blocks(theta.shape[0], theta[0].size):
+    for lo, hi in object_blocks(theta.shape[0], theta[0].size):
         block = theta[lo:hi]
         out[lo:hi] = np.stack([block.mean(axis=1), block.std(axis=1, ddof=1),
                                *np.quantile(block, (0.05, 0.5, 0.95), axis=1)], axis=-1)
@@ -241,18 +236,14 @@ def _warn(message):
     warnings.warn(PopulationDiagnosticWarning(message), stacklevel=3)
 
 
-def column_medians(ess, objects, elements=2**18):
+def column_medians(ess, objects, elements=BLOCK_ELEMENTS):
     """Median over the M draws of the ESS of ``objects`` (sorted indices), reading the
     (M, N) array or dataset ``ess`` by blocks of columns."""
     out = np.empty(len(objects))
-    if not len(objects):
-        return out
-    width = max(1, elements // max(1, ess.shape[0]))
-    for lo in range(0, ess.shape[1], width):
-        inside = (objects >= lo) & (objects < lo + width)
+    for lo, hi in object_blocks(ess.shape[1], ess.shape[0], elements):
+        inside = (objects >= lo) & (objects < hi)
         if inside.any():
-            block = ess[:, lo:min(lo + width, ess.shape[1])]
-            out[inside] = np.median(block[:, objects[inside] - lo], axis=0)
+            out[inside] = np.median(ess[:, lo:hi][:, objects[inside] - lo], axis=0)
     return out
 
 
@@ -349,7 +340,7 @@ def _likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess)
     return log_likelihood, variance, ess_index, low / n_ess
 
 
-def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=2**18):
+def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=BLOCK_ELEMENTS):
     """Each object's draws under the inferred population, into ``sink`` (N, R, P).
 
     For pooled draw r an α_r is picked from the posterior, then one θ per object
@@ -359,7 +350,7 @@ def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=2*
     theta = likelihood.theta
     n_objects, n_reweighted, n_parameters = sink.shape
     chosen = rng.integers(len(draws), size=n_reweighted)
-    for lo, hi in _blocks(n_objects, n_reweighted * n_parameters, elements):
+    for lo, hi in object_blocks(n_objects, n_reweighted * n_parameters, elements):
         uniforms = rng.random((n_reweighted, hi - lo))
         block = np.empty((hi - lo, n_reweighted, n_parameters))
         objects = np.arange(lo, hi)
@@ -426,7 +417,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         seed = int(np.random.SeedSequence().entropy % 2**63)
     sampler_seed, reweight_seed = np.random.SeedSequence(seed).spawn(2)
     n_objects, n_draws = log_interim.shape
-    for lo, hi in _blocks(n_objects, n_draws):
+    for lo, hi in object_blocks(n_objects, n_draws):
         bad = ~np.isfinite(log_interim[lo:hi]).all(axis=1)
         if bad.any():
             raise InputDataError(f"Object {header.ids[lo + int(np.argmax(bad))]!r} has draws outside its interim "

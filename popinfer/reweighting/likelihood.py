@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..blocks import object_blocks
+
 # Linear-form terms larger than this (in magnitude) would lose more than ~1e-10 of
 # absolute precision to cancellation; walkers beyond it use the direct density.
 LINEAR_FORM_LIMIT = 1e5
 CHUNK_ELEMENTS = 2**19
-BLOCK_ELEMENTS = 2**18
 OUTSIDE = -1e300
 PARALLEL_MIN_ELEMENTS = 2**21
 
@@ -167,8 +168,7 @@ class HyperLikelihood:
         return np.median(medians, axis=0)
 
     def _blocks(self):
-        size = max(1, BLOCK_ELEMENTS // max(1, self.n_draws * self.theta.shape[-1]))
-        return [(lo, min(lo + size, self.n_objects)) for lo in range(0, self.n_objects, size)]
+        return object_blocks(self.n_objects, self.n_draws * self.theta.shape[-1])
 
     def _features(self, lo, hi):
         """(n, J + 1, K): the features of objects lo:hi and, as the last row, the base term."""
@@ -183,9 +183,7 @@ class HyperLikelihood:
         return np.where(np.isfinite(b), self.base[lo:hi] - b, 0.0)  # outside the support ln f is -inf anyway
 
     def _chunks(self, n_walkers, lo=0, hi=None):
-        hi = self.n_objects if hi is None else hi
-        size = max(1, CHUNK_ELEMENTS // max(1, self.n_draws * n_walkers))
-        return [(a, min(a + size, hi)) for a in range(lo, hi, size)]
+        return object_blocks(self.n_objects if hi is None else hi, self.n_draws * n_walkers, CHUNK_ELEMENTS, lo)
 
     def _map(self, work, chunks, n_walkers):
         elements = sum(b - a for a, b in chunks) * self.n_draws * n_walkers
