@@ -1,0 +1,41 @@
+"""The project's own set-up: the README's test command and CI."""
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _plain_pytest(args, cwd):
+    """Run pytest as its console script does: without the working directory on sys.path
+    (which ``python -m pytest`` adds, hiding imports that only work from the root)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import sys, pytest; sys.path = [p for p in sys.path if p not in ('', '.')]; sys.exit(pytest.main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_plain_pytest_collects_every_test_module(tmp_path):
+    result = _plain_pytest(["--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+                            "-c", str(ROOT / "pyproject.toml"), str(ROOT / "tests")], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "error" not in result.stdout.lower().split("collected")[-1]
+    assert "tests/test_published.py::" in result.stdout
+
+
+def test_ci_runs_the_readme_test_command_in_a_fresh_environment():
+    readme = (ROOT / "README.md").read_text()
+    script = (ROOT / ".ci" / "run").read_text()
+    command = 'pip install ".[test]" && pytest'
+    assert f"    {command}\n" in readme
+    lines = [line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert lines[-1] == command
+    assert any(line.startswith("python3 -m venv ") and "mktemp" in script for line in lines)
+
+
+def test_slow_marker_is_registered_and_the_fast_subset_documented():
+    readme = (ROOT / "README.md").read_text()
+    assert 'pytest -m "not slow"' in readme
+    result = _plain_pytest(["--markers", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT)], cwd=ROOT)
+    assert "@pytest.mark.slow:" in result.stdout
