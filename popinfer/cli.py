@@ -15,18 +15,21 @@ from . import __version__
 from .errors import PopinferError, UsageError
 from .individuals import ConvergenceWarning, fit_individuals
 from .reweighting import PopulationDiagnosticWarning, fit_population
+from .seeds import MAX_SEED
 
 EXIT_DIAGNOSTIC = 3
 DIAGNOSTIC_WARNINGS = (ConvergenceWarning, PopulationDiagnosticWarning)
 # Options that change how a run executes but never its results; they are left
 # out of the recorded command so that the file is identical whatever they are.
 RUN_CONTROL = {"workers", "resume", "quiet", "overwrite", "debug", "strict", "shard", "scheduler"}
+SEED = click.IntRange(0, MAX_SEED)
 
 
 def run_options(function):
     """Options shared by the commands that run inference."""
     for decorator in reversed([
-        click.option("--seed", type=int, default=None, help="Seed of all randomness (recorded in the file)."),
+        click.option("--seed", type=SEED, default=None,
+                     help=f"Seed of all randomness, 0 to {MAX_SEED} (recorded in the file)."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
         click.option("--overwrite", is_flag=True, help="Replace an existing output file."),
         click.option("--strict", is_flag=True, help="Exit with status 3 if a diagnostic warning fires."),
@@ -200,7 +203,7 @@ def merge_command(shards, output, overwrite, debug):
     from .io.hdf5 import check_output
     from .io.samples import merge_shards
 
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=shards)
     merge_shards(shards, output, overwrite)
 
 
@@ -252,27 +255,31 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
 @main.command("summary")
 @click.argument("file", type=str)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--table", type=click.Choice(["hyper", "objects"]), default=None,
+              help="Population files: only the hyperparameter or the object table [csv default: hyper]. "
+                   "Samples files: objects.")
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
 @handle_errors
-def summary_command(file, fmt, debug):
+def summary_command(file, fmt, table, debug):
     """Summarise a samples or population file.
 
     For a samples file: per object and parameter, mean, sd, 5/50/95 %
     quantiles, autocorrelation time, steps, acceptance and the converged flag.
     For a population file: the hyperparameter posterior (mean, sd, 5/50/95 %,
     autocorrelation time), the diagnostics, and every object's independent
-    (stage-one) next to its pooled estimate. csv gives the hyperparameter table,
-    a blank line, then the object table.
+    (stage-one) next to its pooled estimate. csv is one table per call: the
+    hyperparameters, or the objects with --table objects.
 
     \b
     Example:
         popinfer summary eight.h5
         popinfer summary eight.h5 --format json | jq '.[] | select(.converged | not)'
         popinfer summary eight-pop.h5 --format json | jq '.hyperparameters'
+        popinfer summary eight-pop.h5 --format csv --table objects > objects.csv
     """
     from .summary import summarize_file
 
-    click.echo(summarize_file(file, fmt), nl=False)
+    click.echo(summarize_file(file, fmt, table), nl=False)
 
 
 @main.command("inspect")
@@ -352,7 +359,8 @@ def export_command(file, output, to, table, overwrite, debug):
 @click.option("--samples", "n_draws", type=int, default=None,
               help="Draws kept per object [default: the smallest count of any object].")
 @click.option("--hdf5-group", default=None, help="For an HDF5 input: the group holding one dataset per column.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the subsampling of objects with extra draws.")
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help=f"Seeds the subsampling of objects with extra draws, 0 to {MAX_SEED}.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
 @handle_errors

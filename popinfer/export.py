@@ -25,7 +25,7 @@ import pandas as pd
 
 from .errors import PopinferError, UsageError
 from .io import read_file
-from .io.hdf5 import check_output, publish, temporary_path
+from .io.hdf5 import atomic_output, check_output
 
 FORMATS = ("csv", "parquet", "json", "netcdf")
 TABLES = {"samples": ("draws",), "population": ("hyper", "pooled")}
@@ -104,7 +104,7 @@ def export_file(path, output, to, table=None, overwrite=False):
     """
     if to not in FORMATS:
         raise UsageError(f"--to {to}: choose one of {', '.join(FORMATS)}.", "--to")
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=[path])
     kind, content = read_file(path)
     table = table or TABLES[kind][0]
     if table not in TABLES[kind]:
@@ -113,9 +113,8 @@ def export_file(path, output, to, table=None, overwrite=False):
         if str(output) == "-":
             raise UsageError("--to netcdf needs a file output, not -.", "-o")
         data = inference_data(kind, content)
-        temporary = temporary_path(output)
-        data.to_netcdf(temporary)
-        publish(temporary, output, overwrite)
+        with atomic_output(output, overwrite) as temporary:
+            data.to_netcdf(temporary)
         return
     frame = {"draws": samples_table, "hyper": hyper_table, "pooled": pooled_table}[table](content)
     if to == "parquet":
@@ -126,15 +125,12 @@ def export_file(path, output, to, table=None, overwrite=False):
         except ImportError:
             raise PopinferError("--to parquet needs pyarrow, which is not installed. Install the export extra: "
                                 "pip install 'popinfer[export]'.") from None
-        temporary = temporary_path(output)
-        frame.to_parquet(temporary, index=False)
-        publish(temporary, output, overwrite)
+        with atomic_output(output, overwrite) as temporary:
+            frame.to_parquet(temporary, index=False)
         return
     text = frame.to_csv(index=False) if to == "csv" else frame.to_json(orient="records", double_precision=15)
     if str(output) == "-":
         sys.stdout.write(text)
         return
-    temporary = temporary_path(output)
-    with open(temporary, "w") as handle:
+    with atomic_output(output, overwrite) as temporary, open(temporary, "w") as handle:
         handle.write(text)
-    publish(temporary, output, overwrite)

@@ -29,6 +29,7 @@ from .distributions import parse_priors
 from .errors import InputDataError, UsageError
 from .io.hdf5 import check_output
 from .io.samples import Samples, write_samples
+from .seeds import resolve_seed
 from .table import read_table, table_from_frame
 
 
@@ -74,8 +75,9 @@ def import_samples(data, output=None, *, id_column=None, parameters=None, priors
     -------
     Samples
     """
+    seed = resolve_seed(seed)
     if output is not None:
-        check_output(output, overwrite)
+        check_output(output, overwrite, inputs=[data])
     if isinstance(data, pd.DataFrame):
         table = table_from_frame(data, id_column)
     elif str(data).lower().endswith((".h5", ".hdf5")):

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import PopinferError, UsageError
 from .io import read_file
+from .io.hdf5 import atomic_output, check_output
 
 FORMATS = (".png", ".pdf", ".svg")
 KINDS = {"population": ("population", "forest", "corner", "diagnostics"), "samples": ("forest", "trace")}
@@ -52,6 +53,7 @@ def plot_file(path, output, kind=None, dpi=110):
     """
     if Path(str(output)).suffix.lower() not in FORMATS:
         raise UsageError(f"-o {output}: the figure's name must end in {', '.join(FORMATS)}.", "-o")
+    check_output(output, True, inputs=[path])
     file_kind, content = read_file(path)
     kinds = KINDS[file_kind]
     kind = kind or kinds[0]
@@ -61,8 +63,11 @@ def plot_file(path, output, kind=None, dpi=110):
     draw = {"population": _population, "forest": _forest_population, "corner": _corner,
             "diagnostics": _diagnostics} if file_kind == "population" else {"forest": _forest_samples, "trace": _trace}
     figure = draw[kind](content, plt)
-    figure.savefig(output, dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        with atomic_output(output, overwrite=True) as temporary:
+            figure.savefig(temporary, format=Path(str(output)).suffix.lower()[1:], dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(figure)
 
 
 def _hyper_dicts(result, count):

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .errors import UsageError
 from .io.hdf5 import open_popinfer_file
 from .reweighting.fit import LOW_ESS_FRACTION
 
@@ -94,15 +95,24 @@ def population_summary(result):
     return {"hyperparameters": hyper, "objects": objects, "diagnostics": diagnostics}
 
 
-def format_population(tables, fmt):
-    """Render :func:`population_summary` as ``table``, ``csv`` (two tables) or ``json``."""
+TABLES = {"population": ("hyper", "objects"), "samples": ("objects",)}
+
+
+def format_population(tables, fmt, table=None):
+    """Render :func:`population_summary` as ``table``, ``csv`` or ``json``.
+
+    ``table`` (``hyper`` or ``objects``) keeps one table; csv always has exactly one
+    (``hyper`` by default), so that every csv output is one valid CSV table.
+    """
+    if fmt == "csv" and table is None:
+        table = "hyper"
+    if table is not None:
+        return format_frame(tables["hyperparameters" if table == "hyper" else "objects"], fmt)
     if fmt == "json":
         payload = {"hyperparameters": json.loads(tables["hyperparameters"].to_json(orient="records", double_precision=15)),
                    "objects": json.loads(tables["objects"].to_json(orient="records", double_precision=15)),
                    "diagnostics": tables["diagnostics"]}
         return json.dumps(payload, indent=2) + "\n"
-    if fmt == "csv":
-        return format_frame(tables["hyperparameters"], "csv") + "\n" + format_frame(tables["objects"], "csv")
     diagnostics = tables["diagnostics"]
     lines = [f"population: {diagnostics['population']} of {', '.join(diagnostics['parameters'])}"
              + (f" (fixed: {diagnostics['fixed']})" if diagnostics["fixed"] else ""),
@@ -115,13 +125,20 @@ def format_population(tables, fmt):
     return "\n".join(lines)
 
 
-def summarize_file(path, fmt):
-    """Summary text of a samples or population file (``-`` reads stdin)."""
+def summarize_file(path, fmt, table=None):
+    """Summary text of a samples or population file (``-`` reads stdin).
+
+    ``table``: ``hyper`` or ``objects`` for a population file (csv: ``hyper`` by
+    default; the other formats show both unless one is chosen), ``objects`` for a
+    samples file.
+    """
     from .io import read_file
 
     kind, content = read_file(path)
+    if table is not None and table not in TABLES[kind]:
+        raise UsageError(f"--table {table}: a {kind} file has the table(s) {', '.join(TABLES[kind])}.", "--table")
     if kind == "population":
-        return format_population(population_summary(content), fmt)
+        return format_population(population_summary(content), fmt, table)
     return format_frame(samples_summary(content), fmt)
 
 

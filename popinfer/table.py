@@ -140,6 +140,12 @@ def table_from_frame(frame, id_column=None, source="<DataFrame>", sha256=None):
     """A :class:`Table` from a pandas DataFrame (cells are taken as text)."""
     frame = frame.astype(str) if not all(frame.dtypes == object) else frame.copy()
     frame.columns = [str(c).strip() for c in frame.columns]
+    repeated = list(dict.fromkeys(c for c in frame.columns if list(frame.columns).count(c) > 1))
+    if repeated:
+        raise InputDataError(
+            f"{source}: the header names column(s) {', '.join(map(repr, repeated))} more than once. Column "
+            f"names must be unique; rename or remove the repeats."
+        )
     if frame.shape[0] == 0:
         raise InputDataError(f"{source} has a header but no data rows.")
     if id_column is None:

@@ -21,6 +21,7 @@ from ..errors import OutputError, UsageError
 from ..io.hdf5 import check_output
 from ..io.samples import DIAGNOSTICS, Checkpoint, Samples, write_samples
 from ..models import UserModel, get_model
+from ..seeds import resolve_seed
 from ..table import read_table, table_from_frame
 from .sampler import MIN_AUTOCORR_TIMES, buffer_capacity, minimum_steps, sample_batch
 
@@ -151,7 +152,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
     _check_counts(n_draws=n_draws, max_steps=max_steps, workers=workers, batch_size=batch_size)
     if output is not None:
-        check_output(output, overwrite)
+        check_output(output, overwrite, inputs=[data])
         if resume and str(output) == "-":
             raise UsageError("--resume needs a file output: a run writing to stdout cannot be resumed.", "--resume")
 
@@ -184,8 +185,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
         )
     if batch_size is None:
         batch_size = _batch_size(model, n_draws, n_walkers, n_dim)
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % 2**63)
+    seed = resolve_seed(seed)
 
     settings = {
         "samples": n_draws,

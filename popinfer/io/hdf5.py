@@ -57,8 +57,48 @@ def strings(values):
     return np.array([str(v) for v in values], dtype=STRING)
 
 
-def read_json_attr(handle, key):
-    return json.loads(handle.attrs[key]) if key in handle.attrs else {}
+def read_json_attr(handle, key, label=None, kind="popinfer"):
+    """A JSON-object root attribute as a dict ({} when absent).
+
+    Raises
+    ------
+    FileFormatError
+        The attribute is not JSON, or not a JSON object (when ``label`` names the file).
+    """
+    if key not in handle.attrs:
+        return {}
+    value = json.loads(handle.attrs[key])
+    if label is not None and not isinstance(value, dict):
+        raise FileFormatError(f"{label} is a damaged {kind} file: the attribute {key!r} is {type(value).__name__} "
+                              f"JSON, expected a JSON object. Regenerate it.")
+    return value
+
+
+def check_shapes(label, kind, shapes):
+    """Check dataset shapes against the layout.
+
+    ``shapes`` maps a dataset name to ``(found shape, expected shape)``; the expected
+    shape's entries are integers. Every axis of the layout must be at least 1 long.
+
+    Raises
+    ------
+    FileFormatError
+        Naming the file, the dataset, the shape found and the shape expected.
+    """
+    for name, (found, expected) in shapes.items():
+        found = tuple(int(n) for n in found)
+        if found != tuple(expected):
+            raise FileFormatError(f"{label} is a damaged {kind} file: {name} has shape {found}, expected "
+                                  f"{tuple(expected)}. Regenerate it.")
+        if 0 in found:
+            raise FileFormatError(f"{label} is a damaged {kind} file: {name} has shape {found}, with an empty "
+                                  f"axis (no objects, draws or parameters). Regenerate it.")
+
+
+def first_nonfinite_row(values):
+    """Index of the first row (axis 0) of ``values`` holding NaN or ±inf, or None."""
+    bad = ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def read_string_list(value):
@@ -157,10 +197,29 @@ def mapped(dataset, path):
     return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape)
 
 
-def check_output(path, overwrite):
-    """Fail early, before any work, if ``path`` cannot be written."""
+def _same_file(output, source):
+    """Whether writing ``output`` would replace ``source`` (the same file, a link to it, or the
+    same name)."""
+    try:
+        return os.path.samefile(output, source)
+    except OSError:  # one of them does not exist (yet): compare the names they resolve to
+        return os.path.realpath(output) == os.path.realpath(source)
+
+
+def check_output(path, overwrite, inputs=()):
+    """Fail early, before any work, if ``path`` cannot be written.
+
+    An output that is one of ``inputs`` (or a link to one) is refused whatever
+    ``overwrite`` says: replacing it would destroy the input.
+    """
     if str(path) == "-":
         return
+    for source in inputs:
+        if isinstance(source, (str, os.PathLike)) and str(source) != "-" and _same_file(path, source):
+            raise OutputError(
+                f"Output {path} is the input {source}: writing it would destroy the input, so it is refused "
+                f"even with --overwrite. Choose another output name."
+            )
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(f"Output {path} exists; use --overwrite to replace it.")
@@ -200,6 +259,19 @@ def publish(temporary, path, overwrite):
         os.replace(temporary, path)
         return
     os.unlink(temporary)
+
+
+@contextmanager
+def atomic_output(path, overwrite):
+    """A temporary file name beside ``path`` to write; published to ``path`` when the block
+    succeeds, removed when it fails (nothing half-written is left behind)."""
+    temporary = temporary_path(path)
+    try:
+        yield temporary
+        publish(temporary, path, overwrite)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def temporary_path(path):

@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from .hdf5 import (mapped, open_popinfer_file, publish, read_json_attr, read_string_list, root_attributes, strings, temporary_path,
-                   write_root_attributes)
+from .hdf5 import (check_shapes, mapped, open_popinfer_file, publish, read_json_attr, read_string_list, root_attributes,
+                   strings, temporary_path, write_root_attributes)
 
 SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
 
@@ -181,11 +181,37 @@ def _large(dataset, path):
     return dataset[()] if view is None else view
 
 
+def _check_layout(handle, label):
+    """Every dataset's shape agrees with the others' (the layout above)."""
+    hyper, objects = handle["hyper"], handle["objects"]
+    names = read_string_list(hyper["samples"].attrs["names"])
+    parameters = read_string_list(handle.attrs["parameters"])
+    n_ess = len(np.atleast_1d(objects["ess"].attrs["draw_index"]))
+    if hyper["samples"].ndim != 2 or objects["reweighted"].ndim != 3:
+        raise FileFormatError(f"{label} is a damaged population file: /hyper/samples has shape "
+                              f"{hyper['samples'].shape} and /objects/reweighted {objects['reweighted'].shape}, "
+                              f"expected (draws, hyperparameters) and (objects, draws, parameters). Regenerate it.")
+    n_samples = hyper["samples"].shape[0]
+    n_objects, n_reweighted, _ = objects["reweighted"].shape
+    check_shapes(label, "population", {
+        "/hyper/samples": (hyper["samples"].shape, (n_samples, len(names))),
+        **{f"/hyper/{name}": (hyper[name].shape, (n_samples,))
+           for name in ("log_posterior", "log_likelihood", "ln_likelihood_variance")},
+        "/hyper/autocorr_time": (hyper["autocorr_time"].shape, (len(names),)),
+        "/objects/id": (objects["id"].shape, (n_objects,)),
+        "/objects/ess": (objects["ess"].shape, (n_ess, n_objects)),
+        "/objects/reweighted": (objects["reweighted"].shape, (n_objects, n_reweighted, len(parameters))),
+        "/objects/independent_summary": (objects["independent_summary"].shape,
+                                         (n_objects, len(parameters), len(SUMMARY_COLUMNS))),
+    })
+
+
 def read_population(path):
     """Read a population file (``-`` reads stdin) into a :class:`PopulationResult`."""
     label = "<stdin>" if str(path) == "-" or not isinstance(path, (str, os.PathLike)) else str(path)
     with open_popinfer_file(path, "population") as handle:
         try:
+            _check_layout(handle, label)
             return PopulationResult(
                 population=str(handle.attrs["population"]),
                 parameters=read_string_list(handle.attrs["parameters"]),
@@ -200,10 +226,10 @@ def read_population(path):
                 ess_draw_index=handle["objects/ess"].attrs["draw_index"][()],
                 reweighted=_large(handle["objects/reweighted"], path),
                 independent_summary=handle["objects/independent_summary"][()],
-                hyperprior=read_json_attr(handle, "hyperprior"),
-                fixed=read_json_attr(handle, "fixed"),
-                source=read_json_attr(handle, "source"),
-                settings=read_json_attr(handle, "settings"),
+                hyperprior=read_json_attr(handle, "hyperprior", label, "population"),
+                fixed=read_json_attr(handle, "fixed", label, "population"),
+                source=read_json_attr(handle, "source", label, "population"),
+                settings=read_json_attr(handle, "settings", label, "population"),
                 seed=int(handle.attrs["seed"]),
                 command=str(handle.attrs.get("command", "")),
                 attrs=root_attributes(handle),

@@ -35,8 +35,8 @@ import numpy as np
 
 from ..blocks import object_blocks
 from ..errors import FileFormatError, OutputError
-from .hdf5 import (open_popinfer_file, publish, read_json_attr, read_string_list, root_attributes, strings,
-                   temporary_path, write_root_attributes)
+from .hdf5 import (check_shapes, first_nonfinite_row, open_popinfer_file, publish, read_json_attr, read_string_list,
+                   root_attributes, strings, temporary_path, write_root_attributes)
 
 DIAGNOSTICS = {
     "acceptance_fraction": ("f8", ()),
@@ -153,14 +153,35 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None):
         raise
 
 
+def check_finite_draws(draws, ids, label, offset=0):
+    """Refuse NaN or ±inf draws, naming the first object that has one.
+
+    ``draws`` holds objects ``offset, offset + 1, ...`` along axis 0; ``ids`` all ids.
+
+    Raises
+    ------
+    FileFormatError
+    """
+    row = first_nonfinite_row(draws)
+    if row is not None:
+        values = np.asarray(draws[row]).reshape(-1)
+        bad = values[~np.isfinite(values)][0]
+        raise FileFormatError(
+            f"{label}: object {ids[offset + row]!r} has a non-finite draw ({bad}) in /samples. Draws must be "
+            f"finite numbers; the file is damaged or was written by hand. Regenerate it, or fix or drop that "
+            f"object's draws.")
+
+
 def samples_from_handle(handle, label):
     """Read a samples file's content from an open, checked h5py handle."""
     header = read_header(handle, label)
     try:
+        draws = handle["samples"][()]
+        check_finite_draws(draws, header.ids, label)
         return Samples(
             ids=header.ids,
             parameters=header.parameters,
-            samples=handle["samples"][()],
+            samples=draws,
             log_interim_prior=handle["log_interim_prior"][()],
             log_likelihood=handle["log_likelihood"][()],
             diagnostics={name: handle["diagnostics"][name][()] for name in DIAGNOSTICS},
@@ -192,12 +213,28 @@ class SamplesHeader:
 def read_header(handle, label):
     """The :class:`SamplesHeader` of an open, checked samples file."""
     try:
-        n_objects, n_draws, _ = handle["samples"].shape
+        samples = handle["samples"]
+        if samples.ndim != 3:
+            raise FileFormatError(f"{label} is a damaged samples file: /samples has shape {samples.shape}, expected "
+                                  f"(objects, draws, parameters). Regenerate it.")
+        n_objects, n_draws, n_dim = samples.shape
+        ids = list(handle["objects/id"].asstr()[()])
+        parameters = read_string_list(samples.attrs["parameters"])
+        diagnostics = handle.get("diagnostics", {})
+        check_shapes(label, "samples", {
+            "/samples": (samples.shape, samples.shape),
+            "/objects/id": ((len(ids),), (n_objects,)),
+            "the parameters attribute of /samples": ((len(parameters),), (n_dim,)),
+            "/log_interim_prior": (handle["log_interim_prior"].shape, samples.shape),
+            "/log_likelihood": (handle["log_likelihood"].shape, (n_objects, n_draws)),
+            **{f"/diagnostics/{name}": (diagnostics[name].shape, (n_objects,) + ((n_dim,) if extra else ()))
+               for name, (_, extra) in DIAGNOSTICS.items() if name in diagnostics},
+        })
         return SamplesHeader(
-            ids=list(handle["objects/id"].asstr()[()]),
-            parameters=read_string_list(handle["samples"].attrs["parameters"]),
+            ids=ids, parameters=parameters,
             n_objects=int(n_objects), n_draws=int(n_draws), model=str(handle.attrs["model"]),
-            interim_prior=read_json_attr(handle, "interim_prior"), settings=read_json_attr(handle, "settings"),
+            interim_prior=read_json_attr(handle, "interim_prior", label, "samples"),
+            settings=read_json_attr(handle, "settings", label, "samples"),
             seed=int(handle.attrs["seed"]))
     except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
@@ -224,6 +261,8 @@ def read_columns(handle, columns, label):
         log_interim = np.empty((n_objects, n_draws))
         for lo, hi in object_blocks(n_objects, n_draws * n_dim):
             theta[lo:hi] = samples[lo:hi][:, :, columns]
+            if first_nonfinite_row(theta[lo:hi]) is not None:
+                check_finite_draws(theta[lo:hi], list(handle["objects/id"].asstr()[()]), label, offset=lo)
             np.sum(priors[lo:hi][:, :, columns], axis=-1, out=log_interim[lo:hi])
     except (KeyError, OSError, ValueError) as exc:
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
@@ -265,12 +304,17 @@ class Checkpoint:
             self.handle = h5py.File(self.path, "w")
         except OSError as exc:
             raise OutputError(f"Cannot create the checkpoint {self.path}: {exc}. Is another run writing it?") from None
-        write_root_attributes(self.handle, "samples-checkpoint", root["command"], root["seed"], root["extra"])
-        self.handle.attrs["fingerprint"] = self.fingerprint
-        self.handle.attrs["n_batches"] = np.int64(n_batches)
-        create_layout(self.handle, n_objects, n_draws, parameters, ids)
-        self.handle.attrs["batches_committed"] = np.int64(0)
-        self.handle.flush()
+        try:
+            write_root_attributes(self.handle, "samples-checkpoint", root["command"], root["seed"], root["extra"])
+            self.handle.attrs["fingerprint"] = self.fingerprint
+            self.handle.attrs["n_batches"] = np.int64(n_batches)
+            create_layout(self.handle, n_objects, n_draws, parameters, ids)
+            self.handle.attrs["batches_committed"] = np.int64(0)
+            self.handle.flush()
+        except BaseException:  # a checkpoint that never started holds nothing: leave nothing behind
+            self.close()
+            os.unlink(self.path)
+            raise
 
     def open_existing(self):
         """Reopen for resuming; returns the number of committed batches."""
@@ -337,6 +381,12 @@ def merge_shards(paths, output=None, overwrite=False):
     if not shards:
         raise FileFormatError("No shard files given.")
     first = shards[0]
+    for _, _, _, _, content, path in shards[1:]:
+        if content.parameters != first[4].parameters or content.n_draws != first[4].n_draws:
+            raise FileFormatError(
+                f"{path} holds {content.n_draws} draws of {', '.join(content.parameters)} per object but {first[5]} "
+                f"holds {first[4].n_draws} of {', '.join(first[4].parameters)}: the shards do not belong together "
+                f"(one is damaged or from another run). Refit the odd shard.")
     for index, count, fingerprint, _, _, path in shards[1:]:
         if count != first[1]:
             raise FileFormatError(f"{path} is shard {index}/{count} but {first[5]} is one of {first[1]}; they come "

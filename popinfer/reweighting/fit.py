@@ -19,8 +19,9 @@ from ..individuals.fit import ConvergenceWarning
 from ..individuals.sampler import MIN_AUTOCORR_TIMES, initial_positions
 from ..io.hdf5 import check_output, open_popinfer_file, spooled_input
 from ..io.population import PopulationResult, PopulationWriter
-from ..io.samples import Samples, read_columns, read_header
+from ..io.samples import Samples, check_finite_draws, read_columns, read_header
 from ..populations import get_population
+from ..seeds import resolve_seed
 from .likelihood import HyperLikelihood
 
 MAX_ESS_DRAWS = 1000
@@ -46,6 +47,7 @@ def _read_input(samples, parameters):
         parameters = _choose_parameters(samples, parameters)
         columns = [samples.parameters.index(p) for p in parameters]
         theta = np.ascontiguousarray(samples.samples[:, :, columns], dtype=float)
+        check_finite_draws(theta, samples.ids, "The samples")
         log_interim = samples.log_interim_prior[:, :, columns].sum(axis=-1)
         return samples, parameters, theta, log_interim, {"path": "<memory>", "sha256": ""}
     label = "<stdin>" if str(samples) == "-" else str(samples)
@@ -404,7 +406,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
     if output is not None:
-        check_output(output, overwrite)
+        check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = _read_input(samples, parameters)
     population = get_population(population, parameters)
     fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
@@ -413,8 +415,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     names = list(priors)
     if n_walkers < 2 * len(names) + 2 or n_walkers % 2:
         raise UsageError(f"--walkers {n_walkers}: need an even number of at least {2 * len(names) + 2}.", "--walkers")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % 2**63)
+    seed = resolve_seed(seed)
     sampler_seed, reweight_seed = np.random.SeedSequence(seed).spawn(2)
     n_objects, n_draws = log_interim.shape
     for lo, hi in object_blocks(n_objects, n_draws):
