@@ -305,9 +305,12 @@ def inspect_command(file, debug):
               help="Population files: population (default), forest, corner, diagnostics. "
                    "Samples files: forest (default), trace.")
 @click.option("--dpi", type=int, default=110, show_default=True, help="Resolution of raster formats.")
+@click.option("--trust-code", is_flag=True,
+              help="Import and run the user population the file names, to draw its density (only for files "
+                   "you trust; without it the density of a user population is left out).")
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
 @handle_errors
-def plot_command(file, output, kind, dpi, debug):
+def plot_command(file, output, kind, dpi, trust_code, debug):
     """Draw a samples or population file (needs the plot extra: matplotlib).
 
     \b
@@ -319,7 +322,7 @@ def plot_command(file, output, kind, dpi, debug):
     """
     from .plot import plot_file
 
-    plot_file(file, output, kind, dpi)
+    plot_file(file, output, kind, dpi, trust_code)
 
 
 @main.command("export")

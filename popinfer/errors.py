@@ -40,3 +40,7 @@ class ModelError(PopinferError):
 
 class OutputError(PopinferError):
     """The output cannot be written (exists, missing directory, locked)."""
+
+
+class UntrustedCodeError(UsageError):
+    """A file names code (a user population or model) that would run only if trusted."""

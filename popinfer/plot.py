@@ -11,11 +11,13 @@ draws against K, per object).
 
 from __future__ import annotations
 
+import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .errors import PopinferError, UsageError
+from .errors import PopinferError, UntrustedCodeError, UsageError
 from .io import read_file
 from .io.hdf5 import atomic_output, check_output
 
@@ -38,7 +40,7 @@ def _pyplot():
     return plt
 
 
-def plot_file(path, output, kind=None, dpi=110):
+def plot_file(path, output, kind=None, dpi=110, trust_code=False):
     """Draw a figure of a samples or population file into ``output`` (.png, .pdf, .svg).
 
     Parameters
@@ -50,6 +52,10 @@ def plot_file(path, output, kind=None, dpi=110):
     kind : str, optional
         See the module docstring; default ``population`` for population files
         and ``forest`` for samples files.
+    trust_code : bool
+        Import and run the user population a population file names, to draw its
+        density. Without it, that density curve is left out (with a warning): a file
+        received from someone else never runs code.
     """
     if Path(str(output)).suffix.lower() not in FORMATS:
         raise UsageError(f"-o {output}: the figure's name must end in {', '.join(FORMATS)}.", "-o")
@@ -60,8 +66,10 @@ def plot_file(path, output, kind=None, dpi=110):
     if kind not in kinds:
         raise UsageError(f"--kind {kind}: a {file_kind} file can be drawn as {', '.join(kinds)}.", "--kind")
     plt = _pyplot()
-    draw = {"population": _population, "forest": _forest_population, "corner": _corner,
-            "diagnostics": _diagnostics} if file_kind == "population" else {"forest": _forest_samples, "trace": _trace}
+    label = "<stdin>" if str(path) == "-" else str(path)
+    draw = ({"population": functools.partial(_population, label=label, trust_code=trust_code),
+             "forest": _forest_population, "corner": _corner, "diagnostics": _diagnostics}
+            if file_kind == "population" else {"forest": _forest_samples, "trace": _trace})
     figure = draw[kind](content, plt)
     try:
         with atomic_output(output, overwrite=True) as temporary:
@@ -79,10 +87,14 @@ def _hyper_dicts(result, count):
     return hyper
 
 
-def _population(result, plt):
-    from .populations import get_population
+def _population(result, plt, label, trust_code):
+    from .populations import population_of_file
 
-    population = get_population(result.population, result.parameters)
+    try:
+        population = population_of_file(result.population, result.parameters, label, trust_code)
+    except UntrustedCodeError as exc:
+        warnings.warn(f"{exc} The population density is left out of the figure.", UserWarning, stacklevel=2)
+        population = None
     hyper = _hyper_dicts(result, DENSITY_DRAWS)
     n_params = len(result.parameters)
     figure, axes = plt.subplots(1, n_params, figsize=(5.5 * n_params, 3.8), squeeze=False)
@@ -94,18 +106,21 @@ def _population(result, plt):
         low = min(medians.min(), result.independent_summary[:, index, 2].min()) - 0.1 * spread
         high = max(medians.max(), result.independent_summary[:, index, 4].max()) + 0.1 * spread
         grid = np.linspace(low, high, 300)
-        if n_params == 1:
+        if population is None:
+            density = None
+        elif n_params == 1:
             with np.errstate(all="ignore"):
                 density = np.exp(population.log_density(grid[None, :, None], hyper)[0])  # (G, M)
         else:
             density = np.stack([population.marginal({k: v[m] for k, v in hyper.items()}, index).pdf(grid)
                                 for m in range(len(next(iter(hyper.values()))))], axis=1)
-        q05, q25, q50, q75, q95 = np.quantile(density, [0.05, 0.25, 0.5, 0.75, 0.95], axis=1)
         axis.hist(medians, bins=min(30, max(5, len(medians) // 3)), density=True, color="0.85",
                   label="independent posterior medians")
-        axis.fill_between(grid, q05, q95, color="#4c72b0", alpha=0.25, lw=0, label="90 % band")
-        axis.fill_between(grid, q25, q75, color="#4c72b0", alpha=0.45, lw=0, label="50 % band")
-        axis.plot(grid, q50, color="#1f3b73", lw=1.5, label="posterior median density")
+        if density is not None:
+            q05, q25, q50, q75, q95 = np.quantile(density, [0.05, 0.25, 0.5, 0.75, 0.95], axis=1)
+            axis.fill_between(grid, q05, q95, color="#4c72b0", alpha=0.25, lw=0, label="90 % band")
+            axis.fill_between(grid, q25, q75, color="#4c72b0", alpha=0.45, lw=0, label="50 % band")
+            axis.plot(grid, q50, color="#1f3b73", lw=1.5, label="posterior median density")
         axis.plot(medians, np.zeros_like(medians), "|", color="k", ms=12, label="independent medians")
         axis.plot(pooled, np.zeros_like(pooled), "|", color="#c44e52", ms=8, label="pooled medians")
         axis.set_xlabel(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import hashlib
 import json
 import math
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from ..distributions import parse_distribution, parse_options, parse_priors, parse_value
 from ..errors import OutputError, UsageError
-from ..io.hdf5 import check_output
+from ..io.hdf5 import check_output, reserves_stdout
 from ..io.samples import DIAGNOSTICS, Checkpoint, Samples, write_samples
 from ..models import UserModel, get_model
 from ..seeds import resolve_seed
@@ -64,10 +65,15 @@ def _digest(table, columns):
 
 
 def _run_batch(task):
-    """Sample one batch (top level, so worker processes can run it)."""
+    """Sample one batch (top level, so worker processes can run it).
+
+    A worker's stdout never carries data: a user model's ``print`` goes to stderr (the
+    parent's stdout may be the HDF5 stream of ``-o -``).
+    """
     (model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, seed) = task
     rng = np.random.default_rng(seed)
-    return sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, rng)
+    with contextlib.redirect_stdout(sys.stderr):
+        return sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, rng)
 
 
 def _warn_unconverged(ids, diagnostics, n_draws):
@@ -97,6 +103,7 @@ def _warn_unconverged(ids, diagnostics, n_draws):
     )
 
 
+@reserves_stdout
 def fit_individuals(data, model, output=None, *, priors=None, fixed=None, columns=None, id_column=None,
                     n_draws=4000, n_walkers=None, max_steps=20000, workers=1, seed=None, batch_size=None,
                     resume=False, overwrite=False, progress=True, command="", shard=None, scheduler=None):

@@ -10,7 +10,9 @@ import os
 import shutil
 import sys
 import tempfile
-from contextlib import contextmanager
+import functools
+import inspect
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import h5py
@@ -232,6 +234,38 @@ def check_output(path, overwrite, inputs=()):
         raise OutputError(f"Cannot write {path}: no write permission in {parent}.")
 
 
+_DATA_STDOUT = []
+
+
+@contextmanager
+def stdout_reserved_for_data(output):
+    """While a run writes its output to stdout (``output == "-"``), anything else printed —
+    a user model's or population's ``print`` — goes to stderr and cannot corrupt the data
+    stream; :func:`publish` still writes the file to the real stdout."""
+    if output is None or str(output) != "-":
+        yield
+        return
+    _DATA_STDOUT.append(sys.stdout)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _DATA_STDOUT.pop()
+
+
+def reserves_stdout(function):
+    """Decorator: run ``function`` under :func:`stdout_reserved_for_data` of its ``output``."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        output = signature.bind_partial(*args, **kwargs).arguments.get("output")
+        with stdout_reserved_for_data(output):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def publish(temporary, path, overwrite):
     """Move a finished temporary file to ``path`` atomically (``-``: copy to stdout).
 
@@ -239,9 +273,10 @@ def publish(temporary, path, overwrite):
     appeared during the run (a hard link claims the name or fails).
     """
     if str(path) == "-":
+        stdout = _DATA_STDOUT[-1] if _DATA_STDOUT else sys.stdout
         with open(temporary, "rb") as source:
-            shutil.copyfileobj(source, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+            shutil.copyfileobj(source, stdout.buffer)
+        stdout.buffer.flush()
         os.unlink(temporary)
         return
     if overwrite:

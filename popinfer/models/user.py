@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,15 @@ def load_callable(spec, option):
             loader_spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(loader_spec)
             try:
-                loader_spec.loader.exec_module(module)
+                with redirect_stdout(sys.stderr):  # what a module prints on import is never data
+                    loader_spec.loader.exec_module(module)
             except Exception as exc:
                 raise ModelError(f"{option} {spec!r}: importing {target!r} failed: {type(exc).__name__}: {exc}") from exc
             sys.modules[module_name] = module
     else:
         try:
-            module = importlib.import_module(target)
+            with redirect_stdout(sys.stderr):
+                module = importlib.import_module(target)
         except ImportError as exc:
             raise UsageError(f"{option} {spec!r}: cannot import module {target!r} ({exc}).", option) from None
     function = getattr(module, attribute, None)

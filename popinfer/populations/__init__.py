@@ -1,6 +1,6 @@
 """Population densities f(θ; α) of stage two: the built-ins and user-supplied functions."""
 
-from ..errors import UsageError
+from ..errors import UntrustedCodeError, UsageError
 from .base import LinearForm, Population
 from .mixture import MixturePopulation
 from .mvnormal import MvNormalPopulation
@@ -45,4 +45,25 @@ def get_population(name, parameters):
     )
 
 
-__all__ = ["Population", "LinearForm", "get_population", "BUILTIN_POPULATIONS"]
+def population_of_file(name, parameters, label, trust_code=False):
+    """The population a population file names (its ``population`` attribute).
+
+    The one place where a population named *in a file* is resolved: a built-in is
+    built; anything else names code (``file.py:function`` or ``module:function``),
+    which is imported and run only when ``trust_code`` — opening a file received
+    from someone else must never run code.
+
+    Raises
+    ------
+    UntrustedCodeError
+        The file names user code and ``trust_code`` is false.
+    """
+    if name not in BUILTIN_POPULATIONS and not trust_code:
+        raise UntrustedCodeError(
+            f"{label} names the user population {name!r}: evaluating it would import and run that code, "
+            f"which popinfer does not do for code named in a file. If you trust {name!r}, pass --trust-code "
+            f"(trust_code=True).", "--trust-code")
+    return get_population(name, parameters)
+
+
+__all__ = ["Population", "LinearForm", "get_population", "population_of_file", "BUILTIN_POPULATIONS"]

@@ -17,7 +17,7 @@ from ..distributions import parse_distribution, parse_options, parse_priors, par
 from ..errors import InputDataError, PopinferError, UsageError
 from ..individuals.fit import ConvergenceWarning
 from ..individuals.sampler import MIN_AUTOCORR_TIMES, initial_positions
-from ..io.hdf5 import check_output, open_popinfer_file, spooled_input
+from ..io.hdf5 import check_output, open_popinfer_file, reserves_stdout, spooled_input
 from ..io.population import PopulationResult, PopulationWriter
 from ..io.samples import Samples, check_finite_draws, read_columns, read_header
 from ..populations import get_population
@@ -363,6 +363,7 @@ def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=BL
         sink[lo:hi] = block
 
 
+@reserves_stdout
 def fit_population(samples, population, output=None, *, parameters=None, hyperpriors=None, fixed=None,
                    min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command=""):
