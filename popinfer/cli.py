@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -15,6 +16,7 @@ from . import __version__
 from .errors import PopinferError, UsageError
 from .individuals import ConvergenceWarning, fit_individuals
 from .reweighting import PopulationDiagnosticWarning, fit_population
+from .io.hdf5 import no_space_left
 from .seeds import MAX_SEED
 
 EXIT_DIAGNOSTIC = 3
@@ -71,6 +73,19 @@ def _resume_hint(command, output):
     return ""
 
 
+def _failure_message(exc, command, output):
+    """The one paragraph for an exception that is not a popinfer error."""
+    if no_space_left(exc):  # an ordinary runtime failure, whatever layer noticed it
+        where = "stdout" if output == "-" else (output or "the output")
+        reason = re.search(r"error message = '([^']*)'", str(exc))
+        reason = reason.group(1) if reason else getattr(exc, "strerror", None) or str(exc)
+        return (f"Writing {where} failed: {reason}. The disk, a quota or a file size limit is "
+                f"full. {_resume_hint(command, output) or 'Nothing was written.'} Free some space, or write "
+                f"elsewhere, and rerun.")
+    return (f"Unexpected {type(exc).__name__}: {exc}. Rerun with --debug for the traceback, and report it if "
+            f"the input looks valid.")
+
+
 def handle_errors(function):
     """Library exceptions to exit statuses; warnings to stderr; --strict to 3."""
 
@@ -95,13 +110,10 @@ def handle_errors(function):
                 sys.exit(1)
             except click.exceptions.Exit:
                 raise
-            except Exception as exc:  # an unexpected failure: one paragraph, traceback on --debug
+            except Exception as exc:  # a full disk, or an unexpected failure: one paragraph, traceback on --debug
                 if debug:
                     raise
-                raise click.ClickException(
-                    f"Unexpected {type(exc).__name__}: {exc}. Rerun with --debug for the traceback, and "
-                    f"report it if the input looks valid."
-                ) from None
+                raise click.ClickException(_failure_message(exc, function.__name__, kwargs.get("output"))) from None
             finally:
                 for item in caught:
                     if not issubclass(item.category, DeprecationWarning):

@@ -268,3 +268,61 @@ def test_summary_csv_is_one_table_per_call(made, in_tmp):
     assert list(samples["object"]) == list("ABCDEFGH")
     refused(run(["summary", str(made["samples"]), "--table", "hyper"]), 2, "--table hyper", "objects")
     refused(run(["summary", str(made["population"]), "--table", "pooled"]), 2, "--table")
+
+
+# ---- item 7: a full disk is an ordinary runtime error -------------------------------------------
+
+def _popinfer_with_file_size_limit(args, cwd, limit, stdout=None):
+    """Run popinfer in a process that may write at most ``limit`` bytes per file (EFBIG
+    beyond, as on a full disk: the write fails with an OSError)."""
+    resource = pytest.importorskip("resource")
+    import signal
+    import subprocess
+    import sys
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(popinfer.__file__).parent.parent),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "popinfer", *args], cwd=cwd, env=env, preexec_fn=limited,
+                          stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=300)
+
+
+def _clean_failure(done, *fragments):
+    message = done.stderr.decode()
+    assert done.returncode == 1, message
+    assert "Traceback" not in message and "Unexpected" not in message, message
+    assert "free some space, or write elsewhere" in message.lower(), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert len([line for line in message.splitlines() if line.startswith("Error:")][0]) < 400
+
+
+def test_a_full_disk_during_fit_population_fails_cleanly(made, tmp_path):
+    shutil.copy(made["samples"], tmp_path / "s.h5")
+    done = _popinfer_with_file_size_limit(
+        ["fit-population", "s.h5", "-o", "pop.h5", "--population", "normal", *POP_FAST], tmp_path,
+        limit=os.path.getsize(tmp_path / "s.h5") // 20)
+    _clean_failure(done, "Cannot write pop.h5", "File too large", "Nothing was written")
+    assert listing(tmp_path) == ["s.h5"]
+
+
+def test_a_full_disk_during_fit_individuals_fails_cleanly(tmp_path):
+    done = _popinfer_with_file_size_limit(
+        ["fit-individuals", EIGHT, "-o", "eight.h5", "--model", "normal", "--samples", "4000", "--quiet"],
+        tmp_path, limit=50_000)
+    _clean_failure(done, "Cannot write eight.h5.partial", "File too large")
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_on_a_full_device_fails_cleanly(made, tmp_path):
+    with open("/dev/full", "wb") as full:
+        done = _popinfer_with_file_size_limit(
+            ["fit-population", str(made["samples"]), "-o", "-", "--population", "normal", *POP_FAST], tmp_path,
+            limit=2**40, stdout=full)
+    _clean_failure(done, "Writing stdout failed: No space left on device")
+    assert listing(tmp_path) == []

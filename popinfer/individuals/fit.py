@@ -268,7 +268,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     finally:
         bar.close()
         if checkpoint is not None:
-            checkpoint.close()
+            checkpoint.close_after_failure() if sys.exc_info()[0] else checkpoint.close()
     samples.model, samples.interim_prior, samples.settings = model.name, interim_prior, settings
     samples.seed, samples.command = seed, command
     if output is not None:
@@ -298,10 +298,14 @@ def _shard_batches(shard, n_batches):
 
 def _keep_or_drop_checkpoint(checkpoint, exc):
     """After a failure: drop a checkpoint holding nothing, else say it is kept."""
-    committed = int(checkpoint.handle.attrs["batches_committed"]) if checkpoint.handle else 0
+    try:
+        committed = int(checkpoint.handle.attrs["batches_committed"]) if checkpoint.handle else 0
+    except (OSError, RuntimeError):  # unreadable after a failed write: nothing it holds can be trusted
+        committed = 0
     if committed == 0:
-        checkpoint.close()
-        os.unlink(checkpoint.path)
+        checkpoint.close_after_failure()
+        if os.path.exists(checkpoint.path):
+            os.unlink(checkpoint.path)
         if checkpoint.path.endswith("stdout.partial"):
             os.rmdir(os.path.dirname(checkpoint.path))
     elif exc.args and isinstance(exc.args[0], str) and not checkpoint.path.endswith("stdout.partial"):

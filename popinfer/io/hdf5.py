@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import io
 import json
@@ -266,6 +267,74 @@ def reserves_stdout(function):
     return wrapper
 
 
+# A write that ran out of room: a full disk, a quota, a file size limit.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def no_space_left(exc):
+    """Whether ``exc`` reports a write that ran out of room, as the OS raises it or as
+    HDF5 reports it (a RuntimeError or OSError whose text carries ``errno = N``)."""
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        return True
+    return isinstance(exc, (OSError, RuntimeError)) and any(f"errno = {code}," in str(exc) for code in NO_SPACE)
+
+
+def file_bytes(data_bytes, n_objects):
+    """A generous estimate of an HDF5 file holding ``data_bytes`` of arrays and ``n_objects``
+    ids: the arrays, 5 % and 2 MiB for metadata and small datasets, 256 bytes per id."""
+    return int(1.05 * data_bytes) + 2 * 2**20 + 256 * n_objects
+
+
+def reserve_space(path, n_bytes):
+    """Fail cleanly, before HDF5 writes anything, if ``n_bytes`` cannot be stored where
+    the temporary file for ``path`` goes.
+
+    HDF5 does not recover from a write that runs out of room (its caches cannot be
+    flushed, and closing the file may crash the process), so the room is claimed
+    first: a ballast file of that size is allocated and removed.
+
+    Raises
+    ------
+    OutputError
+        A full disk, a quota or a file size limit.
+    """
+    directory = tempfile.gettempdir() if str(path) == "-" else (str(Path(path).parent) or ".")
+    handle, ballast = tempfile.mkstemp(prefix=".popinfer-space.", dir=directory)
+    try:
+        os.posix_fallocate(handle, 0, max(1, int(n_bytes)))
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            return  # a file system that cannot allocate ahead: the writes themselves will tell
+        where = "stdout" if str(path) == "-" else str(path)
+        raise OutputError(
+            f"Cannot write {where}: it needs about {n_bytes / 2**20:.1f} MiB in {directory}, and the disk, a quota "
+            f"or a file size limit does not allow that ({exc.strerror}). Nothing was written; free some space, or "
+            f"write elsewhere, and rerun.") from None
+    finally:
+        os.close(handle)
+        os.unlink(ballast)
+
+
+def close_quietly(handle):
+    """Close an h5py file that is being discarded or kept as it stands after a failure.
+
+    Closing flushes HDF5's caches, which fails again on a full disk; that failure is
+    already being reported, and the file's commit markers never count unflushed work.
+    """
+    if handle is not None and handle.id.valid:
+        try:
+            handle.close()
+        except (OSError, RuntimeError):
+            pass
+
+
+def discard(handle, path):
+    """Close ``handle`` (quietly) and remove the file at ``path``: nothing half-written is left."""
+    close_quietly(handle)
+    if os.path.exists(path):
+        os.unlink(path)
+
+
 def publish(temporary, path, overwrite):
     """Move a finished temporary file to ``path`` atomically (``-``: copy to stdout).
 
@@ -274,10 +343,12 @@ def publish(temporary, path, overwrite):
     """
     if str(path) == "-":
         stdout = _DATA_STDOUT[-1] if _DATA_STDOUT else sys.stdout
-        with open(temporary, "rb") as source:
-            shutil.copyfileobj(source, stdout.buffer)
-        stdout.buffer.flush()
-        os.unlink(temporary)
+        try:
+            with open(temporary, "rb") as source:
+                shutil.copyfileobj(source, stdout.buffer)
+            stdout.buffer.flush()
+        finally:
+            os.unlink(temporary)
         return
     if overwrite:
         os.replace(temporary, path)

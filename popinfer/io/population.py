@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from .hdf5 import (check_shapes, mapped, open_popinfer_file, publish, read_json_attr, read_string_list, root_attributes,
-                   strings, temporary_path, write_root_attributes)
+from .hdf5 import (check_shapes, discard, file_bytes, mapped, open_popinfer_file, publish, read_json_attr, read_string_list, reserve_space,
+                   root_attributes, strings, temporary_path, write_root_attributes)
 
 SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
 
@@ -105,6 +105,8 @@ class PopulationWriter:
     def __init__(self, path, shape, overwrite=False):
         n_objects, n_ess, n_reweighted, n_parameters = shape
         self.path, self.overwrite = path, overwrite
+        reserve_space(path, file_bytes(
+            4 * n_ess * n_objects + 8 * n_objects * n_parameters * (n_reweighted + len(SUMMARY_COLUMNS)), n_objects))
         self.temporary = temporary_path(path)
         try:
             self.handle = h5py.File(self.temporary, "w")
@@ -155,11 +157,7 @@ class PopulationWriter:
 
     def abort(self):
         """Close and remove the temporary file (nothing is published)."""
-        handle = getattr(self, "handle", None)
-        if handle is not None and handle.id.valid:
-            handle.close()
-        if os.path.exists(self.temporary):
-            os.unlink(self.temporary)
+        discard(getattr(self, "handle", None), self.temporary)
 
 
 def write_population(result, path, overwrite=False):

@@ -35,8 +35,8 @@ import numpy as np
 
 from ..blocks import object_blocks
 from ..errors import FileFormatError, OutputError
-from .hdf5 import (check_shapes, first_nonfinite_row, open_popinfer_file, publish, read_json_attr, read_string_list,
-                   root_attributes, strings, temporary_path, write_root_attributes)
+from .hdf5 import (check_shapes, close_quietly, discard, file_bytes, first_nonfinite_row, open_popinfer_file, publish, read_json_attr, read_string_list,
+                   reserve_space, root_attributes, strings, temporary_path, write_root_attributes)
 
 DIAGNOSTICS = {
     "acceptance_fraction": ("f8", ()),
@@ -120,6 +120,11 @@ def create_layout(handle, n_objects, n_draws, parameters, ids):
         group.create_dataset(name, shape=(n_objects,) + ((n_dim,) if extra else ()), dtype=dtype)
 
 
+def layout_bytes(n_objects, n_draws, n_dim):
+    """Estimated size of a samples file (or checkpoint) of this shape."""
+    return file_bytes(8 * n_objects * (n_draws * (2 * n_dim + 1) + 2 * n_dim + 4), n_objects)
+
+
 def write_rows(handle, start, result):
     """Write one batch's arrays at rows ``start:start+B``."""
     stop = start + result["samples"].shape[0]
@@ -135,7 +140,8 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None):
 
     ``extra_attrs`` are further root attributes (a shard's identity).
     """
-    temporary = temporary_path(path)
+    reserve_space(path, layout_bytes(samples.n_objects, samples.n_draws, len(samples.parameters)))
+    temporary, handle = temporary_path(path), None
     try:
         with h5py.File(temporary, "w") as handle:
             write_root_attributes(
@@ -148,8 +154,7 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None):
                                    "log_likelihood": samples.log_likelihood, **samples.diagnostics})
         publish(temporary, path, overwrite)
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        discard(handle, temporary)
         raise
 
 
@@ -300,6 +305,7 @@ class Checkpoint:
         self.handle = None
 
     def create(self, n_objects, n_draws, parameters, ids, n_batches, root):
+        reserve_space(self.path, layout_bytes(n_objects, n_draws, len(parameters)))
         try:
             self.handle = h5py.File(self.path, "w")
         except OSError as exc:
@@ -312,8 +318,8 @@ class Checkpoint:
             self.handle.attrs["batches_committed"] = np.int64(0)
             self.handle.flush()
         except BaseException:  # a checkpoint that never started holds nothing: leave nothing behind
-            self.close()
-            os.unlink(self.path)
+            discard(self.handle, self.path)
+            self.handle = None
             raise
 
     def open_existing(self):
@@ -349,6 +355,12 @@ class Checkpoint:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+
+    def close_after_failure(self):
+        """Close after a failure (a full disk fails the final flush too): the batches
+        committed before it are kept, as the commit marker is bumped only after a flush."""
+        close_quietly(self.handle)
+        self.handle = None
 
 
 def _with_output(command, output):
