@@ -326,3 +326,33 @@ def test_stdout_on_a_full_device_fails_cleanly(made, tmp_path):
             limit=2**40, stdout=full)
     _clean_failure(done, "Writing stdout failed: No space left on device")
     assert listing(tmp_path) == []
+
+
+# ---- item 12: extreme standard errors give a clear error or a finite answer, never a numpy warning --
+
+@pytest.mark.parametrize("model, header, row, column", [
+    ("normal", "school,y,sigma", "A,1,1e-300", "sigma"),
+    ("normal", "school,y,sigma", "A,1,1e300", "sigma"),
+    ("linear", "id,x,y,yerr", "A,1,1,1e-300", "yerr"),
+    ("linear", "id,x,y,yerr", "A,1,1,1e300", "yerr"),
+])
+def test_unsquarable_standard_errors_are_a_clear_error(in_tmp, model, header, row, column):
+    extra = "A,2,2,1\nA,3,3,1\n" if model == "linear" else "B,2,1\n"
+    data = write_csv("data.csv", f"{header}\n{row}\n{extra}")
+    result = run(["fit-individuals", data, "-o", "out.h5", "--model", model, *FAST])
+    refused(result, 1, "data.csv, row 1 (object 'A')", f"column '{column}'", "between 1e-150 and 1e+150",
+            "rescale")
+    assert "encountered in" not in result.stderr
+    assert listing(in_tmp) == ["data.csv"]
+
+
+@pytest.mark.parametrize("sigma", ["1e-100", "1e100", "1e-6", "1e6"])
+def test_extreme_but_valid_standard_errors_raise_no_numpy_warning(in_tmp, sigma):
+    data = write_csv("data.csv", f"school,y,sigma\nA,0,{sigma}\nB,1,{sigma}\nC,2,{sigma}\n")
+    result = run(["fit-individuals", data, "-o", "s.h5", "--model", "normal", "--max-steps", "2000", *FAST])
+    assert result.exit_code == 0, result.stderr
+    fitted = run(["fit-population", "s.h5", "-o", "p.h5", "--population", "normal", *POP_FAST])
+    summary = run(["summary", "p.h5"]) if fitted.exit_code == 0 else fitted
+    for step in (result, fitted, summary):
+        assert "encountered in" not in step.stderr and "Mean of empty slice" not in step.stderr, step.stderr
+        assert "Traceback" not in step.stderr and "Unexpected" not in step.stderr, step.stderr

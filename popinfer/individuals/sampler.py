@@ -198,7 +198,8 @@ def _next_check(step, tau, times):
     """Steps at which to look again: when a quarter of the active objects could be
     long enough by their current τ, within [CHECK_GROWTH·step, 2·step]."""
     longest = np.max(tau, axis=1) if tau.size else np.array([np.inf])
-    target = times * np.quantile(np.where(np.isfinite(longest), longest, np.inf), 0.25)
+    with np.errstate(invalid="ignore"):  # inf - inf between infinite τ: a NaN target, handled below
+        target = times * np.quantile(np.where(np.isfinite(longest), longest, np.inf), 0.25)
     low, high = math.ceil(step * CHECK_GROWTH), 4 * step
     return int(min(max(target, low), high)) if np.isfinite(target) else high
 

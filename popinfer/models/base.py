@@ -15,6 +15,10 @@ import numpy as np
 from ..errors import InputDataError, UsageError
 
 
+# Standard errors whose square and inverse square are finite, normal floats.
+MIN_SCALE, MAX_SCALE = 1e-150, 1e150
+
+
 def segment_sum(values, starts):
     """Sum ``values[..., r]`` over each object's rows ``starts[b]:starts[b+1]``."""
     return np.add.reduceat(values, starts[:-1], axis=-1)
@@ -80,6 +84,14 @@ class Model(ABC):
 
     def validate(self, table, columns):
         """Check value ranges; raise :class:`InputDataError` naming the row."""
+
+    def _require_squarable(self, table, columns, role, noun, allow_zero=False):
+        """A standard error whose square (and its reciprocal) is a finite, non-zero float."""
+        values = np.abs(columns[role])
+        bad = (values > MAX_SCALE) | ((values < MIN_SCALE) & ((values != 0) if allow_zero else True))
+        self._require(table, columns, role, self.column_names[role], bad,
+                      f"{noun} between {MIN_SCALE:g} and {MAX_SCALE:g} (its square must be a finite, non-zero "
+                      f"number; rescale the column's units)")
 
     @staticmethod
     def _require(table, columns, role, column_name, bad, expected):

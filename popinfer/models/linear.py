@@ -28,6 +28,7 @@ class LinearModel(Model):
         if "yerr" in columns:
             self._require(table, columns, "yerr", self.column_names["yerr"], columns["yerr"] < 0,
                           "an uncertainty yerr >= 0")
+            self._require_squarable(table, columns, "yerr", "an uncertainty yerr (or 0)", allow_zero=True)
 
     def check_fixed(self, fixed, columns):
         scatter = fixed.get("scatter")

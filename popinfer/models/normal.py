@@ -31,6 +31,7 @@ class NormalModel(Model):
         if self.known_sigma:
             self._require(table, columns, "sigma", self.column_names["sigma"], columns["sigma"] <= 0,
                           "a standard error sigma > 0")
+            self._require_squarable(table, columns, "sigma", "a standard error sigma")
 
     def check_fixed(self, fixed, columns):
         if fixed.get("scatter", 1.0) <= 0:
