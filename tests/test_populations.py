@@ -1,9 +1,12 @@
 """Population densities: normalisation, support, and linear form == direct density."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import integrate, stats
 
+import popinfer
+from conftest import SAMPLE_DATA
 from popinfer.populations import get_population
 from popinfer.errors import UsageError
 
@@ -144,3 +147,29 @@ def test_population_dimension_errors():
         get_population("normal", ["a", "b"])
     with pytest.raises(UsageError, match="Unknown population 'norm'"):
         get_population("norm", ["a"])
+
+
+@pytest.mark.parametrize("name", sorted(popinfer.populations.BUILTIN_POPULATIONS))
+def test_every_default_hyperprior_parses_on_real_data(name):
+    """The rat tumours' exact stage-one posteriors, Beta(k + 1, n - k + 1): every population's
+    defaults are specs the grammar reads back (numpy 2 writes np.float64(1.9) as its repr)."""
+    from popinfer.distributions import parse_distribution
+    from popinfer.reweighting.fit import data_scale, resolve_hyperpriors
+
+    rats = pd.read_csv(SAMPLE_DATA / "rat_tumors.csv")
+    rng = np.random.default_rng(3)
+    rate = rng.beta(rats["k"].to_numpy()[:, None] + 1, (rats["n"] - rats["k"]).to_numpy()[:, None] + 1,
+                    size=(len(rats), 500))
+    theta = np.stack([rate, np.log(rate / (1 - rate))], axis=-1) if name == "mvnormal" else rate[:, :, None]
+    parameters = ["p", "logit_p"] if name == "mvnormal" else ["p"]
+    population = popinfer.populations.get_population(name, parameters)
+    fixed = {"low": 0.001, "high": 1.0} if name in ("powerlaw", "truncnormal") else {}
+    scale = data_scale(theta, parameters)
+    scale = {p: {k: np.float64(v) for k, v in entry.items()} for p, entry in scale.items()}  # as numpy hands them
+    defaults = population.default_hyperpriors(scale)
+    for hyper, spec in defaults.items():
+        assert "np." not in spec, spec
+        prior = parse_distribution(spec, hyper)
+        assert np.isfinite(prior.logpdf(prior.ppf(0.5)))
+    resolved = resolve_hyperpriors(population, [], fixed, scale)
+    assert set(resolved) == set(population.hyperparameters) - set(fixed)

@@ -24,9 +24,15 @@ def _in_support(x, low, high):
     return (x >= low) & (x <= high)
 
 
+def number(value):
+    """A number as the distribution grammar reads it: a plain Python float literal
+    (numpy 2's repr, ``np.float64(1.9)``, is not one)."""
+    return repr(float(value))
+
+
 def _scale_priors(scale, location_key="location", spread_key="spread"):
     location, spread = scale[location_key], scale[spread_key]
-    return {"mu": f"normal({location!r}, {10 * spread!r})", "sigma": f"halfcauchy({2.5 * spread!r})"}
+    return {"mu": f"normal({number(location)}, {number(10 * spread)})", "sigma": f"halfcauchy({number(2.5 * spread)})"}
 
 
 class NormalPopulation(Population):
@@ -232,7 +238,7 @@ class GammaPopulation(Population):
 
     def default_hyperpriors(self, scale):
         location = max(scale[self.parameters[0]]["location"], 1e-300)
-        return {"shape": "lognormal(0.0, 2.0)", "rate": f"lognormal({-np.log(location)!r}, 2.0)"}
+        return {"shape": "lognormal(0.0, 2.0)", "rate": f"lognormal({number(-np.log(location))}, 2.0)"}
 
     def marginal(self, hyper, index=0):
         return stats.gamma(hyper["shape"], scale=1.0 / hyper["rate"])
@@ -329,8 +335,8 @@ class UniformPopulation(Population):
 
     def default_hyperpriors(self, scale):
         s = scale[self.parameters[0]]
-        return {"low": f"normal({s['location']!r}, {10 * s['spread']!r})",
-                "high": f"normal({s['location']!r}, {10 * s['spread']!r})"}
+        return {"low": f"normal({number(s['location'])}, {number(10 * s['spread'])})",
+                "high": f"normal({number(s['location'])}, {number(10 * s['spread'])})"}
 
     def marginal(self, hyper, index=0):
         return stats.uniform(hyper["low"], hyper["high"] - hyper["low"])
