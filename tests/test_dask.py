@@ -39,8 +39,11 @@ def test_a_killed_worker_changes_nothing(tmp_path, reproducible, reference):
     killed = {}
 
     def kill_one():
-        time.sleep(2.0)
+        """Kill the first worker as soon as it is computing a batch (an observable event)."""
         address, pid = sorted(pids.items())[0]
+        began = time.time()
+        while not client.processing(workers=[address]).get(address) and time.time() - began < 120:
+            time.sleep(0.01)
         os.kill(pid, signal.SIGKILL)
         killed["at"] = time.time()
 

@@ -9,6 +9,15 @@ from popinfer.populations import get_population
 from popinfer.reweighting.likelihood import HyperLikelihood, reference_log_likelihood
 
 RNG = np.random.default_rng(42)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_per_test():
+    """Every test draws from the same fresh stream, whichever tests ran before it."""
+    global RNG
+    RNG = np.random.default_rng(42)
+
+
 N, K, W = 37, 500, 9
 
 CASES = {

@@ -10,6 +10,15 @@ from popinfer.models import get_model
 from popinfer.table import table_from_frame
 
 RNG = np.random.default_rng(11)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_per_test():
+    """Every test draws from the same fresh stream, whichever tests ran before it."""
+    global RNG
+    RNG = np.random.default_rng(11)
+
+
 IDS = ["a", "a", "b", "c", "c", "c"]  # ragged: 2, 1 and 3 rows
 
 

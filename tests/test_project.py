@@ -39,3 +39,20 @@ def test_slow_marker_is_registered_and_the_fast_subset_documented():
     assert 'pytest -m "not slow"' in readme
     result = _plain_pytest(["--markers", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT)], cwd=ROOT)
     assert "@pytest.mark.slow:" in result.stdout
+
+
+def test_tests_wait_for_events_and_seed_per_test():
+    """No fixed sleeps before acting (wait for a line on stderr, a file, a busy worker;
+    polling intervals of at most 0.1 s), and no module-level random stream shared by the
+    tests of a module unless it is reseeded for each test."""
+    import re
+
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        if path.name == "test_project.py":  # this check's own patterns
+            continue
+        text = path.read_text()
+        for seconds in re.findall(r"time\.sleep\(([0-9.]+)\)", text):
+            assert float(seconds) <= 0.1, f"{path.name}: time.sleep({seconds})"
+        assert not re.search(r"time\.sleep\((?![0-9.]+\))", text), f"{path.name}: a sleep of a computed length"
+        if re.search(r"^[A-Z_]+ = np\.random\.default_rng\(", text, re.M):
+            assert "_seeded_per_test" in text, f"{path.name}: a module-level generator, not reseeded per test"

@@ -35,18 +35,34 @@ def popinfer_process(args, cwd, **kwargs):
                             stderr=subprocess.PIPE, **kwargs)
 
 
-def wait_for_objects(process, count, timeout=120):
-    """Read the progress bar on stderr until ``count`` objects are done."""
+def wait_for_progress(process, total, count, timeout=120):
+    """Read the progress bar on stderr until it shows ``count`` of ``total`` done (objects
+    or steps): an observable event, not a fixed sleep."""
     seen, began = b"", time.time()
+    marker = f"/{total}".encode()
     while time.time() - began < timeout:
         chunk = os.read(process.stderr.fileno(), 4096)
         if not chunk:
             break
         seen += chunk
-        numbers = [int(part.split(b"/")[0].split()[-1]) for part in seen.split(b"|") if b"/71" in part]
+        numbers = [int(part.split(b"/")[0].split()[-1]) for part in seen.split(b"|") if marker in part
+                   and part.split(b"/")[0].split() and part.split(b"/")[0].split()[-1].isdigit()]
         if numbers and max(numbers) >= count:
             return True
     return False
+
+
+def wait_for_objects(process, count, timeout=120):
+    """Read the progress bar on stderr until ``count`` of the 71 rat tumours are done."""
+    return wait_for_progress(process, 71, count, timeout)
+
+
+def wait_for_path(path, process, timeout=120):
+    """Poll until ``path`` exists (the run has claimed its output) or the process ended."""
+    began = time.time()
+    while not path.exists() and process.poll() is None and time.time() - began < timeout:
+        time.sleep(0.02)
+    return path.exists()
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_file(tmp_path):
@@ -83,7 +99,7 @@ def test_sigint_during_fit_population_says_it_restarts(tmp_path):
     popinfer.fit_individuals(EIGHT, "normal", tmp_path / "eight.h5", n_draws=4000, seed=1, progress=False)
     run = popinfer_process(["fit-population", "eight.h5", "-o", "pop.h5", "--population", "normal",
                             "--max-steps", "20000", "--seed", "1"], tmp_path)
-    time.sleep(4)
+    assert wait_for_progress(run, 20000, 10)  # sampling the hyperparameters
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=20) == 1
     message = run.stderr.read().decode()
@@ -93,7 +109,7 @@ def test_sigint_during_fit_population_says_it_restarts(tmp_path):
 
 def test_two_runs_on_the_same_output_one_wins(tmp_path):
     first = popinfer_process([*STAGE_ONE, "-o", "out.h5", "--quiet"], tmp_path)
-    time.sleep(0.3)
+    assert wait_for_path(tmp_path / "out.h5.partial", first)  # the first run has claimed the output
     second = popinfer_process([*STAGE_ONE, "-o", "out.h5", "--quiet"], tmp_path)
     codes = sorted([first.wait(timeout=300), second.wait(timeout=300)])
     assert codes == [0, 1]

@@ -9,6 +9,7 @@ against a slightly wrong posterior must exceed the bound.
 """
 
 import numpy as np
+import pytest
 import pandas as pd
 from scipy import stats
 
@@ -16,6 +17,13 @@ import popinfer
 from stats_helpers import by_replicate, fisher_bound, fisher_statistic, moment_pvalues, replicated
 
 RNG = np.random.default_rng(2026)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_per_test():
+    """Every test draws from the same fresh stream, whichever tests ran before it."""
+    global RNG
+    RNG = np.random.default_rng(2026)
 
 
 def fit(frame, model, **options):
