@@ -143,3 +143,83 @@ def test_resampling_follows_the_weights():
         assert stats.chisquare(counts, expected).pvalue > 1e-4
     shifted = n * stats.norm.pdf(theta[0, :, 0], 0.7, 1.0) / stats.norm.pdf(theta[0, :, 0], 0.7, 1.0).sum()
     assert stats.chisquare(np.bincount(index[:, 0], minlength=5), shifted).pvalue < 1e-4  # negative control
+
+
+def _reference_estimate(theta, log_interim, hyper, w):
+    log_w = stats.norm.logpdf(theta[..., 0], hyper["mu"][w], hyper["sigma"][w]) - log_interim
+    ln_sum = logsumexp(log_w, axis=1)
+    ess = np.exp(2 * ln_sum - logsumexp(2 * log_w, axis=1))
+    return ln_sum.sum() - theta.shape[0] * np.log(theta.shape[1]), np.sum(1 / ess - 1 / theta.shape[1]), ess
+
+
+def test_ln_likelihood_and_variance_matches_its_definitions_and_cuts():
+    theta, log_interim = draws(positive=False)
+    population = get_population("normal", ["x"])
+    hyper = CASES["normal"][1](W)
+    hyper["sigma"][0] = 0.02  # a noisy estimate: few draws near any μ at this σ
+    estimate = HyperLikelihood(population, theta, log_interim).ln_likelihood_and_variance(hyper)
+    for w in range(W):
+        ln_l, var, ess = _reference_estimate(theta, log_interim, hyper, w)
+        np.testing.assert_allclose(estimate.ln_likelihood[w], ln_l, rtol=1e-10)
+        np.testing.assert_allclose(estimate.ln_likelihood_variance[w], var, rtol=1e-9)
+        np.testing.assert_allclose(estimate.ess[w], ess, rtol=1e-9)
+    np.testing.assert_allclose(estimate.ln_sum_weights.sum(axis=1) - N * np.log(K), estimate.ln_likelihood)
+    limit = float(np.median(estimate.ln_likelihood_variance))
+    cut = HyperLikelihood(population, theta, log_interim, max_variance=limit).ln_likelihood_and_variance(
+        hyper, variance=False)
+    noisy = estimate.ln_likelihood_variance > limit
+    assert noisy.any() and (~noisy).any()
+    assert np.all(cut.ln_likelihood[noisy] == -np.inf)
+    np.testing.assert_array_equal(cut.ln_likelihood[~noisy], estimate.ln_likelihood[~noisy])
+    uncut = HyperLikelihood(population, theta, log_interim, max_variance=limit).ln_likelihood_and_variance(
+        hyper, cut=False)
+    np.testing.assert_array_equal(uncut.ln_likelihood, estimate.ln_likelihood)
+
+
+class ShiftTerm:
+    """A toy additional term: ln term = -mu², variance term = 0.5 (recording what it saw)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, hyper):
+        self.seen.append(hyper["mu"].copy())
+        return -hyper["mu"] ** 2, np.full(len(hyper["mu"]), 0.5)
+
+
+def test_additional_terms_add_to_ln_likelihood_and_variance_at_valid_walkers_only():
+    theta, log_interim = draws(positive=False)
+    population = get_population("normal", ["x"])
+    hyper = {"mu": np.array([0.3, -0.5, 1.0]), "sigma": np.array([1.0, -1.0, 2.0])}  # walker 1 invalid
+    plain = HyperLikelihood(population, theta, log_interim).ln_likelihood_and_variance(hyper)
+    term = ShiftTerm()
+    likelihood = HyperLikelihood(population, theta, log_interim, terms=[term])
+    extended = likelihood.ln_likelihood_and_variance(hyper)
+    np.testing.assert_array_equal(term.seen[0], [0.3, 1.0])  # the invalid walker never reaches the term
+    np.testing.assert_allclose(extended.ln_likelihood[[0, 2]], plain.ln_likelihood[[0, 2]] - [0.09, 1.0])
+    np.testing.assert_allclose(extended.ln_likelihood_variance[[0, 2]], plain.ln_likelihood_variance[[0, 2]] + 0.5)
+    assert extended.ln_likelihood[1] == -np.inf
+    np.testing.assert_allclose(likelihood(hyper)[[0, 2]], extended.ln_likelihood[[0, 2]])  # __call__ too
+    # The variance cut applies to the total variance, the term's included.
+    total = extended.ln_likelihood_variance[0]
+    cut = HyperLikelihood(population, theta, log_interim, terms=[ShiftTerm()], max_variance=total - 0.25)
+    assert cut.ln_likelihood_and_variance(hyper, variance=False).ln_likelihood[0] == -np.inf
+    assert plain.ln_likelihood_variance[0] <= total - 0.25  # negative control: the population term alone passes
+
+
+def test_the_hyperposterior_goes_through_the_same_estimate():
+    from popinfer.distributions import parse_distribution
+    from popinfer.reweighting.fit import HyperPosterior
+
+    theta, log_interim = draws(positive=False)
+    population = get_population("normal", ["x"])
+    likelihood = HyperLikelihood(population, theta, log_interim, terms=[ShiftTerm()], max_variance=0.6)
+    priors = {"mu": parse_distribution("normal(0, 1)"), "sigma": parse_distribution("uniform(0.01, 5)")}
+    posterior = HyperPosterior(likelihood, ["mu", "sigma"], priors)
+    values = np.array([[0.3, 1.0], [0.1, 0.02], [0.2, 7.0]])
+    estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(["mu", "sigma"], values[:2]))
+    expected = priors["mu"].logpdf(values[:2, 0]) + priors["sigma"].logpdf(values[:2, 1]) + estimate.ln_likelihood
+    got = posterior(values)
+    np.testing.assert_allclose(got[:2], expected)
+    assert got[1] == -np.inf and got[0] > -np.inf  # σ = 0.02: cut by the variance, the term's 0.5 included
+    assert got[2] == -np.inf  # outside the hyperprior

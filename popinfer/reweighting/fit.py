@@ -153,13 +153,16 @@ def resolve_hyperpriors(population, hyperpriors, fixed, scale):
 
 
 class HyperPosterior:
-    """ln p(α | data) = Σ ln hyperprior + ln L(α), vectorised over walkers (for emcee)."""
+    """ln p(α | data) = Σ ln hyperprior + ln L(α), vectorised over walkers (for emcee).
 
-    def __init__(self, likelihood, names, priors, max_variance=None):
+    ln L and its ``--max-variance`` cut come from
+    :meth:`HyperLikelihood.ln_likelihood_and_variance`.
+    """
+
+    def __init__(self, likelihood, names, priors):
         self.likelihood = likelihood
         self.names = list(names)
         self.priors = [priors[n] for n in self.names]
-        self.max_variance = max_variance
         self.ids = ["hyperparameters"]  # for initial_positions' messages
 
     n_objects = 1
@@ -169,7 +172,7 @@ class HyperPosterior:
         return np.sum([prior.logpdf(values[..., i]) for i, prior in enumerate(self.priors)], axis=0)
 
     def log_likelihood(self, values, valid):
-        """ln L where ``valid`` (and Var[ln L̂] ≤ max_variance if set); -inf elsewhere."""
+        """ln L where ``valid`` (after the variance cut, if any); -inf elsewhere."""
         out = np.full(values.shape[0], -np.inf)
         rows = np.flatnonzero(valid)
         # By groups of walkers: the per-object terms (W, N) stay small even for the
@@ -177,12 +180,7 @@ class HyperPosterior:
         for start in range(0, rows.size, self.GROUP):
             group = rows[start:start + self.GROUP]
             hyper = self.likelihood.hyper(self.names, values[group])
-            first, squares = self.likelihood.per_object(hyper, second=self.max_variance is not None)
-            log_like = first.sum(axis=1) - self.likelihood.n_objects * np.log(self.likelihood.n_draws)
-            if self.max_variance is not None:
-                _, variance = self.likelihood.variance(first, squares)
-                log_like = np.where(variance <= self.max_variance, log_like, -np.inf)
-            out[group] = log_like
+            out[group] = self.likelihood.ln_likelihood_and_variance(hyper, variance=False).ln_likelihood
         return out
 
     def evaluate(self, theta):
@@ -332,9 +330,9 @@ def _likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess)
     low = np.zeros(likelihood.n_objects, dtype=np.int64)
     for lo in range(0, n_samples, n_walkers):
         hi = min(lo + n_walkers, n_samples)
-        first, squares = likelihood.per_object(likelihood.hyper(names, draws[lo:hi]), second=True)
-        log_likelihood[lo:hi] = first.sum(axis=1) - likelihood.n_objects * np.log(likelihood.n_draws)
-        ess, variance[lo:hi] = likelihood.variance(first, squares)
+        estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, draws[lo:hi]), cut=False)
+        log_likelihood[lo:hi], variance[lo:hi], ess = (estimate.ln_likelihood, estimate.ln_likelihood_variance,
+                                                       estimate.ess)
         for row in np.flatnonzero((ess_index >= lo) & (ess_index < hi)):
             values = ess[ess_index[row] - lo].astype(np.float32)  # as stored
             sink_ess[row] = values
@@ -426,9 +424,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                                  f"prior's support; the samples file is inconsistent. Regenerate it.")
     independent = independent_summary(theta)
     # The likelihood takes ln p0 over (reused in place): the draws are held once.
-    likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False)
+    likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False, max_variance=max_variance)
     del log_interim
-    posterior = HyperPosterior(likelihood, names, priors, max_variance)
+    posterior = HyperPosterior(likelihood, names, priors)
     try:
         draws, tau, n_steps, converged = sample_hyperparameters(
             posterior, n_walkers, max_steps, n_samples, sampler_seed, progress)

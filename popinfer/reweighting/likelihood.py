@@ -12,12 +12,21 @@ with a linear form (see ``populations.base``) cost one small matrix product per
 chunk, with the per-draw features computed for the chunk at hand (so memory stays
 at the draws themselves, whatever N). Chunks run on a small thread pool (numpy
 releases the GIL).
+
+:meth:`HyperLikelihood.ln_likelihood_and_variance` is the one place where ln L̂,
+the per-object terms, Var[ln L̂] and the ``--max-variance`` cut are assembled;
+the posterior, the sampler and the diagnostics all go through it. Further
+additive terms of ln L (e.g. a selection term −N ln ξ̂(α)) plug in as
+:class:`LikelihoodTerm` objects: each returns its contribution to ln L̂ and to
+Var[ln L̂], which are added to the population term's.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -29,6 +38,46 @@ LINEAR_FORM_LIMIT = 1e5
 CHUNK_ELEMENTS = 2**19
 OUTSIDE = -1e300
 PARALLEL_MIN_ELEMENTS = 2**21
+
+
+class LikelihoodTerm(Protocol):
+    """An additive term of ln L(α) with its own Monte Carlo variance (the extension point).
+
+    ``term(hyper)`` receives the hyperparameter dict (each value an array (W,),
+    fixed ones included) of walkers whose population term is finite, and returns
+    ``(ln_term, variance_term)``, two arrays (W,): its contribution to ln L̂(α)
+    (−inf where α is impossible for it) and to Var[ln L̂](α) (0 for an exact
+    term). Example: a selection term returns (−N ln ξ̂(α), N² Var[ξ̂]/ξ̂²).
+    Terms are handed to :class:`HyperLikelihood` (``terms=[...]``).
+    """
+
+    def __call__(self, hyper: dict) -> tuple: ...
+
+
+@dataclass
+class LikelihoodEstimate:
+    """ln L̂(α) and its diagnostics for W hyperparameter vectors.
+
+    Attributes
+    ----------
+    ln_likelihood : ndarray, shape (W,)
+        ln L̂ = Σ_n [ln Σ_k w_nk − ln K] + Σ of the additional terms; −inf where α
+        is invalid or (with the cut) where Var[ln L̂] exceeds ``max_variance``.
+    ln_sum_weights : ndarray, shape (W, N)
+        ln Σ_k w_nk of every object (the per-object term, before − ln K).
+    ln_sum_squared_weights : ndarray, shape (W, N), or None
+        ln Σ_k w_nk², when the variance was asked for.
+    ess : ndarray, shape (W, N), or None
+        ESS_n = (Σ_k w_nk)² / Σ_k w_nk² (0 where α is invalid).
+    ln_likelihood_variance : ndarray, shape (W,), or None
+        Var[ln L̂] ≈ Σ_n (1/ESS_n − 1/K) + Σ of the additional terms' variances.
+    """
+
+    ln_likelihood: np.ndarray
+    ln_sum_weights: np.ndarray
+    ln_sum_squared_weights: Optional[np.ndarray] = None
+    ess: Optional[np.ndarray] = None
+    ln_likelihood_variance: Optional[np.ndarray] = None
 
 
 class HyperLikelihood:
@@ -47,13 +96,20 @@ class HyperLikelihood:
         Threads for the chunked kernel (default: the machine's cores).
     copy : bool
         False hands ``log_interim_prior`` over: it is overwritten in place, saving a copy.
+    max_variance : float, optional
+        V of ``--max-variance``: hyperparameters with Var[ln L̂] > V get ln L = −inf.
+    terms : list of LikelihoodTerm, optional
+        Further additive terms of ln L (and of its variance), e.g. selection effects.
 
     Memory: the draws and one (N, K) row (-ln p0, or with a linear form -ln p0 + b(θ))
     are held once; everything else (features, weights) exists one chunk at a time.
     """
 
-    def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None, copy=True):
+    def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None, copy=True,
+                 max_variance=None, terms=()):
         self.population = population
+        self.max_variance = max_variance
+        self.terms = list(terms)
         self.theta = np.ascontiguousarray(theta, dtype=float)
         self.n_objects, self.n_draws, _ = self.theta.shape
         log_interim_prior = np.asarray(log_interim_prior, dtype=float)
@@ -90,9 +146,39 @@ class HyperLikelihood:
         return hyper
 
     def __call__(self, hyper):
-        """ln L for every walker, shape (W,)."""
-        first, _ = self.per_object(hyper)
-        return first.sum(axis=1) - self.n_objects * np.log(self.n_draws)
+        """ln L̂ for every walker, shape (W,) (no variance cut)."""
+        return self.ln_likelihood_and_variance(hyper, variance=False, cut=False).ln_likelihood
+
+    def ln_likelihood_and_variance(self, hyper, variance=True, cut=True):
+        """ln L̂(α), the per-object terms and Var[ln L̂](α) for every walker: the one place
+        where they are assembled.
+
+        Parameters
+        ----------
+        hyper : dict of str -> ndarray (W,)
+            Hyperparameters α (fixed ones included), e.g. from :meth:`hyper`.
+        variance : bool
+            Compute ln Σ_k w_nk², ESS and Var[ln L̂] (needed anyway with a ``max_variance`` cut).
+        cut : bool
+            Apply ``max_variance`` (ln L̂ = −inf where Var[ln L̂] > V). The diagnostics at
+            posterior draws report the estimate itself (``cut=False``).
+
+        Returns
+        -------
+        LikelihoodEstimate
+        """
+        apply_cut = cut and self.max_variance is not None
+        first, squares = self.per_object(hyper, second=variance or apply_cut)
+        ln_likelihood = first.sum(axis=1) - self.n_objects * np.log(self.n_draws)  # HMB 2010, eq. 9
+        estimate = LikelihoodEstimate(ln_likelihood, first, squares)
+        if squares is not None:
+            estimate.ess, estimate.ln_likelihood_variance = self.variance(first, squares)
+        if self.terms:
+            self._add_terms(hyper, estimate)
+        if apply_cut:
+            estimate.ln_likelihood = np.where(estimate.ln_likelihood_variance <= self.max_variance,
+                                              estimate.ln_likelihood, -np.inf)
+        return estimate
 
     def per_object(self, hyper, second=False):
         """ln Σ_k w_nk (and ln Σ_k w_nk² if ``second``), each (W, N); -inf for invalid α."""
@@ -109,7 +195,7 @@ class HyperLikelihood:
         return first, squares
 
     def variance(self, first, squares):
-        """(ESS (W, N), Var[ln L̂] (W,)) from :meth:`per_object` output."""
+        """(ESS (W, N), Var[ln L̂] (W,)) of the population term, from :meth:`per_object` output."""
         with np.errstate(over="ignore", invalid="ignore"):
             ess = np.exp(2.0 * first - squares)
         ess = np.where(np.isfinite(first), ess, 0.0)
@@ -146,6 +232,18 @@ class HyperLikelihood:
             self._pool = None
 
     # -- kernel ---------------------------------------------------------------
+    def _add_terms(self, hyper, estimate):
+        """Add every :class:`LikelihoodTerm` to ``estimate`` at the walkers whose ln L̂ is finite."""
+        rows = np.flatnonzero(np.isfinite(estimate.ln_likelihood))
+        if not rows.size:
+            return
+        sub = {name: np.asarray(value)[rows] for name, value in hyper.items()}
+        for term in self.terms:
+            ln_term, variance_term = term(sub)
+            estimate.ln_likelihood[rows] += np.asarray(ln_term, dtype=float)
+            if estimate.ln_likelihood_variance is not None:
+                estimate.ln_likelihood_variance[rows] += np.asarray(variance_term, dtype=float)
+
     def _linear_ok(self, hyper):
         eta, offset = self.form.coefficients(hyper)
         with np.errstate(invalid="ignore"):
