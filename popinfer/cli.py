@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import shlex
+import signal
 import sys
 import traceback
 import warnings
@@ -13,7 +14,8 @@ import warnings
 import click
 
 from . import __version__
-from .errors import PopinferError, UsageError
+from .errors import PopinferError, Terminated, UsageError
+from .escaping import printable
 from .individuals import ConvergenceWarning, fit_individuals
 from .reweighting import PopulationDiagnosticWarning, fit_population
 from .io.hdf5 import no_space_left
@@ -86,11 +88,23 @@ def _failure_message(exc, command, output):
             f"the input looks valid.")
 
 
+def _terminate(signum, frame):
+    """SIGTERM unwinds like Ctrl-C, so that every cleanup of temporary files runs."""
+    raise Terminated()
+
+
 def handle_errors(function):
     """Library exceptions to exit statuses; warnings to stderr; --strict to 3."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            _run(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run(*args, **kwargs):
         debug = kwargs.get("debug", False)
         strict = kwargs.get("strict", False)
         with warnings.catch_warnings(record=True) as caught:
@@ -100,24 +114,26 @@ def handle_errors(function):
             except UsageError as exc:
                 if debug:
                     traceback.print_exc()
-                raise click.UsageError(str(exc)) from None
+                raise click.UsageError(printable(exc)) from None
             except PopinferError as exc:
                 if debug:
                     traceback.print_exc()
-                raise click.ClickException(str(exc)) from None
-            except KeyboardInterrupt:
-                click.echo(f"Interrupted. {_resume_hint(function.__name__, kwargs.get('output'))}", err=True)
+                raise click.ClickException(printable(exc)) from None
+            except KeyboardInterrupt as exc:
+                what = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
+                click.echo(printable(f"{what}. {_resume_hint(function.__name__, kwargs.get('output'))}"), err=True)
                 sys.exit(1)
             except click.exceptions.Exit:
                 raise
             except Exception as exc:  # a full disk, or an unexpected failure: one paragraph, traceback on --debug
                 if debug:
                     raise
-                raise click.ClickException(_failure_message(exc, function.__name__, kwargs.get("output"))) from None
+                raise click.ClickException(printable(
+                    _failure_message(exc, function.__name__, kwargs.get("output")))) from None
             finally:
                 for item in caught:
                     if not issubclass(item.category, DeprecationWarning):
-                        click.echo(f"Warning: {item.message}", err=True)
+                        click.echo(printable(f"Warning: {item.message}"), err=True)
         if strict and any(issubclass(item.category, DIAGNOSTIC_WARNINGS) for item in caught):
             sys.exit(EXIT_DIAGNOSTIC)
 
@@ -291,7 +307,8 @@ def summary_command(file, fmt, table, debug):
     """
     from .summary import summarize_file
 
-    click.echo(summarize_file(file, fmt, table), nl=False)
+    text = summarize_file(file, fmt, table)
+    click.echo(printable(text) if fmt == "table" else text, nl=False)
 
 
 @main.command("inspect")
@@ -307,7 +324,7 @@ def inspect_command(file, debug):
     """
     from .summary import inspect_file
 
-    click.echo(inspect_file(file), nl=False)
+    click.echo(printable(inspect_file(file)), nl=False)
 
 
 @main.command("plot")
@@ -320,9 +337,10 @@ def inspect_command(file, debug):
 @click.option("--trust-code", is_flag=True,
               help="Import and run the user population the file names, to draw its density (only for files "
                    "you trust; without it the density of a user population is left out).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing figure.")
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
 @handle_errors
-def plot_command(file, output, kind, dpi, trust_code, debug):
+def plot_command(file, output, kind, dpi, trust_code, overwrite, debug):
     """Draw a samples or population file (needs the plot extra: matplotlib).
 
     \b
@@ -334,7 +352,7 @@ def plot_command(file, output, kind, dpi, trust_code, debug):
     """
     from .plot import plot_file
 
-    plot_file(file, output, kind, dpi, trust_code)
+    plot_file(file, output, kind, dpi, trust_code, overwrite)
 
 
 @main.command("export")
@@ -344,10 +362,12 @@ def plot_command(file, output, kind, dpi, trust_code, debug):
               help="Format: tidy long tables (csv, parquet, json) or ArviZ InferenceData (netcdf).")
 @click.option("--table", type=click.Choice(["draws", "hyper", "pooled"]), default=None,
               help="Samples files: draws. Population files: hyper (default) or pooled.")
+@click.option("--formula-safe", is_flag=True,
+              help="csv: prefix text cells starting with = + - @ with ' so spreadsheets never run them.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
 @handle_errors
-def export_command(file, output, to, table, overwrite, debug):
+def export_command(file, output, to, table, formula_safe, overwrite, debug):
     """Export draws as tidy tables or an ArviZ-readable netCDF.
 
     \b
@@ -356,10 +376,11 @@ def export_command(file, output, to, table, overwrite, debug):
         popinfer export eight-pop.h5 -o - --to csv | head
         popinfer export eight-pop.h5 -o pooled.json --to json --table pooled
         popinfer export eight-pop.h5 -o eight-pop.nc --to netcdf
+        popinfer export eight.h5 -o draws.csv --to csv --formula-safe
     """
     from .export import export_file
 
-    export_file(file, output, to, table, overwrite)
+    export_file(file, output, to, table, overwrite, formula_safe)
 
 
 @main.command("import-samples")

@@ -44,3 +44,7 @@ class OutputError(PopinferError):
 
 class UntrustedCodeError(UsageError):
     """A file names code (a user population or model) that would run only if trusted."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; raised (like Ctrl-C's KeyboardInterrupt) so that cleanup runs."""

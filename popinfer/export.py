@@ -23,6 +23,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from . import escaping
 from .errors import PopinferError, UsageError
 from .io import read_file
 from .io.hdf5 import atomic_output, check_output
@@ -86,7 +87,7 @@ def inference_data(kind, content):
                            attrs={"popinfer_model": content.model})
 
 
-def export_file(path, output, to, table=None, overwrite=False):
+def export_file(path, output, to, table=None, overwrite=False, formula_safe=False):
     """Export a samples or population file.
 
     Parameters
@@ -101,9 +102,14 @@ def export_file(path, output, to, table=None, overwrite=False):
         ``draws`` (samples files), ``hyper`` (default) or ``pooled`` (population files).
     overwrite : bool
         Replace an existing output.
+    formula_safe : bool
+        csv only: prefix text cells starting with ``= + - @`` (or a tab or carriage
+        return) with ``'`` so that spreadsheets show them as text, never run them.
     """
     if to not in FORMATS:
         raise UsageError(f"--to {to}: choose one of {', '.join(FORMATS)}.", "--to")
+    if formula_safe and to != "csv":
+        raise UsageError(f"--formula-safe applies to --to csv, not --to {to}.", "--formula-safe")
     check_output(output, overwrite, inputs=[path])
     kind, content = read_file(path)
     table = table or TABLES[kind][0]
@@ -128,6 +134,8 @@ def export_file(path, output, to, table=None, overwrite=False):
         with atomic_output(output, overwrite) as temporary:
             frame.to_parquet(temporary, index=False)
         return
+    if formula_safe:
+        frame = escaping.formula_safe(frame)
     text = frame.to_csv(index=False) if to == "csv" else frame.to_json(orient="records", double_precision=15)
     if str(output) == "-":
         sys.stdout.write(text)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .distributions import parse_priors
 from .errors import InputDataError, UsageError
-from .io.hdf5 import check_output
+from .io.hdf5 import check_output, check_self_contained
 from .io.samples import Samples, write_samples
 from .seeds import resolve_seed
 from .table import read_table, table_from_frame
@@ -36,6 +36,7 @@ from .table import read_table, table_from_frame
 def _read_hdf5_table(path, group):
     try:
         with h5py.File(path, "r") as handle:
+            check_self_contained(handle, str(path))
             node = handle[group] if group else handle
             columns = {name: node[name][()] for name in node if isinstance(node[name], h5py.Dataset)}
     except (OSError, KeyError) as exc:

@@ -40,7 +40,7 @@ def _pyplot():
     return plt
 
 
-def plot_file(path, output, kind=None, dpi=110, trust_code=False):
+def plot_file(path, output, kind=None, dpi=110, trust_code=False, overwrite=False):
     """Draw a figure of a samples or population file into ``output`` (.png, .pdf, .svg).
 
     Parameters
@@ -56,10 +56,13 @@ def plot_file(path, output, kind=None, dpi=110, trust_code=False):
         Import and run the user population a population file names, to draw its
         density. Without it, that density curve is left out (with a warning): a file
         received from someone else never runs code.
+    overwrite : bool
+        Replace an existing figure (as every command: never without it). A symbolic
+        link at ``output`` is replaced, never written through.
     """
     if Path(str(output)).suffix.lower() not in FORMATS:
         raise UsageError(f"-o {output}: the figure's name must end in {', '.join(FORMATS)}.", "-o")
-    check_output(output, True, inputs=[path])
+    check_output(output, overwrite, inputs=[path])
     file_kind, content = read_file(path)
     kinds = KINDS[file_kind]
     kind = kind or kinds[0]
@@ -72,7 +75,7 @@ def plot_file(path, output, kind=None, dpi=110, trust_code=False):
             if file_kind == "population" else {"forest": _forest_samples, "trace": _trace})
     figure = draw[kind](content, plt)
     try:
-        with atomic_output(output, overwrite=True) as temporary:
+        with atomic_output(output, overwrite) as temporary:
             figure.savefig(temporary, format=Path(str(output)).suffix.lower()[1:], dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(figure)

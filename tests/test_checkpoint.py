@@ -64,8 +64,10 @@ def test_resume_after_interruption_gives_the_uninterrupted_file(tmp_path, reprod
 
 def test_a_leftover_checkpoint_is_never_silently_discarded(tmp_path, monkeypatch):
     output = tmp_path / "out.h5"
+    real_commit = Checkpoint.commit
 
     def interrupt(self, batch_index, start, result):
+        real_commit(self, batch_index, start, result)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Checkpoint, "commit", interrupt)

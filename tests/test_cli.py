@@ -250,7 +250,10 @@ def test_summary_of_files_that_are_not_samples_files(in_tmp):
 def test_interrupt_message_says_how_to_resume(in_tmp, monkeypatch):
     from popinfer.io.samples import Checkpoint
 
+    real_commit = Checkpoint.commit
+
     def interrupt(self, batch_index, start, result):
+        real_commit(self, batch_index, start, result)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Checkpoint, "commit", interrupt)

@@ -10,7 +10,6 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -19,8 +18,8 @@ from tqdm import tqdm
 
 from ..distributions import parse_distribution, parse_options, parse_priors, parse_value
 from ..errors import OutputError, UsageError
-from ..io.hdf5 import check_output, reserves_stdout
-from ..io.samples import DIAGNOSTICS, Checkpoint, Samples, write_samples
+from ..io.files import check_output, release, reserves_stdout, work_directory
+from ..io.samples import DIAGNOSTICS, Checkpoint, Samples
 from ..models import UserModel, get_model
 from ..seeds import resolve_seed
 from ..table import read_table, table_from_frame
@@ -233,22 +232,25 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     checkpoint = None
     first_batch = 0
     if output is not None:
-        checkpoint_path = (os.path.join(_scratch_dir(), "stdout.partial") if str(output) == "-"
-                           else f"{output}.partial")
-        checkpoint = Checkpoint(checkpoint_path, f"{fingerprint}:{shard}" if shard else fingerprint)
-        if resume and os.path.exists(checkpoint_path):
-            first_batch = checkpoint.open_existing()
-        else:
-            if os.path.exists(checkpoint_path) and not overwrite:
-                raise OutputError(
-                    f"{checkpoint_path} holds an interrupted run's work. Add --resume to continue it, or "
-                    f"--overwrite to discard it and start over."
-                )
-            checkpoint.create(object_hi - object_lo, n_draws, names, shard_ids, batch_hi - batch_lo, root)
+        scratch = work_directory("-") if str(output) == "-" else None
+        checkpoint = Checkpoint(os.path.join(scratch, "stdout.partial") if scratch else f"{output}.partial",
+                                f"{fingerprint}:{shard}" if shard else fingerprint)
+        try:
+            first_batch = checkpoint.start(resume, overwrite, shard_ids, n_draws, names,
+                                           [b - object_lo for b in bounds[batch_lo:batch_hi + 1]], root)
+        except BaseException:
+            if scratch:
+                release(scratch)
+            raise
         results = None
     else:
         results = [None] * (batch_hi - batch_lo)
 
+    header = Samples(ids=[], parameters=names, samples=None, log_interim_prior=None,
+                     log_likelihood=None, diagnostics={}, model=model.name, interim_prior=interim_prior,
+                     settings=settings, seed=seed, command=command)
+    extra = ({"shard": f"{shard[0]}/{shard[1]}", "fingerprint": fingerprint, "n_objects_total": n_objects}
+             if shard else None)
     bar = tqdm(total=object_hi - object_lo, initial=bounds[batch_lo + first_batch] - object_lo, unit="object",
                desc="fit-individuals", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
@@ -257,27 +259,23 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
                 checkpoint.commit(i - batch_lo, bounds[i] - object_lo, result)
             else:
                 results[i - batch_lo] = result
+        bar.close()
         if checkpoint is not None:
-            samples = checkpoint.read()
+            samples = checkpoint.publish(output, overwrite, header, extra)
         else:
             samples = _assemble(results, shard_ids, names)
-    except Exception as exc:
+            samples.model, samples.interim_prior, samples.settings = model.name, interim_prior, settings
+            samples.seed, samples.command = seed, command
+    except BaseException as exc:
         if checkpoint is not None:
-            _keep_or_drop_checkpoint(checkpoint, exc)
+            _keep_or_drop_checkpoint(checkpoint, exc, scratch)
         raise
     finally:
         bar.close()
         if checkpoint is not None:
-            checkpoint.close_after_failure() if sys.exc_info()[0] else checkpoint.close()
-    samples.model, samples.interim_prior, samples.settings = model.name, interim_prior, settings
-    samples.seed, samples.command = seed, command
-    if output is not None:
-        extra = ({"shard": f"{shard[0]}/{shard[1]}", "fingerprint": fingerprint, "n_objects_total": n_objects}
-                 if shard else None)
-        write_samples(samples, output, overwrite=overwrite, extra_attrs=extra)
-        os.unlink(checkpoint.path)
-        if str(output) == "-":
-            os.rmdir(os.path.dirname(checkpoint.path))
+            checkpoint.close()
+            if scratch:
+                release(scratch)
     _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
     return samples
 
@@ -296,19 +294,18 @@ def _shard_batches(shard, n_batches):
     return lo, hi
 
 
-def _keep_or_drop_checkpoint(checkpoint, exc):
-    """After a failure: drop a checkpoint holding nothing, else say it is kept."""
+def _keep_or_drop_checkpoint(checkpoint, exc, scratch):
+    """After a failure: drop a checkpoint holding nothing (or one of a run writing to
+    stdout, which cannot be resumed), else say it is kept."""
+    if checkpoint.handle is None:
+        return
     try:
-        committed = int(checkpoint.handle.attrs["batches_committed"]) if checkpoint.handle else 0
+        committed = checkpoint.committed()
     except (OSError, RuntimeError):  # unreadable after a failed write: nothing it holds can be trusted
         committed = 0
-    if committed == 0:
-        checkpoint.close_after_failure()
-        if os.path.exists(checkpoint.path):
-            os.unlink(checkpoint.path)
-        if checkpoint.path.endswith("stdout.partial"):
-            os.rmdir(os.path.dirname(checkpoint.path))
-    elif exc.args and isinstance(exc.args[0], str) and not checkpoint.path.endswith("stdout.partial"):
+    if committed == 0 or scratch:
+        checkpoint.remove()
+    elif isinstance(exc, Exception) and exc.args and isinstance(exc.args[0], str):
         exc.args = (f"{exc.args[0]} The objects finished so far are kept in {checkpoint.path}; after fixing "
                     f"the problem, rerun the same command with --resume to continue.",) + exc.args[1:]
 
@@ -328,10 +325,6 @@ def _check_counts(**values):
             option = {"n_draws": "--samples", "max_steps": "--max-steps", "workers": "--workers",
                       "batch_size": "--batch-size"}[name]
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
-
-
-def _scratch_dir():
-    return tempfile.mkdtemp(prefix="popinfer-")
 
 
 def _assemble(results, ids, names):

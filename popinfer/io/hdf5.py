@@ -8,12 +8,9 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import sys
 import tempfile
-import functools
-import inspect
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -21,6 +18,8 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import FileFormatError, OutputError, PopinferError
+from .files import (atomic_output, check_output, publish, remove_temporary, reserves_stdout,  # noqa: F401 (re-exported)
+                    stdout_reserved_for_data, temporary_path)
 
 FORMAT_VERSION = 1
 STRING = h5py.string_dtype("utf-8")
@@ -150,6 +149,7 @@ def open_popinfer_file(path, kind=None):
             )
         if kind is not None and found != kind:
             raise FileFormatError(f"{label} is a popinfer {found} file; expected a {kind} file.")
+        check_self_contained(handle, label)
         yield handle
     except PopinferError:
         raise
@@ -157,6 +157,65 @@ def open_popinfer_file(path, kind=None):
         raise FileFormatError(f"{label} is damaged or incomplete ({exc}). Regenerate it.") from None
     finally:
         handle.close()
+
+
+# zlib cannot expand data more than about 1032-fold; a dataset that claims more
+# than this over what it stores is a decompression bomb or unwritten (fill values).
+MAX_EXPANSION = 1100
+SMALL_DATASET_BYTES = 2**20
+
+
+def memory_bytes():
+    """The machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_self_contained(handle, label):
+    """Refuse an HDF5 file that reaches outside itself or declares more than it holds.
+
+    External links, datasets with external storage and virtual datasets would let
+    a crafted file make popinfer read (and print) any local file; a dataset whose
+    declared size is far beyond what it stores, or beyond the machine's memory, would
+    make a reader allocate it. Every link and dataset is checked before anything is read.
+
+    Raises
+    ------
+    FileFormatError
+        Naming the file and the offending link or dataset.
+    """
+    problems = []
+    limit = memory_bytes()
+
+    def visit(name, link):
+        if isinstance(link, h5py.ExternalLink):
+            problems.append(f"/{name} is an external link to {link.filename}:{link.path}")
+            return
+        if not isinstance(link, h5py.HardLink):
+            return  # a soft link names a path inside this file, checked where it lives
+        item = handle.get(name)
+        if not isinstance(item, h5py.Dataset):
+            return
+        if item.is_virtual:
+            problems.append(f"/{name} is a virtual dataset (it maps other files)")
+        elif item.external:
+            problems.append(f"/{name} keeps its data in external file(s) "
+                            f"{', '.join(str(entry[0]) for entry in item.external)}")
+        else:
+            declared = int(item.size) * item.dtype.itemsize
+            stored = item.id.get_storage_size()
+            if declared > limit:
+                problems.append(f"/{name} declares shape {item.shape} ({declared / 2**30:.3g} GiB), more than "
+                                f"this machine's memory ({limit / 2**30:.3g} GiB)")
+            elif declared > MAX_EXPANSION * stored + SMALL_DATASET_BYTES:
+                problems.append(f"/{name} declares shape {item.shape} ({declared / 2**20:.3g} MiB) but stores "
+                                f"only {stored} bytes")
+
+    handle.visititems_links(visit)
+    if problems:
+        raise FileFormatError(
+            f"{label} is refused: {'; '.join(problems[:5])}. popinfer reads only self-contained files whose "
+            f"datasets hold the data they declare; regenerate the file, or rewrite it without links to other "
+            f"files (e.g. h5repack).")
 
 
 @contextmanager
@@ -198,73 +257,6 @@ def mapped(dataset, path):
     if offset is None:
         return None
     return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape)
-
-
-def _same_file(output, source):
-    """Whether writing ``output`` would replace ``source`` (the same file, a link to it, or the
-    same name)."""
-    try:
-        return os.path.samefile(output, source)
-    except OSError:  # one of them does not exist (yet): compare the names they resolve to
-        return os.path.realpath(output) == os.path.realpath(source)
-
-
-def check_output(path, overwrite, inputs=()):
-    """Fail early, before any work, if ``path`` cannot be written.
-
-    An output that is one of ``inputs`` (or a link to one) is refused whatever
-    ``overwrite`` says: replacing it would destroy the input.
-    """
-    if str(path) == "-":
-        return
-    for source in inputs:
-        if isinstance(source, (str, os.PathLike)) and str(source) != "-" and _same_file(path, source):
-            raise OutputError(
-                f"Output {path} is the input {source}: writing it would destroy the input, so it is refused "
-                f"even with --overwrite. Choose another output name."
-            )
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputError(f"Output {path} exists; use --overwrite to replace it.")
-    if path.is_dir():
-        raise OutputError(f"Output {path} is a directory; give a file name.")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"Cannot write {path}: directory {parent} does not exist.")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"Cannot write {path}: no write permission in {parent}.")
-
-
-_DATA_STDOUT = []
-
-
-@contextmanager
-def stdout_reserved_for_data(output):
-    """While a run writes its output to stdout (``output == "-"``), anything else printed —
-    a user model's or population's ``print`` — goes to stderr and cannot corrupt the data
-    stream; :func:`publish` still writes the file to the real stdout."""
-    if output is None or str(output) != "-":
-        yield
-        return
-    _DATA_STDOUT.append(sys.stdout)
-    try:
-        with redirect_stdout(sys.stderr):
-            yield
-    finally:
-        _DATA_STDOUT.pop()
-
-
-def reserves_stdout(function):
-    """Decorator: run ``function`` under :func:`stdout_reserved_for_data` of its ``output``."""
-    signature = inspect.signature(function)
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        output = signature.bind_partial(*args, **kwargs).arguments.get("output")
-        with stdout_reserved_for_data(output):
-            return function(*args, **kwargs)
-
-    return wrapper
 
 
 # A write that ran out of room: a full disk, a quota, a file size limit.
@@ -328,61 +320,8 @@ def close_quietly(handle):
             pass
 
 
-def discard(handle, path):
-    """Close ``handle`` (quietly) and remove the file at ``path``: nothing half-written is left."""
+def discard(handle, temporary):
+    """Close ``handle`` (quietly) and remove the temporary file (and its work directory):
+    nothing half-written is left."""
     close_quietly(handle)
-    if os.path.exists(path):
-        os.unlink(path)
-
-
-def publish(temporary, path, overwrite):
-    """Move a finished temporary file to ``path`` atomically (``-``: copy to stdout).
-
-    Without ``overwrite`` an existing ``path`` is never replaced, even one that
-    appeared during the run (a hard link claims the name or fails).
-    """
-    if str(path) == "-":
-        stdout = _DATA_STDOUT[-1] if _DATA_STDOUT else sys.stdout
-        try:
-            with open(temporary, "rb") as source:
-                shutil.copyfileobj(source, stdout.buffer)
-            stdout.buffer.flush()
-        finally:
-            os.unlink(temporary)
-        return
-    if overwrite:
-        os.replace(temporary, path)
-        return
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        os.unlink(temporary)
-        raise OutputError(f"Output {path} appeared while this run was working; use --overwrite to replace it.") from None
-    except OSError:
-        if Path(path).exists():
-            os.unlink(temporary)
-            raise OutputError(f"Output {path} exists; use --overwrite to replace it.") from None
-        os.replace(temporary, path)
-        return
-    os.unlink(temporary)
-
-
-@contextmanager
-def atomic_output(path, overwrite):
-    """A temporary file name beside ``path`` to write; published to ``path`` when the block
-    succeeds, removed when it fails (nothing half-written is left behind)."""
-    temporary = temporary_path(path)
-    try:
-        yield temporary
-        publish(temporary, path, overwrite)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def temporary_path(path):
-    """A fresh temporary file name beside ``path`` (or in the temp dir for ``-``)."""
-    directory = tempfile.gettempdir() if str(path) == "-" else (str(Path(path).parent) or ".")
-    handle, name = tempfile.mkstemp(prefix=f".{Path(str(path)).name}.", suffix=".tmp", dir=directory)
-    os.close(handle)
-    return name
+    remove_temporary(temporary)

@@ -24,6 +24,7 @@ so a resumed run gives the same bytes as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -35,8 +36,10 @@ import numpy as np
 
 from ..blocks import object_blocks
 from ..errors import FileFormatError, OutputError
-from .hdf5 import (check_shapes, close_quietly, discard, file_bytes, first_nonfinite_row, open_popinfer_file, publish, read_json_attr, read_string_list,
-                   reserve_space, root_attributes, strings, temporary_path, write_root_attributes)
+from .files import fsync_directory, open_locked
+from .hdf5 import (STRING, check_self_contained, check_shapes, close_quietly, discard, file_bytes, first_nonfinite_row,
+                   mapped, open_popinfer_file, publish, read_json_attr, read_string_list, reserve_space,
+                   root_attributes, strings, temporary_path, write_root_attributes)
 
 DIAGNOSTICS = {
     "acceptance_fraction": ("f8", ()),
@@ -107,10 +110,19 @@ def _root_extra(model, parameters, interim_prior, settings):
             "settings": dict(settings)}
 
 
+ID_BLOCK = 2**16  # ids written this many at a time: memory independent of N
+
+
 def create_layout(handle, n_objects, n_draws, parameters, ids):
-    """Create the datasets of a samples file (filled later or at once)."""
+    """Create the datasets of a samples file (filled later or at once).
+
+    ``ids`` is any sequence sliceable by blocks (a list, or an h5py dataset of strings).
+    """
     n_dim = len(parameters)
-    handle.create_group("objects").create_dataset("id", data=strings(ids))
+    id_dataset = handle.create_group("objects").create_dataset("id", shape=(n_objects,), dtype=STRING)
+    for lo in range(0, n_objects, ID_BLOCK):
+        block = ids[lo:lo + ID_BLOCK]
+        id_dataset[lo:lo + len(block)] = strings(v.decode() if isinstance(v, bytes) else v for v in block)
     samples = handle.create_dataset("samples", shape=(n_objects, n_draws, n_dim), dtype="f8")
     samples.attrs["parameters"] = strings(parameters)
     handle.create_dataset("log_interim_prior", shape=(n_objects, n_draws, n_dim), dtype="f8")
@@ -125,14 +137,43 @@ def layout_bytes(n_objects, n_draws, n_dim):
     return file_bytes(8 * n_objects * (n_draws * (2 * n_dim + 1) + 2 * n_dim + 4), n_objects)
 
 
+def _row_datasets(handle):
+    """(key, dataset) of every per-object dataset but the ids, in a fixed order."""
+    return [("samples", handle["samples"]), ("log_interim_prior", handle["log_interim_prior"]),
+            ("log_likelihood", handle["log_likelihood"])] + [(name, handle["diagnostics"][name])
+                                                             for name in DIAGNOSTICS]
+
+
 def write_rows(handle, start, result):
-    """Write one batch's arrays at rows ``start:start+B``."""
+    """Write one batch's arrays at rows ``start:start+B``; returns the SHA-256 hex digest
+    of what was written (the arrays in the file's types)."""
     stop = start + result["samples"].shape[0]
-    handle["samples"][start:stop] = result["samples"]
-    handle["log_interim_prior"][start:stop] = result["log_interim_prior"]
-    handle["log_likelihood"][start:stop] = result["log_likelihood"]
-    for name in DIAGNOSTICS:
-        handle["diagnostics"][name][start:stop] = result[name]
+    digest = hashlib.sha256()
+    for key, dataset in _row_datasets(handle):
+        values = np.ascontiguousarray(result[key], dtype=dataset.dtype)
+        dataset[start:stop] = values
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def read_rows(handle, start, stop):
+    """Rows ``start:stop`` of every per-object dataset, and their SHA-256 hex digest."""
+    rows, digest = {}, hashlib.sha256()
+    for key, dataset in _row_datasets(handle):
+        rows[key] = np.ascontiguousarray(dataset[start:stop])
+        digest.update(rows[key].tobytes())
+    return rows, digest.hexdigest()
+
+
+def _new_file(path, samples, extra_attrs, ids, n_draws):
+    """An open h5py file at ``path`` with the root attributes and datasets of ``samples``."""
+    handle = h5py.File(path, "w")
+    write_root_attributes(handle, "samples", samples.command, samples.seed,
+                          _root_extra(samples.model, samples.parameters, samples.interim_prior, samples.settings))
+    for key, value in (extra_attrs or {}).items():
+        handle.attrs[key] = value
+    create_layout(handle, len(ids), n_draws, samples.parameters, ids)
+    return handle
 
 
 def write_samples(samples, path, overwrite=False, extra_attrs=None):
@@ -143,13 +184,7 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None):
     reserve_space(path, layout_bytes(samples.n_objects, samples.n_draws, len(samples.parameters)))
     temporary, handle = temporary_path(path), None
     try:
-        with h5py.File(temporary, "w") as handle:
-            write_root_attributes(
-                handle, "samples", samples.command, samples.seed,
-                _root_extra(samples.model, samples.parameters, samples.interim_prior, samples.settings))
-            for key, value in (extra_attrs or {}).items():
-                handle.attrs[key] = value
-            create_layout(handle, samples.n_objects, samples.n_draws, samples.parameters, samples.ids)
+        with _new_file(temporary, samples, extra_attrs, samples.ids, samples.n_draws) as handle:
             write_rows(handle, 0, {"samples": samples.samples, "log_interim_prior": samples.log_interim_prior,
                                    "log_likelihood": samples.log_likelihood, **samples.diagnostics})
         publish(temporary, path, overwrite)
@@ -290,6 +325,15 @@ def read_samples(path):
 class Checkpoint:
     """The working file of a stage-one run, committed batch by batch.
 
+    The file is opened without following a symbolic link (created with
+    ``O_CREAT|O_EXCL``) and locked (``flock``) *before* anything in it is read or
+    truncated, so a second run on the same output fails without touching it. Each
+    committed batch has a SHA-256 of its rows; the rows and digest are written,
+    flushed and ``fsync``-ed before the commit counter ``batches_committed`` is bumped
+    (and ``fsync``-ed again). A resumed run verifies every committed batch, and the
+    finished file is copied from the checkpoint batch by batch, verifying each again,
+    so memory does not grow with N and damaged work is never published.
+
     Parameters
     ----------
     path : str
@@ -303,64 +347,187 @@ class Checkpoint:
         self.path = str(path)
         self.fingerprint = fingerprint
         self.handle = None
+        self.file = None
 
-    def create(self, n_objects, n_draws, parameters, ids, n_batches, root):
-        reserve_space(self.path, layout_bytes(n_objects, n_draws, len(parameters)))
+    def start(self, resume, overwrite, ids, n_draws, parameters, bounds, root):
+        """Continue the checkpoint (``resume`` and it exists) or create it afresh.
+
+        ``bounds`` are the first rows of the batches and the end, ``root`` the root
+        attributes (``command``, ``seed``, ``extra``). Returns the number of batches
+        already committed.
+
+        Raises
+        ------
+        OutputError
+            Another run holds the checkpoint; it exists and neither ``resume`` nor
+            ``overwrite`` is given; it is a symbolic link; it belongs to another run
+            or fails verification.
+        """
         try:
-            self.handle = h5py.File(self.path, "w")
-        except OSError as exc:
-            raise OutputError(f"Cannot create the checkpoint {self.path}: {exc}. Is another run writing it?") from None
+            self.file = open_locked(self.path, create=False)
+        except FileNotFoundError:
+            self.file = None
+        if self.file is not None:
+            if resume:
+                return self._reopen(ids, n_draws, parameters, bounds)
+            if not overwrite:
+                self.close()
+                raise OutputError(f"{self.path} holds an interrupted run's work. Add --resume to continue it, or "
+                                  f"--overwrite to discard it and start over.")
+            self.file.truncate(0)  # locked and verified to be a regular file: ours to discard
+        else:
+            try:
+                self.file = open_locked(self.path, create=True)
+            except FileExistsError:
+                raise OutputError(f"{self.path} was created by another run just now; wait for it to finish, or "
+                                  f"write to another output.") from None
         try:
+            reserve_space(self.path, layout_bytes(len(ids), n_draws, len(parameters)))
+            fsync_directory(os.path.dirname(self.path))
+            self.handle = h5py.File(self.file, "w")
             write_root_attributes(self.handle, "samples-checkpoint", root["command"], root["seed"], root["extra"])
             self.handle.attrs["fingerprint"] = self.fingerprint
-            self.handle.attrs["n_batches"] = np.int64(n_batches)
-            create_layout(self.handle, n_objects, n_draws, parameters, ids)
+            self.handle.attrs["n_batches"] = np.int64(len(bounds) - 1)
+            create_layout(self.handle, len(ids), n_draws, parameters, ids)
+            group = self.handle.create_group("checkpoint")
+            group.create_dataset("batch_start", data=np.asarray(bounds, dtype=np.int64))
+            group.create_dataset("batch_sha256", shape=(len(bounds) - 1,), dtype="S64")
             self.handle.attrs["batches_committed"] = np.int64(0)
-            self.handle.flush()
+            self._sync()
         except BaseException:  # a checkpoint that never started holds nothing: leave nothing behind
-            discard(self.handle, self.path)
-            self.handle = None
+            self.remove()
             raise
+        return 0
 
-    def open_existing(self):
-        """Reopen for resuming; returns the number of committed batches."""
+    def _damaged(self, what):
+        self.close()
+        return OutputError(f"The checkpoint {self.path} is damaged: {what}. Its work cannot be trusted; start "
+                           f"over with --overwrite (without --resume).")
+
+    def _reopen(self, ids, n_draws, parameters, bounds):
         try:
-            self.handle = h5py.File(self.path, "r+")
+            self.handle = h5py.File(self.file, "r+")
+            check_self_contained(self.handle, self.path)
+        except FileFormatError as exc:
+            self.close()
+            raise OutputError(str(exc)) from None
         except OSError as exc:
-            raise OutputError(
-                f"Cannot reopen the checkpoint {self.path} to resume ({exc}). It is damaged or another "
-                f"run is using it; run without --resume and with --overwrite to start over."
-            ) from None
-        found = self.handle.attrs.get("fingerprint")
-        if found != self.fingerprint:
+            raise self._damaged(f"it is not a readable HDF5 file ({exc})") from None
+        if self.handle.attrs.get("fingerprint") != self.fingerprint:
             self.close()
             raise OutputError(
                 f"The checkpoint {self.path} belongs to a run with other data, model, priors, settings or "
                 f"seed, so --resume cannot continue it. Repeat the original command with --resume, or "
                 f"start over with --overwrite."
             )
-        return int(self.handle.attrs["batches_committed"])
+        try:
+            expected = {"samples": (len(ids), n_draws, len(parameters)), "log_likelihood": (len(ids), n_draws),
+                        "objects/id": (len(ids),), "checkpoint/batch_start": (len(bounds),),
+                        "checkpoint/batch_sha256": (len(bounds) - 1,)}
+            for name, shape in expected.items():
+                if self.handle[name].shape != shape:
+                    raise self._damaged(f"/{name} has shape {self.handle[name].shape}, this run needs {shape}")
+            if not np.array_equal(self.handle["checkpoint/batch_start"][()], bounds):
+                raise self._damaged("its batches are not this run's")
+            for lo in range(0, len(ids), ID_BLOCK):
+                if list(self.handle["objects/id"].asstr()[lo:lo + ID_BLOCK]) != list(ids[lo:lo + ID_BLOCK]):
+                    raise self._damaged(f"its object ids (from row {lo}) are not this run's")
+            committed = int(self.handle.attrs["batches_committed"])
+            if not 0 <= committed <= len(bounds) - 1:
+                raise self._damaged(f"batches_committed = {committed} of {len(bounds) - 1} batches")
+            for index in range(committed):
+                self._verified_rows(index)
+        except KeyError as exc:
+            raise self._damaged(f"it lacks {exc}") from None
+        return committed
+
+    def _verified_rows(self, index):
+        """Batch ``index``'s rows, checked against the digest committed with them."""
+        lo, hi = (int(v) for v in self.handle["checkpoint/batch_start"][index:index + 2])
+        rows, digest = read_rows(self.handle, lo, hi)
+        if self.handle["checkpoint/batch_sha256"][index].decode() != digest:
+            raise self._damaged(f"batch {index + 1} (rows {lo + 1}-{hi}) does not match the checksum it was "
+                                f"committed with (changed or never fully written)")
+        return lo, rows
+
+    def _sync(self):
+        self.handle.flush()
+        self.file.flush()
+        os.fsync(self.file.fileno())
 
     def commit(self, batch_index, start, result):
-        """Write a batch, flush, then bump the commit marker and flush again."""
-        write_rows(self.handle, start, result)
-        self.handle.flush()
+        """Write a batch and its digest, make them durable, then bump the commit marker."""
+        digest = write_rows(self.handle, start, result)
+        self.handle["checkpoint/batch_sha256"][batch_index] = digest.encode()
+        self._sync()
         self.handle.attrs["batches_committed"] = np.int64(batch_index + 1)
-        self.handle.flush()
+        self._sync()
 
-    def read(self):
-        return samples_from_handle(self.handle, self.path)
+    def committed(self):
+        """The number of committed batches (0 when the checkpoint is not open)."""
+        return int(self.handle.attrs["batches_committed"]) if self.handle is not None else 0
+
+    def publish(self, path, overwrite, header, extra_attrs=None):
+        """Write the finished file to ``path`` (``-``: stdout) from the verified checkpoint,
+        batch by batch, and remove the checkpoint.
+
+        ``header`` is a :class:`Samples` whose provenance fields (model, parameters,
+        interim_prior, settings, seed, command) are recorded; its arrays are unused.
+        Returns a :class:`Samples` whose arrays are read-only memory maps of the file.
+        """
+        n_batches = int(self.handle.attrs["n_batches"])
+        if self.committed() != n_batches:
+            raise self._damaged(f"only {self.committed()} of {n_batches} batches are committed")
+        n_objects, n_draws, n_dim = self.handle["samples"].shape
+        reserve_space(path, layout_bytes(n_objects, n_draws, n_dim))
+        temporary = temporary_path(path)
+        try:
+            ids = self.handle["objects/id"]
+            with _new_file(temporary, header, extra_attrs, ids, self.handle["samples"].shape[1]) as handle:
+                for index in range(n_batches):
+                    lo, rows = self._verified_rows(index)
+                    write_rows(handle, lo, rows)
+            result = _mapped_samples(temporary, header)
+            publish(temporary, path, overwrite)
+        except BaseException:
+            discard(None, temporary)
+            raise
+        self.remove()
+        return result
+
+    def remove(self):
+        """Delete the checkpoint (while still holding its lock), then close it."""
+        if self.file is not None:
+            os.unlink(self.path)
+        self.close()
 
     def close(self):
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-
-    def close_after_failure(self):
-        """Close after a failure (a full disk fails the final flush too): the batches
-        committed before it are kept, as the commit marker is bumped only after a flush."""
+        """Close, quietly: after a failure (a full disk fails the final flush too) the
+        batches committed before it are kept, as the marker moves only after a flush."""
         close_quietly(self.handle)
         self.handle = None
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
+
+
+def _mapped_samples(path, header):
+    """A :class:`Samples` of the finished file at ``path``: arrays as read-only memory maps."""
+    with h5py.File(path, "r") as handle:
+        def array(dataset):
+            view = mapped(dataset, path)
+            return dataset[()] if view is None else view
+
+        return Samples(
+            ids=list(handle["objects/id"].asstr()[()]), parameters=list(header.parameters),
+            samples=array(handle["samples"]), log_interim_prior=array(handle["log_interim_prior"]),
+            log_likelihood=array(handle["log_likelihood"]),
+            diagnostics={name: array(handle["diagnostics"][name]) for name in DIAGNOSTICS},
+            model=header.model, interim_prior=header.interim_prior, settings=header.settings, seed=header.seed,
+            command=header.command, attrs=root_attributes(handle))
 
 
 def _with_output(command, output):

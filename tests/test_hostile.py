@@ -1,0 +1,483 @@
+"""What a crafted file, a concurrent run, a crash or a planted link can do: the promise
+is that nothing a user has is lost, nothing a file says is followed outside it, and
+every output that exits 0 is correct."""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import popinfer
+import popinfer.importing
+import popinfer.io.hdf5
+from conftest import SAMPLE_DATA
+from popinfer.cli import main
+from popinfer.errors import FileFormatError, OutputError
+from popinfer.io.samples import Checkpoint
+
+EIGHT = str(SAMPLE_DATA / "eight_schools.csv")
+RATS = str(SAMPLE_DATA / "rat_tumors.csv")
+FAST = dict(n_draws=200, n_walkers=16, batch_size=10, progress=False)
+
+# A user model that, on the object whose `gate` cell is 1, says so on stderr and then
+# waits until the test writes to the FIFO `go` (only when POPINFER_TEST_GATE names its
+# directory); on the object whose `gate` cell is 2 it fails. Results do not depend on
+# the gate.
+GATED_MODEL = '''
+import os
+import sys
+
+import numpy as np
+
+_opened = []
+
+
+def gated(params, data):
+    gate = os.environ.get("POPINFER_TEST_GATE")
+    if gate and data["gate"][0] == 1 and not _opened:
+        _opened.append(True)
+        sys.stderr.write("GATE-REACHED\\n")
+        sys.stderr.flush()
+        with open(os.path.join(gate, "go")) as fifo:
+            fifo.read()
+    if gate and data["gate"][0] == 2:
+        raise RuntimeError("failing on purpose")
+    return -0.5 * np.sum(((data["y"] - params["theta"][:, None]) / data["s"]) ** 2, axis=1)
+
+
+gated.parameters = {"theta": "uniform(-50, 50)"}
+gated.columns = ["y", "s", "gate"]
+'''
+
+# A user population that, once its run's temporary output exists beside `pop.h5`,
+# says so on stderr and waits for the FIFO `go` (when POPINFER_TEST_GATE is set).
+GATED_POPULATION = '''
+import os
+import sys
+
+import numpy as np
+
+_opened = []
+
+
+def gated(theta, hyper):
+    gate = os.environ.get("POPINFER_TEST_GATE")
+    if gate and not _opened and any(name.startswith(".pop.h5.") for name in os.listdir(".")):
+        _opened.append(True)
+        sys.stderr.write("GATE-REACHED\\n")
+        sys.stderr.flush()
+        with open(os.path.join(gate, "go")) as fifo:
+            fifo.read()
+    x, mu, sigma = theta["theta"], hyper["mu"], hyper["sigma"]
+    return -0.5 * ((x - mu) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
+
+
+gated.hyperparameters = {"mu": "normal(0, 20)", "sigma": "halfnormal(20)"}
+'''
+
+
+def run(args, **kwargs):
+    return CliRunner().invoke(main, args, **kwargs)
+
+
+def process(args, cwd, gate=None, **env):
+    environment = dict(os.environ, SOURCE_DATE_EPOCH="1700000000", PYTHONUNBUFFERED="1", **env)
+    if gate is not None:
+        environment["POPINFER_TEST_GATE"] = str(gate)
+    return subprocess.Popen([sys.executable, "-m", "popinfer", *args], cwd=cwd, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_line(proc, text):
+    """Read stderr until ``text`` appears (True) or the process ends (False)."""
+    seen = b""
+    while chunk := os.read(proc.stderr.fileno(), 4096):
+        seen += chunk
+        if text.encode() in seen:
+            return True
+    return False
+
+
+def release(gate):
+    with open(gate / "go", "w") as fifo:
+        fifo.write("go")
+
+
+@pytest.fixture
+def gated(tmp_path):
+    """(directory, stage-one arguments, gate directory) for runs of the gated model on six objects."""
+    (tmp_path / "gated_model.py").write_text(GATED_MODEL)
+    (tmp_path / "gated_population.py").write_text(GATED_POPULATION)
+    rows = ["id,y,s,gate"] + [f"o{i},{3.0 * i - 7},{1 + i % 3},{int(i == 4)}" for i in range(1, 7)]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    os.mkfifo(gate / "go")
+    args = ["fit-individuals", "data.csv", "--model", "gated_model.py:gated", "--samples", "100",
+            "--walkers", "8", "--batch-size", "1", "--seed", "5"]
+    return tmp_path, args, gate
+
+
+# 1. A concurrent --overwrite -------------------------------------------------------
+
+def test_a_second_run_with_overwrite_cannot_touch_a_live_run(gated):
+    directory, args, gate = gated
+    reference = process([*args, "-o", "reference.h5", "--quiet"], directory)
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    first = process([*args, "-o", "out.h5", "--quiet"], directory, gate=gate)
+    assert wait_for_line(first, "GATE-REACHED")  # three batches committed, the fourth in progress
+    partial = directory / "out.h5.partial"
+    before = partial.read_bytes()
+    second = process([*args, "-o", "out.h5", "--quiet", "--overwrite"], directory)
+    assert second.wait(timeout=300) == 1
+    message = second.stderr.read().decode()
+    assert "out.h5.partial" in message and "another run" in message and "Traceback" not in message
+    assert partial.read_bytes() == before  # not truncated, not touched
+    release(gate)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    published, reference = (popinfer.read_samples(directory / name) for name in ("out.h5", "reference.h5"))
+    assert published.ids == reference.ids == [f"o{i}" for i in range(1, 7)]
+    for name in ("samples", "log_interim_prior", "log_likelihood"):
+        np.testing.assert_array_equal(getattr(published, name), getattr(reference, name))
+    assert not partial.exists()
+
+
+# 2. Checkpoints verified on resume and before publishing; fsync --------------------
+
+def _interrupted_run(output, after):
+    """Stage one on the rat tumours (8 batches), stopped after ``after`` commits."""
+    real_commit = Checkpoint.commit
+    commits = []
+
+    def commit_then_stop(self, batch_index, start, result):
+        real_commit(self, batch_index, start, result)
+        commits.append(batch_index)
+        if len(commits) == after:
+            raise KeyboardInterrupt
+
+    Checkpoint.commit = commit_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            popinfer.fit_individuals(RATS, "binomial", output, seed=3, **FAST)
+    finally:
+        Checkpoint.commit = real_commit
+    return Path(f"{output}.partial")
+
+
+def test_a_commit_counter_ahead_of_the_data_is_refused(tmp_path):
+    output = tmp_path / "out.h5"
+    partial = _interrupted_run(output, 2)
+    with h5py.File(partial, "r+") as handle:
+        handle.attrs["batches_committed"] = np.int64(7)  # five batches that were never written
+    with pytest.raises(OutputError, match=r"damaged: batch 3 \(rows 21-30\) does not match"):
+        popinfer.fit_individuals(RATS, "binomial", output, seed=3, resume=True, **FAST)
+    assert not output.exists() and partial.exists()
+
+
+def test_changed_committed_draws_are_refused_on_resume(tmp_path):
+    output = tmp_path / "out.h5"
+    partial = _interrupted_run(output, 3)
+    with h5py.File(partial, "r+") as handle:
+        handle["samples"][12, 5, 0] = 0.5
+    with pytest.raises(OutputError, match=r"batch 2 \(rows 11-20\)"):
+        popinfer.fit_individuals(RATS, "binomial", output, seed=3, resume=True, **FAST)
+    assert not output.exists()
+
+
+def test_changed_draws_are_refused_before_publishing(tmp_path, monkeypatch):
+    output = tmp_path / "out.h5"
+    real_commit = Checkpoint.commit
+
+    def commit_then_damage(self, batch_index, start, result):
+        real_commit(self, batch_index, start, result)
+        if batch_index == 7:  # the last batch: the run goes on to publish
+            self.handle["log_likelihood"][3, 0] = 0.0
+
+    monkeypatch.setattr(Checkpoint, "commit", commit_then_damage)
+    with pytest.raises(OutputError, match=r"batch 1 \(rows 1-10\)"):
+        popinfer.fit_individuals(RATS, "binomial", output, seed=3, **FAST)
+    assert not output.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.h5.partial"]  # kept, no temporary left
+
+
+def test_commits_and_publishing_are_made_durable(tmp_path, monkeypatch):
+    output = tmp_path / "out.h5"
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        counter = None
+        if target.endswith(".partial"):
+            with h5py.File(target, "r", locking=False) as handle:
+                counter = int(handle.attrs["batches_committed"])
+        synced.append((os.path.basename(target), counter))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    popinfer.fit_individuals(RATS, "binomial", output, seed=3, **FAST)
+    partial_syncs = [counter for name, counter in synced if name == "out.h5.partial"]
+    # Created (0), then per batch: rows and digest synced before the counter moves, then the counter.
+    assert partial_syncs == [0] + [c for i in range(8) for c in (i, i + 1)]
+    names = [name for name, _ in synced]
+    temporary = names.index("out.h5")  # the finished temporary file, before its rename
+    assert names[temporary + 1] == tmp_path.name  # then the directory, after the rename
+
+
+# 7. Files reaching outside themselves ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def eight_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hostile") / "eight.h5"
+    popinfer.fit_individuals(EIGHT, "normal", path, n_draws=200, n_walkers=16, seed=1, progress=False)
+    return path
+
+
+def _crafted(eight_file, directory, change):
+    crafted = directory / "crafted.h5"
+    crafted.write_bytes(eight_file.read_bytes())
+    with h5py.File(crafted, "r+") as handle:
+        change(handle)
+    return crafted
+
+
+SECRET = b"root:x:0:0:root:/root:/bin/bash\n" * 400  # 12800 bytes: 8 x 200 float64
+
+
+@pytest.mark.parametrize("how", ["external storage", "external link", "virtual dataset"])
+def test_files_that_reach_outside_themselves_are_refused(eight_file, tmp_path, how):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(SECRET)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as handle:
+        handle["data"] = np.frombuffer(SECRET, dtype="f8").reshape(8, 200)
+
+    def change(handle):
+        del handle["log_likelihood"]
+        if how == "external storage":
+            handle.create_dataset("log_likelihood", shape=(8, 200), dtype="f8",
+                                  external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+        elif how == "external link":
+            handle["log_likelihood"] = h5py.ExternalLink(str(other), "/data")
+        else:
+            layout = h5py.VirtualLayout(shape=(8, 200), dtype="f8")
+            layout[:] = h5py.VirtualSource(str(other), "data", shape=(8, 200))
+            handle.create_virtual_dataset("log_likelihood", layout)
+
+    crafted = _crafted(eight_file, tmp_path, change)
+    for args in (["summary", str(crafted), "--format", "csv"], ["inspect", str(crafted)],
+                 ["export", str(crafted), "-o", "-", "--to", "csv"],
+                 ["fit-population", str(crafted), "-o", str(tmp_path / "pop.h5"), "--population", "normal"]):
+        result = run(args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "crafted.h5 is refused: /log_likelihood" in result.stderr and "Traceback" not in result.stderr
+        assert "root" not in result.stdout
+    with pytest.raises(FileFormatError, match="refused"):
+        popinfer.importing.import_samples(str(crafted), None, hdf5_group="diagnostics")
+
+
+def test_a_resumed_checkpoint_may_not_reach_outside_itself(tmp_path):
+    output = tmp_path / "out.h5"
+    partial = _interrupted_run(output, 2)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(SECRET * 40)
+    with h5py.File(partial, "r+") as handle:
+        del handle["log_likelihood"]
+        handle.create_dataset("log_likelihood", shape=(71, 200), dtype="f8",
+                              external=[(str(secret), 0, h5py.h5f.UNLIMITED)])
+    with pytest.raises(OutputError, match="external file"):
+        popinfer.fit_individuals(RATS, "binomial", output, seed=3, resume=True, **FAST)
+
+
+# 8. Declared sizes ----------------------------------------------------------------
+
+def _bomb(handle):
+    """Datasets declaring 3.2 GB each in chunks never written (a few KB on disk)."""
+    n_draws = 50_000_000
+    for name, shape in (("samples", (8, n_draws, 1)), ("log_interim_prior", (8, n_draws, 1)),
+                        ("log_likelihood", (8, n_draws))):
+        parameters = handle[name].attrs.get("parameters")
+        del handle[name]
+        dataset = handle.create_dataset(name, shape=shape, dtype="f8", chunks=(1, 2**16) + shape[2:],
+                                        compression="gzip")
+        if parameters is not None:
+            dataset.attrs["parameters"] = parameters
+
+
+def test_declared_sizes_far_beyond_the_stored_data_are_refused_before_reading(eight_file, tmp_path):
+    crafted = _crafted(eight_file, tmp_path, _bomb)
+    assert crafted.stat().st_size < 10**6
+
+    def limit_memory():  # so that an attempt to read the datasets fails fast instead of exhausting the machine
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    for args in (["summary", str(crafted)], ["export", str(crafted), "-o", "-", "--to", "csv"]):
+        proc = subprocess.run([sys.executable, "-m", "popinfer", *args], cwd=tmp_path, capture_output=True,
+                              text=True, preexec_fn=limit_memory, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        assert "crafted.h5 is refused: /log_interim_prior declares shape (8, 50000000, 1)" in proc.stderr
+        assert "stores only 0 bytes" in proc.stderr and "Unexpected" not in proc.stderr
+
+
+def test_declared_sizes_beyond_the_machines_memory_are_refused(eight_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(popinfer.io.hdf5, "memory_bytes", lambda: 8 * 200 * 8 - 1)
+    result = run(["summary", str(eight_file)])
+    assert result.exit_code == 1 and "more than this machine's memory" in result.stderr
+    monkeypatch.setattr(popinfer.io.hdf5, "memory_bytes", lambda: 8 * 200 * 8)
+    assert run(["summary", str(eight_file)]).exit_code == 0  # exactly at the bound: read
+
+
+# 9. Links planted where popinfer writes ---------------------------------------------
+
+def test_a_planted_checkpoint_link_is_never_followed(tmp_path):
+    output = tmp_path / "out.h5"
+    partial = Path(f"{output}.partial")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    partial.symlink_to(victim)
+    for options in ({"overwrite": True}, {"resume": True}, {"resume": True, "overwrite": True}):
+        with pytest.raises(OutputError, match="symbolic link"):
+            popinfer.fit_individuals(RATS, "binomial", output, seed=3, **options, **FAST)
+        assert victim.read_text() == "precious" and partial.is_symlink()
+    partial.unlink()
+    partial.symlink_to(tmp_path / "created-through-the-link")
+    result = run(["fit-individuals", RATS, "-o", str(output), "--model", "binomial", "--samples", "200",
+                  "--walkers", "16", "--seed", "3"])
+    assert result.exit_code == 1 and "symbolic link" in result.stderr
+    assert not (tmp_path / "created-through-the-link").exists() and not output.exists()
+
+
+def test_plot_follows_the_overwrite_rule_and_never_writes_through_a_link(eight_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "figure.png"
+    figure.write_bytes(b"an earlier figure")
+    result = run(["plot", str(eight_file), "-o", str(figure)])
+    assert result.exit_code == 1 and "use --overwrite" in result.stderr
+    assert figure.read_bytes() == b"an earlier figure"
+    assert run(["plot", str(eight_file), "-o", str(figure), "--overwrite"]).exit_code == 0
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    link = tmp_path / "link.png"
+    link.symlink_to(victim)
+    assert run(["plot", str(eight_file), "-o", str(link)]).exit_code == 1
+    assert run(["plot", str(eight_file), "-o", str(link), "--overwrite"]).exit_code == 0
+    assert victim.read_bytes() == b"precious"  # the link was replaced, not written through
+    assert not link.is_symlink() and link.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png", "link.png", "victim.png"]
+
+
+# 10. Injection through ids -----------------------------------------------------------
+
+HOSTILE_IDS = ["\x1b]0;owned\x07\x1b[2J", "=1+2", "+1+cmd", "@SUM(A1)", "-2+3", "plain\u202eevil"]
+
+
+@pytest.fixture(scope="module")
+def hostile_file(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ids")
+    frame = pd.DataFrame({"id": HOSTILE_IDS, "y": [1.0, 2.0, -1.0, 0.5, 3.0, 2.5], "sigma": 1.0})
+    path = directory / "hostile.h5"
+    popinfer.fit_individuals(frame, "normal", path, n_draws=200, n_walkers=16, seed=1, progress=False)
+    return path
+
+
+def test_control_characters_of_ids_are_escaped_in_human_facing_output(hostile_file):
+    for args in (["summary", str(hostile_file)], ["inspect", str(hostile_file)]):
+        result = run(args)
+        assert result.exit_code == 0
+        assert "\x1b" not in result.output and "\x07" not in result.output and "\u202e" not in result.output
+    table = run(["summary", str(hostile_file)]).stdout
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in table and "plain\\u202eevil" in table
+    # machine formats keep the ids exactly (JSON escapes them itself)
+    assert run(["summary", str(hostile_file), "--format", "json"]).stdout.count("\\u001b") == 2
+    # messages naming objects are escaped too
+    result = run(["fit-population", str(hostile_file), "-o", "-", "--population", "normal",
+                  "--hyperprior", "mu=uniform(100, 200)"])
+    assert "\x1b" not in result.stderr
+
+
+def test_formula_safe_csv_export(hostile_file, tmp_path):
+    output = tmp_path / "draws.csv"
+    assert run(["export", str(hostile_file), "-o", str(output), "--to", "csv", "--formula-safe"]).exit_code == 0
+    frame = pd.read_csv(output, keep_default_na=False)
+    objects = set(frame["object"])
+    assert objects == {"\x1b]0;owned\x07\x1b[2J", "'=1+2", "'+1+cmd", "'@SUM(A1)", "'-2+3",
+                       "plain\u202eevil"}
+    assert not any(str(cell).startswith(("=", "+", "@")) for column in frame for cell in frame[column])
+    assert (frame["value"] < 0).any()  # numbers stay numbers, negative ones included
+    plain = run(["export", str(hostile_file), "-o", "-", "--to", "csv"]).stdout
+    assert "\n=1+2," in plain  # without the option the ids are exported as they are
+    bad = run(["export", str(hostile_file), "-o", "-", "--to", "json", "--formula-safe"])
+    assert bad.exit_code == 2 and "--formula-safe applies to --to csv" in bad.stderr
+
+
+# 11. Leftovers -----------------------------------------------------------------------
+
+def test_a_killed_run_to_stdout_leaves_a_work_directory_the_next_run_removes(gated):
+    directory, args, gate = gated
+    scratch = directory / "tmp"
+    scratch.mkdir()
+    killed = process([*args, "-o", "-"], directory, gate=gate, TMPDIR=str(scratch))
+    assert wait_for_line(killed, "GATE-REACHED")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    left = os.listdir(scratch)
+    assert len(left) == 1 and left[0].startswith("popinfer-stdout.")
+    assert os.listdir(scratch / left[0]) == ["stdout.partial"]
+    again = process([*args, "-o", "-", "--quiet"], directory, TMPDIR=str(scratch))
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert out[:8] == b"\x89HDF\r\n\x1a\n"
+    assert os.listdir(scratch) == []
+
+
+def test_a_failure_with_stdout_output_leaves_nothing(gated):
+    directory, args, gate = gated
+    data = (directory / "data.csv").read_text().replace("o4,5.0,2,1", "o4,5.0,2,0").replace("o5,8.0,3,0", "o5,8.0,3,2")
+    (directory / "data.csv").write_text(data)
+    scratch = directory / "tmp"
+    scratch.mkdir()
+    failed = process([*args, "-o", "-"], directory, gate=directory / "unused", TMPDIR=str(scratch))
+    out, err = failed.communicate(timeout=300)
+    assert failed.returncode == 1 and b"failing on purpose" in err and out == b""
+    assert os.listdir(scratch) == []
+
+
+def test_a_killed_fit_population_leaves_a_temporary_the_next_run_removes(gated):
+    directory, args, gate = gated
+    assert process([*args, "-o", "s.h5", "--quiet"], directory).wait(timeout=300) == 0
+    stage_two = ["fit-population", "s.h5", "-o", "pop.h5", "--population", "gated_population.py:gated",
+                 "--samples", "200", "--reweighted", "10", "--seed", "1", "--quiet"]
+    killed = process(stage_two, directory, gate=gate)
+    assert wait_for_line(killed, "GATE-REACHED")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    left = [name for name in os.listdir(directory) if name.startswith(".pop.h5.")]
+    assert len(left) == 1 and left[0].endswith(".tmp")
+    again = process(stage_two, directory)
+    assert again.wait(timeout=300) == 0, again.stderr.read()
+    assert [name for name in os.listdir(directory) if name.startswith(".pop.h5.")] == []
+    assert (directory / "pop.h5").exists()
+
+
+def test_sigterm_removes_the_temporary_and_says_so(gated):
+    directory, args, gate = gated
+    assert process([*args, "-o", "s.h5", "--quiet"], directory).wait(timeout=300) == 0
+    stage_two = ["fit-population", "s.h5", "-o", "pop.h5", "--population", "gated_population.py:gated",
+                 "--samples", "200", "--reweighted", "10", "--seed", "1", "--quiet"]
+    terminated = process(stage_two, directory, gate=gate)
+    assert wait_for_line(terminated, "GATE-REACHED")
+    terminated.send_signal(signal.SIGTERM)  # interrupts the model's wait: the handler raises there
+    assert terminated.wait(timeout=60) == 1
+    message = terminated.stderr.read().decode()
+    assert "Terminated" in message and "Traceback" not in message
+    assert sorted(name for name in os.listdir(directory) if name != "__pycache__") == [
+        "data.csv", "gate", "gated_model.py", "gated_population.py", "s.h5"]
