@@ -451,13 +451,19 @@ def test_a_failure_with_stdout_output_leaves_nothing(gated):
     assert os.listdir(scratch) == []
 
 
-def test_a_killed_fit_population_leaves_a_temporary_the_next_run_removes(gated):
+def _stage_two_at_the_gate(gated):
+    """(directory, stage-two arguments, process): fit-population waiting while its temporary exists."""
     directory, args, gate = gated
     assert process([*args, "-o", "s.h5", "--quiet"], directory).wait(timeout=300) == 0
     stage_two = ["fit-population", "s.h5", "-o", "pop.h5", "--population", "gated_population.py:gated",
                  "--samples", "200", "--reweighted", "10", "--seed", "1", "--quiet"]
-    killed = process(stage_two, directory, gate=gate)
-    assert wait_for_line(killed, "GATE-REACHED")
+    waiting = process(stage_two, directory, gate=gate)
+    assert wait_for_line(waiting, "GATE-REACHED")
+    return directory, stage_two, waiting
+
+
+def test_a_killed_fit_population_leaves_a_temporary_the_next_run_removes(gated):
+    directory, stage_two, killed = _stage_two_at_the_gate(gated)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=60)
     left = [name for name in os.listdir(directory) if name.startswith(".pop.h5.")]
@@ -469,12 +475,7 @@ def test_a_killed_fit_population_leaves_a_temporary_the_next_run_removes(gated):
 
 
 def test_sigterm_removes_the_temporary_and_says_so(gated):
-    directory, args, gate = gated
-    assert process([*args, "-o", "s.h5", "--quiet"], directory).wait(timeout=300) == 0
-    stage_two = ["fit-population", "s.h5", "-o", "pop.h5", "--population", "gated_population.py:gated",
-                 "--samples", "200", "--reweighted", "10", "--seed", "1", "--quiet"]
-    terminated = process(stage_two, directory, gate=gate)
-    assert wait_for_line(terminated, "GATE-REACHED")
+    directory, _, terminated = _stage_two_at_the_gate(gated)
     terminated.send_signal(signal.SIGTERM)  # interrupts the model's wait: the handler raises there
     assert terminated.wait(timeout=60) == 1
     message = terminated.stderr.read().decode()
