@@ -482,3 +482,190 @@ def test_sigterm_removes_the_temporary_and_says_so(gated):
     assert "Terminated" in message and "Traceback" not in message
     assert sorted(name for name in os.listdir(directory) if name != "__pycache__") == [
         "data.csv", "gate", "gated_model.py", "gated_population.py", "s.h5"]
+
+
+# 3-5. Stage one's driver: model code in the fingerprint, the drawn seed, user code ending the process
+
+MODEL = '''
+import numpy as np
+
+
+def f(params, data):
+    return -0.5 * np.sum(((data["y"] - params["theta"][:, None]) / data["s"]) ** 2, axis=1)
+
+
+f.parameters = {"theta": "uniform(-50, 50)"}
+f.columns = ["y", "s"]
+'''
+
+
+def _three_objects(directory):
+    (directory / "data.csv").write_text("id,y,s\na,1.0,1.0\nb,2.0,1.5\nc,-1.0,0.5\n")
+    return str(directory / "data.csv")
+
+
+def _stop_after_first_commit(monkeypatch):
+    real_commit = Checkpoint.commit
+
+    def commit_then_stop(self, batch_index, start, result):
+        real_commit(self, batch_index, start, result)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "commit", commit_then_stop)
+    return real_commit
+
+
+def test_resume_after_the_model_code_changed_is_refused(tmp_path, monkeypatch):
+    data, model_file, output = _three_objects(tmp_path), tmp_path / "model_v.py", tmp_path / "out.h5"
+    model_file.write_text(MODEL)
+    options = dict(n_draws=100, n_walkers=8, batch_size=1, seed=4, progress=False)
+    real_commit = _stop_after_first_commit(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        popinfer.fit_individuals(data, f"{model_file}:f", output, **options)
+    monkeypatch.setattr(Checkpoint, "commit", real_commit)
+    model_file.write_text(MODEL.replace("** 2, axis=1)", "** 4, axis=1)"))  # another likelihood, same name
+    with pytest.raises(OutputError, match="other data, model, priors, settings or seed"):
+        popinfer.fit_individuals(data, f"{model_file}:f", output, resume=True, **options)
+    model_file.write_text(MODEL)  # the original code again: the checkpoint is its own
+    resumed = popinfer.fit_individuals(data, f"{model_file}:f", output, resume=True, **options)
+    assert resumed.ids == ["a", "b", "c"]
+    # changed data is refused likewise
+    real_commit = _stop_after_first_commit(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        popinfer.fit_individuals(data, f"{model_file}:f", tmp_path / "two.h5", **options)
+    monkeypatch.setattr(Checkpoint, "commit", real_commit)
+    (tmp_path / "data.csv").write_text("id,y,s\na,1.0,1.0\nb,2.5,1.5\nc,-1.0,0.5\n")
+    with pytest.raises(OutputError, match="other data"):
+        popinfer.fit_individuals(data, f"{model_file}:f", tmp_path / "two.h5", resume=True, **options)
+
+
+def test_a_run_without_seed_resumes_with_the_seed_it_drew(tmp_path, monkeypatch, reproducible):
+    output, reference = tmp_path / "out.h5", tmp_path / "reference.h5"
+    real_commit = _stop_after_first_commit(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        popinfer.fit_individuals(RATS, "binomial", output, **FAST)
+    monkeypatch.setattr(Checkpoint, "commit", real_commit)
+    with h5py.File(f"{output}.partial", "r") as handle:
+        drawn = int(handle.attrs["seed"])
+    resumed = popinfer.fit_individuals(RATS, "binomial", output, resume=True, **FAST)
+    assert resumed.seed == drawn
+    popinfer.fit_individuals(RATS, "binomial", reference, seed=drawn, **FAST)
+    assert output.read_bytes() == reference.read_bytes()
+
+
+EXITS = '''
+import os
+import sys
+
+import numpy as np
+
+
+def model(params, data):
+    if data["y"][0] > 1.5:
+        {call}
+    return -0.5 * np.sum((data["y"] - params["theta"][:, None]) ** 2, axis=1)
+
+
+model.parameters = {{"theta": "uniform(-50, 50)"}}
+model.columns = ["y", "s"]
+
+
+def population(theta, hyper):
+    {call}
+
+
+population.hyperparameters = {{"mu": "normal(0, 5)", "sigma": "halfnormal(5)"}}
+'''
+
+
+@pytest.mark.parametrize("call, said", [("sys.exit(0)", "called sys.exit(0)"), ("os._exit(0)", "called os._exit(0)"),
+                                        ("raise SystemExit", "called sys.exit(None)")])
+def test_user_code_ending_the_process_is_a_failure(tmp_path, call, said):
+    data = _three_objects(tmp_path)
+    (tmp_path / "exits.py").write_text(EXITS.format(call=call))
+    fit = ["fit-individuals", data, "--model", "exits.py:model", "--samples", "100", "--walkers", "8",
+           "--seed", "1", "--quiet"]
+    for extra, kept in ((["--batch-size", "1", "-o", "out.h5"], True), (["-o", "one.h5"], False),
+                        (["--batch-size", "1", "--workers", "2", "-o", "two.h5"], None)):
+        proc = process([*fit, *extra], tmp_path)
+        _, err = proc.communicate(timeout=300)
+        err = err.decode()
+        assert proc.returncode == 1, err
+        assert "exits.py:model" in err and said in err
+        assert "'b'" in err and "Traceback" not in err
+        output = tmp_path / extra[-1]
+        assert not output.exists()
+        if kept is not None:  # object b is in the second batch of three, or in the only one
+            assert Path(f"{output}.partial").exists() == kept
+    (tmp_path / "good.py").write_text(MODEL)
+    assert process(["fit-individuals", data, "--model", "good.py:f", "--samples", "100", "--walkers", "8",
+                    "-o", "s.h5", "--quiet"], tmp_path).wait(timeout=300) == 0
+    proc = process(["fit-population", "s.h5", "-o", "pop.h5", "--population", "exits.py:population", "--quiet"],
+                   tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "exits.py:population" in err.decode() and "called" in err.decode()
+    assert not (tmp_path / "pop.h5").exists()
+
+
+def test_user_code_ending_the_process_on_import_is_a_failure(tmp_path):
+    data = _three_objects(tmp_path)
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(0)\n")
+    proc = process(["fit-individuals", data, "--model", "quits.py:model", "-o", "out.h5"], tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "quits.py" in err.decode() and "called sys.exit(0)" in err.decode()
+
+
+# 12. The final write of stage one ---------------------------------------------------
+
+def _checkpoint_of(path, n_objects, n_draws=200, batch=500):
+    """A complete checkpoint of ``n_objects`` synthetic objects, in batches of ``batch``."""
+    rng = np.random.default_rng(n_objects)
+    ids = [f"object-{i:06d}" for i in range(n_objects)]
+    bounds = list(range(0, n_objects, batch)) + [n_objects]
+    root = {"command": "", "seed": 1, "extra": {"model": "normal", "parameters": ["theta"], "interim_prior": {},
+                                                 "settings": {}}}
+    checkpoint = Checkpoint(path, "fingerprint")
+    checkpoint.start(False, False, ids, n_draws, ["theta"], bounds, root)
+    for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        size = hi - lo
+        checkpoint.commit(index, lo, {
+            "samples": rng.normal(size=(size, n_draws, 1)), "log_interim_prior": rng.normal(size=(size, n_draws, 1)),
+            "log_likelihood": rng.normal(size=(size, n_draws)), "acceptance_fraction": np.full(size, 0.4),
+            "autocorr_time": np.ones((size, 1)), "n_steps": np.full(size, 100), "converged": np.ones(size, bool),
+            "effective_draws": np.full(size, 1000.0)})
+    return checkpoint
+
+
+def _peak_of_final_write(directory, n_objects, from_checkpoint):
+    import tracemalloc
+
+    from popinfer.io.samples import Samples, samples_from_handle, write_samples
+
+    checkpoint = _checkpoint_of(directory / f"{n_objects}.partial", n_objects)
+    header = Samples(ids=[], parameters=["theta"], samples=None, log_interim_prior=None, log_likelihood=None,
+                     diagnostics={}, model="normal", interim_prior={}, settings={}, seed=1)
+    tracemalloc.start()
+    try:
+        if from_checkpoint:
+            written = checkpoint.publish(directory / f"{n_objects}.h5", False, header)
+        else:  # the straightforward reference: read everything, then write it
+            written = samples_from_handle(checkpoint.handle, "checkpoint")
+            write_samples(written, directory / f"{n_objects}-reference.h5")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        checkpoint.close()
+    assert written.n_objects == n_objects
+    return peak
+
+
+def test_the_final_write_of_stage_one_needs_memory_independent_of_n(tmp_path, reproducible):
+    data_bytes = {n: n * 200 * 3 * 8 for n in (2000, 16000)}  # samples, ln p0 and ln L
+    small = _peak_of_final_write(tmp_path, 2000, True)
+    large = _peak_of_final_write(tmp_path, 16000, True)
+    assert large < 0.1 * data_bytes[16000]  # 77 MB of draws copied with a few MB
+    assert large < 1.5 * small + 2**20  # 8x the objects: the same peak (ids aside)
+    # negative control: reading the whole result first, as before, grows with N
+    reference = _peak_of_final_write(tmp_path, 16000, False)
+    assert reference > data_bytes[16000] > 10 * large
+    assert (tmp_path / "16000.h5").read_bytes() == (tmp_path / "16000-reference.h5").read_bytes()

@@ -135,7 +135,8 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     workers : int
         Local processes running batches in parallel; results do not depend on it.
     seed : int, optional
-        Seed of all randomness; drawn (and recorded) when omitted.
+        Seed of all randomness; drawn (and recorded) when omitted, and then taken
+        from the checkpoint by ``resume``.
     batch_size : int, optional
         Objects sampled together (default from a 256 MiB memory budget, at most
         1000; 100 for user models).
@@ -191,6 +192,8 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
         )
     if batch_size is None:
         batch_size = _batch_size(model, n_draws, n_walkers, n_dim)
+    if seed is None and resume and output is not None and str(output) != "-":
+        seed = Checkpoint.recorded_seed(f"{output}.partial")  # the seed a run without --seed drew
     seed = resolve_seed(seed)
 
     settings = {
@@ -307,7 +310,8 @@ def _keep_or_drop_checkpoint(checkpoint, exc, scratch):
         checkpoint.remove()
     elif isinstance(exc, Exception) and exc.args and isinstance(exc.args[0], str):
         exc.args = (f"{exc.args[0]} The objects finished so far are kept in {checkpoint.path}; after fixing "
-                    f"the problem, rerun the same command with --resume to continue.",) + exc.args[1:]
+                    f"the problem, rerun the same command with --resume to continue (a change to the data or "
+                    f"the model's code starts over, with --overwrite).",) + exc.args[1:]
 
 
 def _parse_column(text, option):

@@ -349,6 +349,21 @@ class Checkpoint:
         self.handle = None
         self.file = None
 
+    @staticmethod
+    def recorded_seed(path):
+        """The seed recorded in the checkpoint at ``path`` (None when there is none, or it
+        cannot be read): a run started without ``--seed`` resumes with the seed it drew."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as file:
+            try:
+                with h5py.File(file, "r") as handle:
+                    return int(handle.attrs["seed"])
+            except (OSError, KeyError, ValueError, TypeError):
+                return None
+
     def start(self, resume, overwrite, ids, n_draws, parameters, bounds, root):
         """Continue the checkpoint (``resume`` and it exists) or create it afresh.
 

@@ -17,8 +17,10 @@ must return a finite (or -inf) log-likelihood per walker.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..distributions import parse_distribution
 from ..errors import ModelError, UsageError
+from ..guard import no_exit
 from .base import Model
 
 
@@ -68,14 +71,16 @@ def load_callable(spec, option):
             loader_spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(loader_spec)
             try:
-                with redirect_stdout(sys.stderr):  # what a module prints on import is never data
-                    loader_spec.loader.exec_module(module)
+                with redirect_stdout(sys.stderr), no_exit(f"{option} {spec!r} (importing {target!r})"):
+                    loader_spec.loader.exec_module(module)  # what a module prints on import is never data
+            except ModelError:
+                raise
             except Exception as exc:
                 raise ModelError(f"{option} {spec!r}: importing {target!r} failed: {type(exc).__name__}: {exc}") from exc
             sys.modules[module_name] = module
     else:
         try:
-            with redirect_stdout(sys.stderr):
+            with redirect_stdout(sys.stderr), no_exit(f"{option} {spec!r} (importing {target!r})"):
                 module = importlib.import_module(target)
         except ImportError as exc:
             raise UsageError(f"{option} {spec!r}: cannot import module {target!r} ({exc}).", option) from None
@@ -83,6 +88,17 @@ def load_callable(spec, option):
     if function is None or not callable(function):
         raise UsageError(f"{option} {spec!r}: {target!r} defines no function {attribute!r}.", option)
     return function
+
+
+def source_sha256(function):
+    """SHA-256 of the file that defines ``function`` as it is on disk now (None when it has
+    none): a resumed run must use the code its checkpoint was made with."""
+    try:
+        path = inspect.getsourcefile(function)
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except (TypeError, OSError):
+        return None
 
 
 def declared_priors(function, attribute, spec, option, noun):
@@ -136,10 +152,16 @@ class UserModel(ReloadedFunction, Model):
                 "--model",
             )
         self.name = spec
+        self.source_sha256 = source_sha256(self._function)
         self.roles = {str(c): True for c in used}
         self.parameters = tuple(declared)
         self.default_priors = dict(declared)
         super().__init__(columns, table_columns)
+
+    def describe(self):
+        """As every model's, plus the SHA-256 of the file defining the function (so that
+        a checkpoint's fingerprint changes with the code)."""
+        return {**super().describe(), "source_sha256": self.source_sha256}
 
     def prepare(self, columns, starts):
         return {"columns": columns, "starts": starts, "ids": None}
@@ -158,12 +180,13 @@ class UserModel(ReloadedFunction, Model):
             object_data = {self.column_names[role]: values[rows] for role, values in data["columns"].items()}
             object_params = {name: np.ascontiguousarray(values[walkers, b]) for name, values in params.items()}
             object_id = data["ids"][b] if data.get("ids") is not None else b
-            try:
-                result = self._function(object_params, object_data)
-            except Exception as exc:
-                raise ModelError(
-                    f"Model {self.spec!r} raised {type(exc).__name__} on object {object_id!r}: {exc}"
-                ) from exc
+            with no_exit(f"Model {self.spec!r} on object {object_id!r}"):
+                try:
+                    result = self._function(object_params, object_data)
+                except Exception as exc:
+                    raise ModelError(
+                        f"Model {self.spec!r} raised {type(exc).__name__} on object {object_id!r}: {exc}"
+                    ) from exc
             result = np.asarray(result, dtype=float)
             if result.shape != (n_valid,):
                 raise ModelError(

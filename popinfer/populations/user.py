@@ -16,6 +16,7 @@ The function returns ln f(θ; α), normalised over θ, broadcast to (n, K, W), w
 import numpy as np
 
 from ..errors import ModelError
+from ..guard import no_exit
 from ..models.user import ReloadedFunction, declared_priors, load_callable
 from .base import Population
 
@@ -42,11 +43,12 @@ class UserPopulation(ReloadedFunction, Population):
         named = {p: theta[..., i][..., None] for i, p in enumerate(self.parameters)}
         n_walkers = len(next(iter(hyper.values())))
         expected = theta.shape[:2] + (n_walkers,)
-        try:
-            with np.errstate(all="ignore"):
-                result = np.asarray(self._function(named, hyper), dtype=float)
-        except Exception as exc:
-            raise ModelError(f"Population {self.spec!r} raised {type(exc).__name__}: {exc}") from exc
+        with no_exit(f"Population {self.spec!r}"):
+            try:
+                with np.errstate(all="ignore"):
+                    result = np.asarray(self._function(named, hyper), dtype=float)
+            except Exception as exc:
+                raise ModelError(f"Population {self.spec!r} raised {type(exc).__name__}: {exc}") from exc
         try:
             result = np.broadcast_to(result, expected)
         except ValueError:
