@@ -152,7 +152,7 @@ def write_rows(handle, start, result):
     for key, dataset in _row_datasets(handle):
         values = np.ascontiguousarray(result[key], dtype=dataset.dtype)
         dataset[start:stop] = values
-        digest.update(values.tobytes())
+        digest.update(memoryview(values).cast("B"))  # no copy
     return digest.hexdigest()
 
 
@@ -161,7 +161,7 @@ def read_rows(handle, start, stop):
     rows, digest = {}, hashlib.sha256()
     for key, dataset in _row_datasets(handle):
         rows[key] = np.ascontiguousarray(dataset[start:stop])
-        digest.update(rows[key].tobytes())
+        digest.update(memoryview(rows[key]).cast("B"))
     return rows, digest.hexdigest()
 
 
@@ -558,6 +558,9 @@ def _with_output(command, output):
 def merge_shards(paths, output=None, overwrite=False):
     """Join the shard files of one ``--shard I/N`` run into the file an unsharded run writes.
 
+    With ``output`` the shards are copied into it by blocks of objects (memory does not
+    grow with N) and the result's arrays are read-only memory maps of the file.
+
     Raises
     ------
     FileFormatError
@@ -571,17 +574,17 @@ def merge_shards(paths, output=None, overwrite=False):
                 raise FileFormatError(f"{path} is a whole samples file, not a shard (no shard attribute).")
             index, count = (int(v) for v in str(handle.attrs["shard"]).split("/"))
             shards.append((index, count, str(handle.attrs["fingerprint"]), int(handle.attrs["n_objects_total"]),
-                           samples_from_handle(handle, str(path)), str(path)))
+                           read_header(handle, str(path)), str(path), str(handle.attrs.get("command", ""))))
     if not shards:
         raise FileFormatError("No shard files given.")
     first = shards[0]
-    for _, _, _, _, content, path in shards[1:]:
+    for _, _, _, _, content, path, _ in shards[1:]:
         if content.parameters != first[4].parameters or content.n_draws != first[4].n_draws:
             raise FileFormatError(
                 f"{path} holds {content.n_draws} draws of {', '.join(content.parameters)} per object but {first[5]} "
                 f"holds {first[4].n_draws} of {', '.join(first[4].parameters)}: the shards do not belong together "
                 f"(one is damaged or from another run). Refit the odd shard.")
-    for index, count, fingerprint, _, _, path in shards[1:]:
+    for index, count, fingerprint, _, _, path, _ in shards[1:]:
         if count != first[1]:
             raise FileFormatError(f"{path} is shard {index}/{count} but {first[5]} is one of {first[1]}; they come "
                                   f"from different runs.")
@@ -589,7 +592,7 @@ def merge_shards(paths, output=None, overwrite=False):
             raise FileFormatError(f"{path} and {first[5]} come from runs with different data, model, priors, "
                                   f"settings or seed; they cannot be merged.")
     seen = {}
-    for index, _, _, _, _, path in shards:
+    for index, _, _, _, _, path, _ in shards:
         if index in seen:
             raise FileFormatError(f"Shard {index}/{first[1]} is given twice: {seen[index]} and {path}.")
         seen[index] = path
@@ -597,17 +600,41 @@ def merge_shards(paths, output=None, overwrite=False):
     if missing:
         raise FileFormatError(f"Shard(s) {', '.join(f'{i}/{first[1]}' for i in missing)} are missing; merge needs "
                               f"all {first[1]}.")
-    ordered = [shard[4] for shard in sorted(shards, key=lambda s: s[0])]
-    merged = Samples(
-        ids=[i for s in ordered for i in s.ids], parameters=ordered[0].parameters,
-        samples=np.concatenate([s.samples for s in ordered]),
-        log_interim_prior=np.concatenate([s.log_interim_prior for s in ordered]),
-        log_likelihood=np.concatenate([s.log_likelihood for s in ordered]),
-        diagnostics={k: np.concatenate([s.diagnostics[k] for s in ordered]) for k in DIAGNOSTICS},
-        model=ordered[0].model, interim_prior=ordered[0].interim_prior, settings=ordered[0].settings,
-        seed=ordered[0].seed, command=_with_output(ordered[0].command, output))
-    if merged.n_objects != first[3]:
-        raise FileFormatError(f"The shards hold {merged.n_objects} objects, but the run had {first[3]}.")
-    if output is not None:
-        write_samples(merged, output, overwrite=overwrite)
-    return merged
+    ordered = sorted(shards, key=lambda s: s[0])
+    n_objects = sum(shard[4].n_objects for shard in ordered)
+    if n_objects != first[3]:
+        raise FileFormatError(f"The shards hold {n_objects} objects, but the run had {first[3]}.")
+    top = ordered[0][4]
+    header = Samples(ids=[i for shard in ordered for i in shard[4].ids], parameters=top.parameters, samples=None,
+                     log_interim_prior=None, log_likelihood=None, diagnostics={}, model=top.model,
+                     interim_prior=top.interim_prior, settings=top.settings, seed=top.seed,
+                     command=_with_output(ordered[0][6], output))
+    if output is None:
+        parts = []
+        for shard in ordered:
+            with open_popinfer_file(shard[5], "samples") as handle:
+                parts.append(samples_from_handle(handle, shard[5]))
+        header.samples, header.log_interim_prior, header.log_likelihood = (
+            np.concatenate([getattr(part, key) for part in parts])
+            for key in ("samples", "log_interim_prior", "log_likelihood"))
+        header.diagnostics = {k: np.concatenate([part.diagnostics[k] for part in parts]) for k in DIAGNOSTICS}
+        return header
+    reserve_space(output, layout_bytes(n_objects, top.n_draws, len(top.parameters)))
+    temporary, handle = temporary_path(output), None
+    try:
+        with _new_file(temporary, header, None, header.ids, top.n_draws) as handle:
+            offset = 0
+            for shard in ordered:
+                label, size = shard[5], shard[4].n_objects
+                with open_popinfer_file(label, "samples") as source:
+                    for lo, hi in object_blocks(size, top.n_draws * len(top.parameters)):
+                        rows, _ = read_rows(source, lo, hi)
+                        check_finite_draws(rows["samples"], shard[4].ids, label, offset=lo)
+                        write_rows(handle, offset + lo, rows)
+                offset += size
+        result = _mapped_samples(temporary, header)
+        publish(temporary, output, overwrite)
+    except BaseException:
+        discard(handle, temporary)
+        raise
+    return result
