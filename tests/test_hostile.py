@@ -714,3 +714,30 @@ def test_merge_copies_the_shards_by_blocks(tmp_path, reproducible):
     assert (streamed_large - streamed_small) / (2 * (8000 - 2000)) < 0.1 * draw_bytes
     np.testing.assert_array_equal(merged.samples, in_memory.samples)
     assert merged.ids == in_memory.ids and merged.ids[8000] == "s2-0"
+
+
+def test_stale_work_directories_are_removed_but_never_a_live_runs(tmp_path):
+    from popinfer.io.hdf5 import reserve_space
+
+    make = ("import os, sys\nfrom popinfer.io.files import work_directory\n"
+            "directory = work_directory(sys.argv[1])\nopen(os.path.join(directory, 'space'), 'wb').write(b'x' * 4096)\n"
+            "print(directory, flush=True)\nsys.stdin.read()\nos._exit(0)\n")
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    output = str(tmp_path / "out.h5")
+
+    def holder():
+        proc = subprocess.Popen([sys.executable, "-c", make, output], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                env=environment, text=True)
+        return proc, proc.stdout.readline().strip()  # the directory exists and is locked
+
+    dead, dead_directory = holder()
+    dead.stdin.close()
+    assert dead.wait(timeout=60) == 0  # died without cleaning up, as after SIGKILL
+    live, live_directory = holder()
+    reserve_space(output, 1024)
+    assert not os.path.exists(dead_directory)  # a dead run's: removed
+    assert os.listdir(live_directory) == ["space"]  # a live run's: untouched
+    live.stdin.close()
+    assert live.wait(timeout=60) == 0
+    reserve_space(output, 1024)
+    assert os.listdir(tmp_path) == []

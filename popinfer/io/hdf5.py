@@ -18,8 +18,8 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import FileFormatError, OutputError, PopinferError
-from .files import (atomic_output, check_output, publish, remove_temporary, reserves_stdout,  # noqa: F401 (re-exported)
-                    stdout_reserved_for_data, temporary_path)
+from .files import (atomic_output, check_output, publish, release, remove_temporary,  # noqa: F401 (re-exported)
+                    reserves_stdout, stdout_reserved_for_data, temporary_path, work_directory)
 
 FORMAT_VERSION = 1
 STRING = h5py.string_dtype("utf-8")
@@ -283,7 +283,8 @@ def reserve_space(path, n_bytes):
 
     HDF5 does not recover from a write that runs out of room (its caches cannot be
     flushed, and closing the file may crash the process), so the room is claimed
-    first: a ballast file of that size is allocated and removed.
+    first: a ballast file of that size is allocated and removed. It lives in a locked
+    work directory, so a run killed meanwhile leaves nothing the next run keeps.
 
     Raises
     ------
@@ -291,7 +292,8 @@ def reserve_space(path, n_bytes):
         A full disk, a quota or a file size limit.
     """
     directory = tempfile.gettempdir() if str(path) == "-" else (str(Path(path).parent) or ".")
-    handle, ballast = tempfile.mkstemp(prefix=".popinfer-space.", dir=directory)
+    scratch = work_directory(path)
+    handle = os.open(os.path.join(scratch, "space"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.posix_fallocate(handle, 0, max(1, int(n_bytes)))
     except OSError as exc:
@@ -304,7 +306,7 @@ def reserve_space(path, n_bytes):
             f"write elsewhere, and rerun.") from None
     finally:
         os.close(handle)
-        os.unlink(ballast)
+        release(scratch)
 
 
 def close_quietly(handle):
