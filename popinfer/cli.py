@@ -286,9 +286,11 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
 @click.option("--table", type=click.Choice(["hyper", "objects"]), default=None,
               help="Population files: only the hyperparameter or the object table [csv default: hyper]. "
                    "Samples files: objects.")
+@click.option("--formula-safe", is_flag=True,
+              help="csv: prefix text cells starting with = + - @ with ' so spreadsheets never run them.")
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
 @handle_errors
-def summary_command(file, fmt, table, debug):
+def summary_command(file, fmt, table, formula_safe, debug):
     """Summarise a samples or population file.
 
     For a samples file: per object and parameter, mean, sd, 5/50/95 %
@@ -307,8 +309,10 @@ def summary_command(file, fmt, table, debug):
     """
     from .summary import summarize_file
 
-    text = summarize_file(file, fmt, table)
-    click.echo(printable(text) if fmt == "table" else text, nl=False)
+    text = summarize_file(file, fmt, table, formula_safe)
+    # color=True: click would strip what looks like ANSI codes from ids when stdout is not a
+    # terminal, corrupting csv; the table is escaped instead, and json escapes them itself.
+    click.echo(printable(text) if fmt == "table" else text, nl=False, color=True)
 
 
 @main.command("inspect")

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from . import escaping
 from .errors import UsageError
 from .io.hdf5 import open_popinfer_file
 from .reweighting.fit import LOW_ESS_FRACTION
@@ -125,21 +126,27 @@ def format_population(tables, fmt, table=None):
     return "\n".join(lines)
 
 
-def summarize_file(path, fmt, table=None):
+def summarize_file(path, fmt, table=None, formula_safe=False):
     """Summary text of a samples or population file (``-`` reads stdin).
 
     ``table``: ``hyper`` or ``objects`` for a population file (csv: ``hyper`` by
     default; the other formats show both unless one is chosen), ``objects`` for a
-    samples file.
+    samples file. ``formula_safe`` (csv only): text cells that a spreadsheet would
+    run as formulas get a leading ``'`` (:func:`popinfer.escaping.formula_safe`).
     """
     from .io import read_file
 
+    if formula_safe and fmt != "csv":
+        raise UsageError(f"--formula-safe applies to --format csv, not --format {fmt}.", "--formula-safe")
     kind, content = read_file(path)
     if table is not None and table not in TABLES[kind]:
         raise UsageError(f"--table {table}: a {kind} file has the table(s) {', '.join(TABLES[kind])}.", "--table")
+    defuse = escaping.formula_safe if formula_safe else (lambda frame: frame)
     if kind == "population":
-        return format_population(population_summary(content), fmt, table)
-    return format_frame(samples_summary(content), fmt)
+        tables = population_summary(content)
+        tables.update(hyperparameters=defuse(tables["hyperparameters"]), objects=defuse(tables["objects"]))
+        return format_population(tables, fmt, table)
+    return format_frame(defuse(samples_summary(content)), fmt)
 
 
 def format_frame(frame, fmt):

@@ -2,6 +2,7 @@
 is that nothing a user has is lost, nothing a file says is followed outside it, and
 every output that exits 0 is correct."""
 
+import io
 import os
 import resource
 import signal
@@ -136,11 +137,12 @@ def test_a_second_run_with_overwrite_cannot_touch_a_live_run(gated):
     assert wait_for_line(first, "GATE-REACHED")  # three batches committed, the fourth in progress
     partial = directory / "out.h5.partial"
     before = partial.read_bytes()
-    second = process([*args, "-o", "out.h5", "--quiet", "--overwrite"], directory)
-    assert second.wait(timeout=300) == 1
-    message = second.stderr.read().decode()
-    assert "out.h5.partial" in message and "another run" in message and "Traceback" not in message
-    assert partial.read_bytes() == before  # not truncated, not touched
+    for option in ("--overwrite", "--resume"):
+        second = process([*args, "-o", "out.h5", "--quiet", option], directory)
+        assert second.wait(timeout=300) == 1
+        message = second.stderr.read().decode()
+        assert "out.h5.partial" in message and "another run" in message and "Traceback" not in message
+        assert partial.read_bytes() == before  # not truncated, not touched
     release(gate)
     assert first.wait(timeout=300) == 0, first.stderr.read()
     published, reference = (popinfer.read_samples(directory / name) for name in ("out.h5", "reference.h5"))
@@ -417,6 +419,14 @@ def test_formula_safe_csv_export(hostile_file, tmp_path):
     assert "\n=1+2," in plain  # without the option the ids are exported as they are
     bad = run(["export", str(hostile_file), "-o", "-", "--to", "json", "--formula-safe"])
     assert bad.exit_code == 2 and "--formula-safe applies to --to csv" in bad.stderr
+    # summary's csv likewise
+    summary = run(["summary", str(hostile_file), "--format", "csv", "--formula-safe"])
+    assert summary.exit_code == 0
+    assert set(pd.read_csv(io.StringIO(summary.stdout), keep_default_na=False)["object"]) == objects
+    plain = run(["summary", str(hostile_file), "--format", "csv"]).stdout
+    assert "\n=1+2," in plain and "\x1b]0;owned\x07\x1b[2J" in plain  # csv keeps ids exactly (click stripped ANSI)
+    bad = run(["summary", str(hostile_file), "--formula-safe"])
+    assert bad.exit_code == 2 and "--formula-safe applies to --format csv" in bad.stderr
 
 
 # 11. Leftovers -----------------------------------------------------------------------
