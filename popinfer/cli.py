@@ -247,6 +247,8 @@ def merge_command(shards, output, overwrite, debug):
 @click.option("--fix", "fixed", multiple=True, metavar="NAME=VALUE", help="Hold a hyperparameter fixed (repeatable).")
 @click.option("--min-ess", type=float, default=20.0, show_default=True, help="Per-object ESS below which a warning fires.")
 @click.option("--max-variance", type=float, default=None, help="Hyperparameters with Var[ln L] above this get ln L = -inf.")
+@click.option("--sampler", default="emcee", show_default=True, metavar="NAME",
+              help="Sampler of the hyperparameters: emcee (the registered samplers).")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
 @click.option("--max-steps", type=int, default=20000, show_default=True,
               help="Cap on steps; the run stops earlier once the chain is >= 50 autocorrelation times.")
@@ -256,7 +258,7 @@ def merge_command(shards, output, overwrite, debug):
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           n_walkers, max_steps, n_samples, n_reweighted, seed, quiet, overwrite, strict, debug):
+                           sampler, n_walkers, max_steps, n_samples, n_reweighted, seed, quiet, overwrite, strict, debug):
     """Infer the population from stage-one draws (stage two).
 
     Reweights each object's draws by f(θ; α)/p0(θ) (Hogg, Myers & Bovy 2010),
@@ -276,7 +278,7 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
         samples, population, output, parameters=list(parameters), hyperpriors=list(hyperpriors), fixed=list(fixed),
         min_ess=min_ess, max_variance=max_variance, n_walkers=n_walkers, max_steps=max_steps, n_samples=n_samples,
         n_reweighted=n_reweighted, seed=seed, overwrite=overwrite, progress=not quiet,
-        command=_recorded_command(click.get_current_context()),
+        command=_recorded_command(click.get_current_context()), sampler=sampler,
     )
 
 

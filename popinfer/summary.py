@@ -11,7 +11,7 @@ import pandas as pd
 from . import escaping
 from .errors import UsageError
 from .io.hdf5 import open_popinfer_file
-from .reweighting.fit import LOW_ESS_FRACTION
+from .reweighting.diagnostics import low_ess_objects
 
 QUANTILES = (0.05, 0.5, 0.95)
 
@@ -59,7 +59,8 @@ def population_summary(result):
     q = np.quantile(draws, QUANTILES, axis=0)
     hyper = pd.DataFrame({
         "hyperparameter": result.hyperparameters, "mean": draws.mean(axis=0), "sd": draws.std(axis=0, ddof=1),
-        "q05": q[0], "q50": q[1], "q95": q[2], "autocorr_time": result.autocorr_time})
+        "q05": q[0], "q50": q[1], "q95": q[2],
+        "autocorr_time": np.nan if result.autocorr_time is None else result.autocorr_time})
     n_objects, _, n_params = result.reweighted.shape
     pooled = result.reweighted
     pooled_q = np.quantile(pooled, (0.05, 0.95), axis=1)  # (2, N, P)
@@ -81,6 +82,7 @@ def population_summary(result):
     variance = result.ln_likelihood_variance
     diagnostics = {
         "population": result.population,
+        "sampler": result.settings.get("sampler", "emcee"),
         "parameters": list(result.parameters),
         "fixed": dict(result.fixed),
         "hyperprior": dict(result.hyperprior),
@@ -90,8 +92,7 @@ def population_summary(result):
         "ln_likelihood_variance_median": float(np.median(variance)),
         "ln_likelihood_variance_max": float(np.max(variance)),
         "min_ess": float(result.ess.min()),
-        "objects_below_min_ess": int(np.sum(
-            (result.ess < result.settings.get("min_ess", 20)).mean(axis=0) >= LOW_ESS_FRACTION)),
+        "objects_below_min_ess": len(low_ess_objects((result.ess < result.settings.get("min_ess", 20)).mean(axis=0))),
     }
     return {"hyperparameters": hyper, "objects": objects, "diagnostics": diagnostics}
 
@@ -117,7 +118,8 @@ def format_population(tables, fmt, table=None):
     diagnostics = tables["diagnostics"]
     lines = [f"population: {diagnostics['population']} of {', '.join(diagnostics['parameters'])}"
              + (f" (fixed: {diagnostics['fixed']})" if diagnostics["fixed"] else ""),
-             f"chain: {diagnostics['n_steps']} steps, converged: {diagnostics['converged']}; "
+             (f"chain: {diagnostics['n_steps']} steps, converged: {diagnostics['converged']}; "
+              if diagnostics["n_steps"] is not None else f"sampler: {diagnostics['sampler']}; ") +
              f"Var[ln L̂] median {diagnostics['ln_likelihood_variance_median']:.3g}, "
              f"max {diagnostics['ln_likelihood_variance_max']:.3g}; smallest ESS {diagnostics['min_ess']:.3g} "
              f"of K = {diagnostics['stage_one_draws']}", "", "hyperparameters:",

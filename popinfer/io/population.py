@@ -9,7 +9,7 @@ Layout (CONTRACT §4)::
     /hyper/log_posterior            (S,) f8
     /hyper/log_likelihood           (S,) f8
     /hyper/ln_likelihood_variance   (S,) f8   Var[ln L̂] at each draw
-    /hyper/autocorr_time            (H,) f8
+    /hyper/autocorr_time            (H,) f8   only from samplers that have one (emcee)
     /objects/id                     (N,) str
     /objects/ess                    (M, N) f4, attr draw_index (M ≤ 1000 draws)
     /objects/reweighted             (N, R, P) f8  draws under the inferred population
@@ -46,7 +46,8 @@ class PopulationResult:
         Sampled hyperparameters (H), the columns of ``hyper_samples``.
     hyper_samples : ndarray, shape (S, H)
     log_posterior, log_likelihood, ln_likelihood_variance : ndarray, shape (S,)
-    autocorr_time : ndarray, shape (H,)
+    autocorr_time : ndarray, shape (H,), or None
+        Present when the sampler has one (emcee).
     ids : list of str
     ess : ndarray, shape (M, N)
         Per-object effective sample size at the draws ``ess_draw_index``.
@@ -135,7 +136,8 @@ class PopulationWriter:
             hyper.create_dataset("log_posterior", data=result.log_posterior)
             hyper.create_dataset("log_likelihood", data=result.log_likelihood)
             hyper.create_dataset("ln_likelihood_variance", data=result.ln_likelihood_variance)
-            hyper.create_dataset("autocorr_time", data=result.autocorr_time)
+            if result.autocorr_time is not None:
+                hyper.create_dataset("autocorr_time", data=result.autocorr_time)
             objects = handle["objects"]
             objects.create_dataset("id", data=strings(result.ids))
             self.ess.attrs["draw_index"] = np.asarray(result.ess_draw_index, dtype=np.int64)
@@ -195,7 +197,7 @@ def _check_layout(handle, label):
         "/hyper/samples": (hyper["samples"].shape, (n_samples, len(names))),
         **{f"/hyper/{name}": (hyper[name].shape, (n_samples,))
            for name in ("log_posterior", "log_likelihood", "ln_likelihood_variance")},
-        "/hyper/autocorr_time": (hyper["autocorr_time"].shape, (len(names),)),
+        **({"/hyper/autocorr_time": (hyper["autocorr_time"].shape, (len(names),))} if "autocorr_time" in hyper else {}),
         "/objects/id": (objects["id"].shape, (n_objects,)),
         "/objects/ess": (objects["ess"].shape, (n_ess, n_objects)),
         "/objects/reweighted": (objects["reweighted"].shape, (n_objects, n_reweighted, len(parameters))),
@@ -218,7 +220,7 @@ def read_population(path):
                 log_posterior=handle["hyper/log_posterior"][()],
                 log_likelihood=handle["hyper/log_likelihood"][()],
                 ln_likelihood_variance=handle["hyper/ln_likelihood_variance"][()],
-                autocorr_time=handle["hyper/autocorr_time"][()],
+                autocorr_time=handle["hyper/autocorr_time"][()] if "hyper/autocorr_time" in handle else None,
                 ids=list(handle["objects/id"].asstr()[()]),
                 ess=_large(handle["objects/ess"], path),
                 ess_draw_index=handle["objects/ess"].attrs["draw_index"][()],

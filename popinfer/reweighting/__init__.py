@@ -1,6 +1,9 @@
 """Stage two: reweighting stage-one draws under a population density."""
 
-from .fit import PopulationDiagnosticWarning, fit_population
-from .likelihood import HyperLikelihood
+from .diagnostics import PopulationDiagnosticWarning
+from .fit import fit_population
+from .likelihood import HyperLikelihood, LikelihoodEstimate, LikelihoodTerm
+from .samplers import SamplerResult, register_sampler
 
-__all__ = ["fit_population", "HyperLikelihood", "PopulationDiagnosticWarning"]
+__all__ = ["fit_population", "HyperLikelihood", "LikelihoodEstimate", "LikelihoodTerm", "PopulationDiagnosticWarning",
+           "SamplerResult", "register_sampler"]

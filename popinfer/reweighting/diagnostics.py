@@ -1,0 +1,137 @@
+"""Stage two's diagnostics: ln L̂, Var[ln L̂] and per-object ESS at the posterior draws,
+the low-ESS and variance warnings, and the interim-support check."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..blocks import BLOCK_ELEMENTS, object_blocks
+from ..distributions import parse_distribution
+
+MAX_ESS_DRAWS = 1000
+# An object is reported when its ESS is below --min-ess at this fraction of the
+# posterior draws or more (a handful of extreme draws alone is not reported).
+LOW_ESS_FRACTION = 0.01
+SUPPORT_MASS_WARNING = 1e-3
+SUPPORT_CHECK_DRAWS = 200
+VARIANCE_WARNING = 1.0
+
+
+class PopulationDiagnosticWarning(UserWarning):
+    """The interim draws cannot fully support the population (ESS, Var[ln L̂], support)."""
+
+
+def _warn(message):
+    warnings.warn(PopulationDiagnosticWarning(message), stacklevel=3)
+
+
+def low_ess_objects(low_fraction):
+    """Indices of the objects the low-ESS warning reports: ESS < ``--min-ess`` at a share
+    ``low_fraction`` (N,) of the posterior draws of at least ``LOW_ESS_FRACTION``."""
+    return np.flatnonzero(np.asarray(low_fraction) >= LOW_ESS_FRACTION)
+
+
+def column_medians(ess, objects, elements=BLOCK_ELEMENTS):
+    """Median over the M draws of the ESS of ``objects`` (sorted indices), reading the
+    (M, N) array or dataset ``ess`` by blocks of columns."""
+    out = np.empty(len(objects))
+    for lo, hi in object_blocks(ess.shape[1], ess.shape[0], elements):
+        inside = (objects >= lo) & (objects < hi)
+        if inside.any():
+            out[inside] = np.median(ess[:, lo:hi][:, objects[inside] - lo], axis=0)
+    return out
+
+
+def diagnose(ids, low_fraction, ess, variance, n_draws, min_ess):
+    """Warn, naming objects, when interim draws cannot support the population.
+
+    ``low_fraction`` (N,) is each object's share of the M posterior draws with
+    ESS < ``min_ess``; ``ess`` (M, N) (array or dataset) is read only for the
+    objects the warning lists.
+    """
+    median_variance = float(np.median(variance))
+    remedy = ("Remedy: rerun stage one with more draws (--samples) or a wider interim prior (--prior), "
+              "or restrict the population (--hyperprior) away from the unsupported region.")
+    flagged = low_ess_objects(low_fraction)
+    if flagged.size:
+        # The ten listed: largest fraction first, then smallest median ESS. Medians are
+        # needed only for objects that can make the list.
+        fractions = low_fraction[flagged]
+        cutoff = np.sort(fractions)[-min(10, fractions.size)]
+        candidates = flagged[fractions >= cutoff]
+        medians = column_medians(ess, candidates)
+        worst = [(candidates[i], medians[i]) for i in np.lexsort((medians, -low_fraction[candidates]))[:10]]
+        listed = "; ".join(f"{ids[n]!r}: median ESS {median:.3g}, ESS < {min_ess:g} at "
+                           f"{low_fraction[n]:.1%} of posterior draws" for n, median in worst)
+        count = int(flagged.size)
+        more = f" and {count - len(worst)} more" if count > len(worst) else ""
+        _warn(f"{count} of {len(ids)} object(s) have fewer than {min_ess:g} effective draws (of K = {n_draws}) "
+              f"over part of the hyperparameter posterior: {listed}{more}. Var[ln L̂] has median "
+              f"{median_variance:.3g} (max {float(np.max(variance)):.3g}; keep it below ~1). {remedy}")
+    elif median_variance > VARIANCE_WARNING:
+        _warn(f"The Monte Carlo variance of ln L̂ has median {median_variance:.3g} over the posterior "
+              f"(should be ≲ 1): the likelihood estimate is noisy. {remedy}")
+
+
+def _outside_mass(marginal, low, high):
+    mass = 0.0
+    if np.isfinite(low):
+        mass += float(marginal.cdf(low))
+    if np.isfinite(high):
+        mass += 1.0 - float(marginal.cdf(high))
+    return mass
+
+
+def check_interim_support(samples, population, parameters, names, draws, fixed):
+    """Warn when the population puts mass where the interim prior has none.
+
+    The mass outside the interim prior's support is evaluated at the posterior
+    median and at up to ``SUPPORT_CHECK_DRAWS`` posterior draws; a warning fires
+    when it exceeds 0.1 % at the median, or 1 % at a tenth of the draws or more
+    (the tail of the posterior can be biased even when its centre is not).
+    """
+    median = {**{n: float(np.median(draws[:, i])) for i, n in enumerate(names)}, **fixed}
+    index_draws = np.unique(np.round(np.linspace(0, len(draws) - 1, SUPPORT_CHECK_DRAWS)).astype(int))
+    for index, name in enumerate(parameters):
+        spec = samples.interim_prior.get(name)
+        marginal = population.marginal(median, index)
+        if spec is None or marginal is None:
+            continue
+        low, high = parse_distribution(spec).support
+        at_median = _outside_mass(marginal, low, high)
+        masses = np.array([_outside_mass(population.marginal({**dict(zip(names, draws[i])), **fixed}, index), low, high)
+                           for i in index_draws])
+        share = float(np.mean(masses > 0.01))
+        if at_median > SUPPORT_MASS_WARNING or share >= 0.1:
+            _warn(f"The population puts mass on {name} outside the interim prior's support [{low:g}, {high:g}] "
+                  f"({spec}): {at_median:.2%} at the posterior median, and more than 1 % at {share:.0%} of the "
+                  f"posterior draws. Stage-one draws cannot represent that region, so the reweighting is biased "
+                  f"(toward populations that stay inside). Rerun stage one with a wider --prior {name}=...")
+
+
+def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess):
+    """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS at M evenly spaced
+    draws written row by row into ``sink_ess`` (M, N) (array or dataset).
+
+    Returns
+    -------
+    log_likelihood (S,), variance (S,), ess_index (M,), low_fraction (N,): each
+    object's share of the M draws with ESS < ``min_ess``.
+    """
+    n_samples = len(draws)
+    n_ess = sink_ess.shape[0]
+    log_likelihood, variance = np.empty(n_samples), np.empty(n_samples)
+    ess_index = np.round(np.linspace(0, n_samples - 1, n_ess)).astype(np.int64)
+    low = np.zeros(likelihood.n_objects, dtype=np.int64)
+    for lo in range(0, n_samples, n_walkers):
+        hi = min(lo + n_walkers, n_samples)
+        estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, draws[lo:hi]), cut=False)
+        log_likelihood[lo:hi], variance[lo:hi], ess = (estimate.ln_likelihood, estimate.ln_likelihood_variance,
+                                                       estimate.ess)
+        for row in np.flatnonzero((ess_index >= lo) & (ess_index < hi)):
+            values = ess[ess_index[row] - lo].astype(np.float32)  # as stored
+            sink_ess[row] = values
+            low += values < min_ess
+    return log_likelihood, variance, ess_index, low / n_ess

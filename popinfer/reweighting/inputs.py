@@ -1,0 +1,77 @@
+"""Stage two's input: the draws of the described parameters, read by blocks, and checks on them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..blocks import object_blocks
+from ..errors import InputDataError, UsageError
+from ..io.hdf5 import open_popinfer_file, spooled_input
+from ..io.samples import Samples, check_finite_draws, read_columns, read_header
+
+
+def read_draws(samples, parameters):
+    """(header, parameters, θ (N, K, P), Σ ln p0 (N, K), source dict) of the draws stage two needs.
+
+    From a file only the chosen parameters' columns are read, by blocks of objects;
+    stdin is spooled to a temporary file, and the SHA-256 is computed by blocks too.
+    """
+    if isinstance(samples, Samples):
+        parameters = choose_parameters(samples, parameters)
+        columns = [samples.parameters.index(p) for p in parameters]
+        theta = np.ascontiguousarray(samples.samples[:, :, columns], dtype=float)
+        check_finite_draws(theta, samples.ids, "The samples")
+        log_interim = samples.log_interim_prior[:, :, columns].sum(axis=-1)
+        return samples, parameters, theta, log_interim, {"path": "<memory>", "sha256": ""}
+    label = "<stdin>" if str(samples) == "-" else str(samples)
+    with spooled_input(samples) as (source, digest), open_popinfer_file(source, "samples") as handle:
+        header = read_header(handle, label)
+        parameters = choose_parameters(header, parameters)
+        theta, log_interim = read_columns(handle, [header.parameters.index(p) for p in parameters], label)
+    return header, parameters, theta, log_interim, {"path": label, "sha256": digest}
+
+
+def choose_parameters(samples, parameters):
+    parameters = list(parameters or [])
+    if not parameters:
+        if len(samples.parameters) != 1:
+            raise UsageError(
+                f"The samples have parameters {', '.join(samples.parameters)}; say which the population "
+                f"describes with --parameter NAME.",
+                "--parameter",
+            )
+        parameters = list(samples.parameters)
+    for name in parameters:
+        if name not in samples.parameters:
+            raise UsageError(
+                f"--parameter {name}: the samples have no parameter {name!r}; they have "
+                f"{', '.join(samples.parameters)}.",
+                "--parameter",
+            )
+    if len(set(parameters)) != len(parameters):
+        raise UsageError("--parameter names a parameter twice.", "--parameter")
+    if samples.settings.get("joint_interim_prior") and set(parameters) != set(samples.parameters):
+        raise UsageError(
+            f"These samples carry one joint interim prior (a log_prior column), which cannot be divided out for "
+            f"a subset: the population must describe all of {', '.join(samples.parameters)}.", "--parameter")
+    return parameters
+
+
+def independent_summary(theta):
+    """Stage-one mean, sd, 5/50/95 % quantiles per object and parameter, (N, P, 5), by blocks."""
+    out = np.empty((theta.shape[0], theta.shape[-1], 5))
+    for lo, hi in object_blocks(theta.shape[0], theta[0].size):
+        block = theta[lo:hi]
+        out[lo:hi] = np.stack([block.mean(axis=1), block.std(axis=1, ddof=1),
+                               *np.quantile(block, (0.05, 0.5, 0.95), axis=1)], axis=-1)
+    return out
+
+
+def check_draws_inside_interim(ids, log_interim):
+    """Refuse draws outside their interim prior's support (ln p0 = −inf): an inconsistent file."""
+    n_objects, n_draws = log_interim.shape
+    for lo, hi in object_blocks(n_objects, n_draws):
+        bad = ~np.isfinite(log_interim[lo:hi]).all(axis=1)
+        if bad.any():
+            raise InputDataError(f"Object {ids[lo + int(np.argmax(bad))]!r} has draws outside its interim "
+                                 f"prior's support; the samples file is inconsistent. Regenerate it.")

@@ -1,0 +1,83 @@
+"""emcee's affine-invariant ensemble sampler on the hyperparameters (the default sampler)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import emcee
+import numpy as np
+from tqdm import tqdm
+
+from ...autocorr import integrated_time
+from ...errors import UsageError
+from ...individuals.fit import ConvergenceWarning
+from ...individuals.sampler import MIN_AUTOCORR_TIMES, initial_positions
+from .base import SamplerResult
+
+
+class EmceeSampler:
+    """emcee on the hyperparameters until the chain is ≥ 50 τ long (or ``max_steps``).
+
+    Walkers start from the hyperpriors, resampled by likelihood; the first half of
+    the chain is discarded, and ``n_samples`` draws are taken evenly spaced from the rest.
+
+    Parameters
+    ----------
+    n_walkers : int
+        W, an even number ≥ 2H + 2 (``--walkers``).
+    max_steps : int
+        Cap on steps (``--max-steps``).
+    """
+
+    name = "emcee"
+
+    def __init__(self, n_walkers=32, max_steps=20000):
+        self.n_walkers, self.max_steps = n_walkers, max_steps
+
+    @property
+    def settings(self):
+        return {"walkers": self.n_walkers, "max_steps": self.max_steps}
+
+    def check(self, names):
+        if self.n_walkers < 2 * len(names) + 2 or self.n_walkers % 2:
+            raise UsageError(f"--walkers {self.n_walkers}: need an even number of at least {2 * len(names) + 2}.",
+                             "--walkers")
+
+    def sample(self, posterior, n_samples, seed, progress=False):
+        n_walkers, max_steps = self.n_walkers, self.max_steps
+        n_dim = len(posterior.names)
+        init_seed, sampler_seed = seed.spawn(2)
+        start, _ = initial_positions(posterior, n_walkers, np.random.default_rng(init_seed))
+        sampler = emcee.EnsembleSampler(n_walkers, n_dim, posterior, vectorize=True)
+        sampler.random_state = np.random.RandomState(np.random.MT19937(sampler_seed)).get_state()
+        state = start[:, 0, :]
+        first_check = max(200, 2 * math.ceil(n_samples / n_walkers))
+        next_check, step = min(first_check, max_steps), 0
+        bar = tqdm(total=max_steps, unit="step", desc="fit-population", file=sys.stderr, disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            while True:
+                state = sampler.run_mcmc(state, next_check - step, skip_initial_state_check=True)
+                bar.update(next_check - step)
+                step = next_check
+                kept = sampler.get_chain(discard=step // 2)
+                tau = integrated_time(kept)
+                converged = bool(np.all(step >= MIN_AUTOCORR_TIMES * tau))
+                if converged or step >= max_steps:
+                    break
+                target = MIN_AUTOCORR_TIMES * np.max(tau) if np.all(np.isfinite(tau)) else 2 * step
+                next_check = int(min(max(target, 1.2 * step), 2 * step, max_steps))
+                bar.set_postfix_str(f"τ ≈ {np.max(tau):.3g}")
+        finally:
+            bar.close()
+        if not converged:
+            warnings.warn(ConvergenceWarning(
+                f"The hyperparameter chain did not reach {MIN_AUTOCORR_TIMES} autocorrelation times in "
+                f"{step} steps (τ ≈ {np.max(tau):.3g}); raise --max-steps."), stacklevel=2)
+        flat = kept.reshape(-1, n_dim)
+        pick = np.round(np.linspace(0, flat.shape[0] - 1, n_samples)).astype(np.int64)
+        diagnostics = {"n_steps": int(step), "converged": converged, "min_autocorr_times": MIN_AUTOCORR_TIMES,
+                       "burn_in": "first half of the chain"}
+        return SamplerResult(flat[pick], diagnostics, np.asarray(tau, dtype=float))

@@ -1,0 +1,119 @@
+"""The stage-two sampler interface, end to end with a second sampler: exact sampling on a grid."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from popinfer.cli import main
+from popinfer.errors import UsageError
+from popinfer.io.population import read_population
+from popinfer.io.samples import Samples, write_samples
+from popinfer.reweighting import SamplerResult
+from popinfer.reweighting import samplers
+
+Y = np.array([-2.1, -0.7, 0.0, 0.4, 1.3, 2.2, 2.9, 3.5, 4.8, 6.0])  # one measurement per object, s = 1
+S_MEASURE, SIGMA, K = 1.0, 2.0, 4000
+
+
+class GridSampler:
+    """Exact sampling of a single hyperparameter on a grid of the unit cube (inverse CDF).
+
+    Grid points equally spaced in u = F(α) carry equal prior mass, so each is weighted by L(α).
+    """
+
+    name = "grid"
+
+    def __init__(self, points=4001):
+        self.points = points
+
+    @property
+    def settings(self):
+        return {"grid_points": self.points}
+
+    def check(self, names):
+        if len(names) != 1:
+            raise UsageError("the grid sampler handles one hyperparameter", "--sampler")
+
+    def sample(self, posterior, n_samples, seed, progress=False):
+        unit = (np.arange(self.points) + 0.5) / self.points
+        values = posterior.prior_transform(unit[:, None])
+        log_like = posterior.log_likelihood(values, np.isfinite(posterior.log_prior(values)))
+        cdf = np.cumsum(np.exp(log_like - log_like.max()))
+        index = np.searchsorted(cdf / cdf[-1], np.random.default_rng(seed).random(n_samples))
+        return SamplerResult(values[index], {"max_log_likelihood": float(log_like.max())})
+
+
+@pytest.fixture
+def grid_sampler(monkeypatch):
+    monkeypatch.setitem(samplers.SAMPLERS, "grid", lambda options: GridSampler())
+
+
+def exact_samples(path):
+    """Exact stage-one posteriors θ_n ~ N(y_n, 1) under a flat interim prior on [-50, 50]."""
+    rng = np.random.default_rng(11)
+    n = len(Y)
+    theta = Y[:, None, None] + S_MEASURE * rng.standard_normal((n, K, 1))
+    ones = np.ones(n)
+    samples = Samples(
+        ids=[f"o{i}" for i in range(n)], parameters=["theta"], samples=theta,
+        log_interim_prior=np.full((n, K, 1), -np.log(100.0)),
+        log_likelihood=stats.norm.logpdf(Y[:, None], theta[..., 0], S_MEASURE),
+        diagnostics={"acceptance_fraction": 0.5 * ones, "autocorr_time": ones[:, None], "n_steps": 1000 * ones.astype(int),
+                     "converged": ones.astype(bool), "effective_draws": K * ones},
+        model="normal", interim_prior={"theta": "uniform(-50.0, 50.0)"}, settings={}, seed=11)
+    write_samples(samples, path)
+
+
+def exact_posterior(sigma):
+    """p(μ | y) for y_n ~ N(μ, √(s² + σ²)) and a flat hyperprior (its bounds are ≫ 10 sd away)."""
+    precision = len(Y) / (S_MEASURE**2 + sigma**2)
+    return stats.norm(np.mean(Y), 1.0 / np.sqrt(precision))
+
+
+def test_a_second_sampler_runs_end_to_end_file_and_summary_included(tmp_path, grid_sampler):
+    exact_samples(tmp_path / "s.h5")
+    runner = CliRunner()
+    args = ["fit-population", str(tmp_path / "s.h5"), "-o", str(tmp_path / "pop.h5"), "--population", "normal",
+            "--fix", f"sigma={SIGMA}", "--hyperprior", "mu=uniform(-10, 10)", "--sampler", "grid",
+            "--samples", "2000", "--reweighted", "200", "--seed", "3", "--quiet"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+
+    population = read_population(tmp_path / "pop.h5")
+    draws = population.hyper("mu")
+    assert stats.kstest(draws, exact_posterior(SIGMA).cdf).pvalue > 1e-3
+    assert stats.kstest(draws, exact_posterior(1.3 * SIGMA).cdf).pvalue < 1e-3  # negative control
+    assert population.autocorr_time is None and population.settings["sampler"] == "grid"
+    assert population.settings["grid_points"] == 4001 and "max_log_likelihood" in population.settings
+    assert "walkers" not in population.settings
+    np.testing.assert_allclose(population.log_posterior, population.log_likelihood - np.log(20.0))
+    assert population.reweighted.shape == (len(Y), 200, 1) and np.all(np.isfinite(population.ln_likelihood_variance))
+    with h5py.File(tmp_path / "pop.h5") as handle:
+        assert "hyper/autocorr_time" not in handle and "hyper/samples" in handle
+
+    summary = runner.invoke(main, ["summary", str(tmp_path / "pop.h5"), "--format", "json"])
+    assert summary.exit_code == 0, summary.stderr
+    payload = json.loads(summary.stdout)
+    assert payload["diagnostics"]["sampler"] == "grid" and payload["diagnostics"]["n_steps"] is None
+    assert payload["hyperparameters"][0]["autocorr_time"] is None
+    assert abs(payload["hyperparameters"][0]["mean"] - float(np.mean(draws))) < 1e-9
+    table = runner.invoke(main, ["summary", str(tmp_path / "pop.h5")])
+    assert table.exit_code == 0 and "sampler: grid" in table.stdout
+
+
+def test_the_default_sampler_records_its_name_and_an_unknown_one_is_a_usage_error(tmp_path):
+    exact_samples(tmp_path / "s.h5")
+    runner = CliRunner()
+    base = ["fit-population", str(tmp_path / "s.h5"), "--population", "normal", "--fix", f"sigma={SIGMA}",
+            "--samples", "400", "--reweighted", "10", "--seed", "3", "--quiet"]
+    bad = runner.invoke(main, base + ["-o", str(tmp_path / "bad.h5"), "--sampler", "nope"])
+    assert bad.exit_code == 2 and "--sampler nope" in bad.stderr and "emcee" in bad.stderr
+    assert not (tmp_path / "bad.h5").exists()
+    good = runner.invoke(main, base + ["-o", str(tmp_path / "pop.h5")])
+    assert good.exit_code == 0, good.stderr
+    population = read_population(tmp_path / "pop.h5")
+    assert population.settings["sampler"] == "emcee" and population.autocorr_time.shape == (1,)
