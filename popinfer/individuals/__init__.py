@@ -1,5 +1,6 @@
 """Stage one: per-object posterior draws under the interim prior."""
 
-from .fit import ConvergenceWarning, fit_individuals
+from ..mcmc import ConvergenceWarning
+from .fit import fit_individuals
 
 __all__ = ["fit_individuals", "ConvergenceWarning"]

@@ -20,10 +20,11 @@ from ..distributions import parse_distribution, parse_options, parse_priors, par
 from ..errors import OutputError, UsageError
 from ..io.files import check_output, release, reserves_stdout, work_directory
 from ..io.samples import DIAGNOSTICS, Checkpoint, Samples
+from ..mcmc import MIN_AUTOCORR_TIMES, ConvergenceWarning, minimum_steps
 from ..models import UserModel, get_model
 from ..seeds import resolve_seed
 from ..table import read_table, table_from_frame
-from .sampler import MIN_AUTOCORR_TIMES, buffer_capacity, minimum_steps, sample_batch
+from .sampler import buffer_capacity, sample_batch
 
 DEFAULT_WALKERS = 32
 MAX_BATCH_SIZE = 1000
@@ -31,10 +32,6 @@ MAX_BATCH_SIZE = 1000
 # batches checkpoint its (typically expensive) work more often.
 MAX_USER_BATCH_SIZE = 100
 BATCH_MEMORY_BYTES = 256 * 2**20
-
-
-class ConvergenceWarning(UserWarning):
-    """Some objects' chains did not reach the required length in autocorrelation times."""
 
 
 def resolve_priors(model, priors, fixed):

@@ -6,9 +6,10 @@ object independently, so the result is statistically the same as a separate
 sampler per object, at the cost of one vectorised log-probability call per
 half-step for the whole batch.
 
-Run length adapts per object: at check points the integrated autocorrelation
-time τ of every active object is estimated (emcee's estimator) on the second
-half of its chain, the part that is kept. An object is finished, and leaves the
+Run length adapts per object: at the check points of ``popinfer.mcmc``'s schedule
+(the next one when a quarter of the active objects could be long enough by their
+current τ) the integrated autocorrelation time τ of every active object is
+estimated (emcee's estimator) on the second half of its chain, the part that is kept. An object is finished, and leaves the
 batch, once its chain is at least ``MIN_AUTOCORR_TIMES`` τ long *and* its kept
 half holds at least K effectively independent positions (n_steps·W/(2τ) ≥ K),
 so that the K draws are nearly independent, which stage two's importance-sampling
@@ -29,13 +30,11 @@ import emcee
 import numpy as np
 
 from ..autocorr import integrated_time
-from ..errors import ModelError, PopinferError
+from ..errors import ModelError
+from ..mcmc import MIN_AUTOCORR_TIMES, InitialisationError, first_check, initial_positions, minimum_steps, next_check
 from .moves import BlockStretchMove
 
-MIN_AUTOCORR_TIMES = 50
-CHECK_GROWTH = 1.2
-INIT_CANDIDATES_PER_WALKER = 8
-INIT_MAX_ROUNDS = 16
+__all__ = ["BatchPosterior", "initial_positions", "minimum_steps", "sample_batch", "MIN_AUTOCORR_TIMES"]
 # τ is estimated from the walker-averaged autocorrelation of at most this many
 # walkers (walkers are exchangeable; more only lowers an already small variance).
 TAU_WALKERS = 64
@@ -73,6 +72,18 @@ class BatchPosterior:
     @property
     def n_objects(self):
         return len(self.ids)
+
+    n_blocks = n_objects  # the independent blocks of ``mcmc.initial_positions``
+
+    def initialisation_error(self, blocks, n_tried, n_walkers):
+        """Stage one's message when objects ``blocks`` have too few finite starting points."""
+        worst = [self.ids[b] for b in blocks[:5]]
+        return InitialisationError(
+            f"Could not initialise object(s) {', '.join(map(repr, worst))}: among "
+            f"{n_tried} draws from the interim prior fewer than "
+            f"{n_walkers} have a finite posterior. The data may be impossible under the "
+            f"model, or the interim prior (--prior) misses the region the data allow."
+        )
 
     def log_prior(self, theta):
         """ln p0 of each parameter, shape ``theta.shape`` (..., n_objects, D)."""
@@ -120,55 +131,6 @@ class BatchPosterior:
         return np.concatenate([per_object.sum(axis=1, keepdims=True), per_object], axis=1)
 
 
-def initial_positions(posterior, n_walkers, rng):
-    """Walkers drawn from the interim prior, resampled by likelihood.
-
-    Draws ``INIT_CANDIDATES_PER_WALKER × n_walkers`` candidates per object from
-    the interim prior and keeps ``n_walkers`` of them without replacement with
-    probability ∝ likelihood (Gumbel top-k). The walkers are thus distinct,
-    start where the posterior has mass, and spread over every mode in
-    proportion to its mass, whatever the prior's breadth. More rounds of
-    candidates are drawn while some object has fewer than ``n_walkers``
-    candidates of finite posterior.
-
-    Returns
-    -------
-    coords : ndarray, shape (n_walkers, n_objects, D)
-    log_prob : ndarray, shape (n_walkers, n_objects)
-    """
-    n_objects = posterior.n_objects
-    n_candidates = INIT_CANDIDATES_PER_WALKER * n_walkers
-    pool_theta, pool_keys, pool_lp = [], [], []
-    for _ in range(INIT_MAX_ROUNDS):
-        theta = np.stack(
-            [np.asarray(p.sample(rng, size=(n_candidates, n_objects)), dtype=float) for p in posterior.priors],
-            axis=-1,
-        )
-        log_prior, log_like = posterior.evaluate(theta)
-        keys = log_like + rng.gumbel(size=log_like.shape)
-        pool_theta.append(theta)
-        pool_keys.append(keys)
-        pool_lp.append(log_prior + log_like)
-        n_finite = np.isfinite(np.concatenate(pool_lp)).sum(axis=0)
-        if n_finite.min() >= n_walkers:
-            break
-    else:
-        worst = [posterior.ids[b] for b in np.flatnonzero(n_finite < n_walkers)[:5]]
-        raise PopinferError(
-            f"Could not initialise object(s) {', '.join(map(repr, worst))}: among "
-            f"{INIT_MAX_ROUNDS * n_candidates} draws from the interim prior fewer than "
-            f"{n_walkers} have a finite posterior. The data may be impossible under the "
-            f"model, or the interim prior (--prior) misses the region the data allow."
-        )
-    theta = np.concatenate(pool_theta)
-    keys = np.concatenate(pool_keys)
-    log_prob = np.concatenate(pool_lp)
-    keys = np.where(np.isfinite(log_prob), keys, -np.inf)
-    chosen = np.argsort(-keys, axis=0, kind="stable")[:n_walkers]
-    objects = np.arange(n_objects)[None, :]
-    return theta[chosen, objects], log_prob[chosen, objects]
-
-
 def subset_rows(columns, starts, objects):
     """Columns and starts restricted to some objects (indices into the batch)."""
     lengths = np.diff(starts)[objects]
@@ -183,11 +145,6 @@ def buffer_capacity(n_draws, n_walkers):
     return max(256, needed + needed % 2)
 
 
-def minimum_steps(n_draws, n_walkers):
-    """Fewest steps after which the kept (second) half holds K draws."""
-    return max(100, 2 * math.ceil(n_draws / n_walkers))
-
-
 def required_autocorr_times(n_draws, n_walkers):
     """Chain length needed, in τ: ≥ 50 τ, and a kept half of n_steps·W/(2τ) ≥ K
     effectively independent positions, so that the K draws are nearly independent."""
@@ -195,13 +152,12 @@ def required_autocorr_times(n_draws, n_walkers):
 
 
 def _next_check(step, tau, times):
-    """Steps at which to look again: when a quarter of the active objects could be
-    long enough by their current τ, within [CHECK_GROWTH·step, 2·step]."""
+    """Steps at which to look again (``mcmc.next_check``): when a quarter of the active
+    objects could be long enough by their current τ."""
     longest = np.max(tau, axis=1) if tau.size else np.array([np.inf])
-    with np.errstate(invalid="ignore"):  # inf - inf between infinite τ: a NaN target, handled below
+    with np.errstate(invalid="ignore"):  # inf - inf between infinite τ: a NaN target, which next_check handles
         target = times * np.quantile(np.where(np.isfinite(longest), longest, np.inf), 0.25)
-    low, high = math.ceil(step * CHECK_GROWTH), 4 * step
-    return int(min(max(target, low), high)) if np.isfinite(target) else high
+    return next_check(step, target)
 
 
 def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, rng,
@@ -239,8 +195,7 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
     n_objects, n_dim = len(ids), len(names)
     capacity = buffer_capacity(n_draws, n_walkers)
     times = required_autocorr_times(n_draws, n_walkers)
-    # No chain is done before ~5 τ per required τ; τ < 5 steps is rare for the stretch move.
-    first_check = max(minimum_steps(n_draws, n_walkers), math.ceil(5 * times))
+    first = first_check(n_draws, n_walkers, times)
 
     def posterior_for(objects):
         sub_columns, sub_starts = subset_rows(columns, starts, objects)
@@ -264,11 +219,11 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
     n_stored, interval, step = 0, 1, 0
     move = BlockStretchMove(n_dim, rng, posterior.per_object)
     move.accepted = np.zeros((n_walkers, n_objects), dtype=np.int64)
-    next_check = min(first_check, max_steps)
+    check = min(first, max_steps)
     while active.size:
         sampler = emcee.EnsembleSampler(n_walkers, active.size * n_dim, posterior, moves=[move], vectorize=True)
         state = emcee.State(coords.reshape(n_walkers, -1), log_prob=log_prob.sum(axis=1), blobs=log_prob)
-        for state in sampler.sample(state, iterations=next_check - step, store=False,
+        for state in sampler.sample(state, iterations=check - step, store=False,
                                     skip_initial_state_check=True):
             step += 1
             if step % interval == 0:
@@ -318,7 +273,7 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
             move.accepted = move.accepted[:, stay]
             posterior = posterior_for(active)
             move.log_prob = posterior.per_object
-        next_check = min(_next_check(step, tau[~finishing], times), max_steps)
+        check = min(_next_check(step, tau[~finishing], times), max_steps)
 
     log_interim_prior = full_posterior.log_prior(samples.transpose(1, 0, 2)).transpose(1, 0, 2)
     valid = np.isfinite(log_interim_prior.sum(axis=-1)).T

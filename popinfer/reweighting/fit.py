@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..distributions import parse_options, parse_value
-from ..errors import PopinferError, UsageError
+from ..errors import UsageError
 from ..io.hdf5 import check_output, reserves_stdout
 from ..io.population import PopulationResult, PopulationWriter
 from ..populations import get_population
@@ -99,12 +99,6 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     posterior = HyperPosterior(likelihood, names, priors)
     try:
         sampled = sampler.sample(posterior, n_samples, sampler_seed, progress)
-    except PopinferError as exc:
-        likelihood.close()
-        raise PopinferError(
-            f"{exc} For stage two: no hyperparameters drawn from the hyperpriors give every object a finite "
-            f"likelihood; widen the hyperpriors or check --fix values."
-        ) from None
     except BaseException:
         likelihood.close()
         raise

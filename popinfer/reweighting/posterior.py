@@ -88,9 +88,7 @@ class HyperPosterior:
         self.likelihood = likelihood
         self.names = list(names)
         self.priors = [priors[n] for n in self.names]
-        self.ids = ["hyperparameters"]  # for initial_positions' messages
 
-    n_objects = 1
     GROUP = 64
 
     def log_prior(self, values):
@@ -114,12 +112,6 @@ class HyperPosterior:
         hyperprior's quantile function (the transform nested samplers need)."""
         unit = np.atleast_2d(unit)
         return np.stack([prior.ppf(unit[:, i]) for i, prior in enumerate(self.priors)], axis=-1)
-
-    def evaluate(self, theta):
-        """Interface of ``initial_positions``: theta (n, 1, H) -> ((n, 1), (n, 1))."""
-        values = theta[:, 0, :]
-        log_prior = self.log_prior(values)
-        return log_prior[:, None], self.log_likelihood(values, np.isfinite(log_prior))[:, None]
 
     def __call__(self, values):
         """ln p(α | data) of ``values`` (W, H), shape (W,); -inf outside the hyperpriors."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 
@@ -12,16 +11,39 @@ from tqdm import tqdm
 
 from ...autocorr import integrated_time
 from ...errors import UsageError
-from ...individuals.fit import ConvergenceWarning
-from ...individuals.sampler import MIN_AUTOCORR_TIMES, initial_positions
+from ...mcmc import (MIN_AUTOCORR_TIMES, ConvergenceWarning, InitialisationError, first_check, initial_positions,
+                     next_check)
 from .base import SamplerResult
+
+
+class _StartingBlock:
+    """The hyperparameter posterior as the one block of ``mcmc.initial_positions``."""
+
+    n_blocks = 1
+
+    def __init__(self, posterior):
+        self.posterior, self.priors = posterior, posterior.priors
+
+    def evaluate(self, theta):
+        """theta (n, 1, H) -> (ln prior, ln L), each (n, 1)."""
+        values = theta[:, 0, :]
+        log_prior = self.posterior.log_prior(values)
+        return log_prior[:, None], self.posterior.log_likelihood(values, np.isfinite(log_prior))[:, None]
+
+    def initialisation_error(self, blocks, n_tried, n_walkers):
+        return InitialisationError(
+            f"Could not start the hyperparameter sampler: among {n_tried} draws from the hyperpriors fewer than "
+            f"{n_walkers} give every object a finite likelihood (and Var[ln L̂] within --max-variance, if given). "
+            f"Widen the hyperpriors (--hyperprior), check the --fix values, or check that the population "
+            f"covers the stage-one draws.")
 
 
 class EmceeSampler:
     """emcee on the hyperparameters until the chain is ≥ 50 τ long (or ``max_steps``).
 
-    Walkers start from the hyperpriors, resampled by likelihood; the first half of
-    the chain is discarded, and ``n_samples`` draws are taken evenly spaced from the rest.
+    Walkers start from the hyperpriors, resampled by likelihood; the run length follows
+    ``popinfer.mcmc``'s schedule; the first half of the chain is discarded, and
+    ``n_samples`` draws are taken evenly spaced from the rest.
 
     Parameters
     ----------
@@ -49,26 +71,25 @@ class EmceeSampler:
         n_walkers, max_steps = self.n_walkers, self.max_steps
         n_dim = len(posterior.names)
         init_seed, sampler_seed = seed.spawn(2)
-        start, _ = initial_positions(posterior, n_walkers, np.random.default_rng(init_seed))
+        start, _ = initial_positions(_StartingBlock(posterior), n_walkers, np.random.default_rng(init_seed))
         sampler = emcee.EnsembleSampler(n_walkers, n_dim, posterior, vectorize=True)
         sampler.random_state = np.random.RandomState(np.random.MT19937(sampler_seed)).get_state()
         state = start[:, 0, :]
-        first_check = max(200, 2 * math.ceil(n_samples / n_walkers))
-        next_check, step = min(first_check, max_steps), 0
+        check, step = min(first_check(n_samples, n_walkers, MIN_AUTOCORR_TIMES), max_steps), 0
         bar = tqdm(total=max_steps, unit="step", desc="fit-population", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
         try:
             while True:
-                state = sampler.run_mcmc(state, next_check - step, skip_initial_state_check=True)
-                bar.update(next_check - step)
-                step = next_check
+                state = sampler.run_mcmc(state, check - step, skip_initial_state_check=True)
+                bar.update(check - step)
+                step = check
                 kept = sampler.get_chain(discard=step // 2)
                 tau = integrated_time(kept)
                 converged = bool(np.all(step >= MIN_AUTOCORR_TIMES * tau))
                 if converged or step >= max_steps:
                     break
-                target = MIN_AUTOCORR_TIMES * np.max(tau) if np.all(np.isfinite(tau)) else 2 * step
-                next_check = int(min(max(target, 1.2 * step), 2 * step, max_steps))
+                target = MIN_AUTOCORR_TIMES * np.max(tau) if np.all(np.isfinite(tau)) else np.inf
+                check = min(next_check(step, target), max_steps)
                 bar.set_postfix_str(f"τ ≈ {np.max(tau):.3g}")
         finally:
             bar.close()
