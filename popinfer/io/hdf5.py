@@ -150,13 +150,30 @@ def open_popinfer_file(path, kind=None):
         if kind is not None and found != kind:
             raise FileFormatError(f"{label} is a popinfer {found} file; expected a {kind} file.")
         check_self_contained(handle, label)
-        yield handle
     except PopinferError:
+        handle.close()
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:  # how h5py reports damaged content
+        handle.close()
+        raise FileFormatError(f"{label} is damaged or incomplete ({exc}). Regenerate it.") from None
+    try:
+        yield handle
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        # In the body only what h5py raised while reading is damaged content; any other
+        # exception (a bug in the caller's code) propagates as it is.
+        if not _raised_by_h5py(exc):
+            raise
         raise FileFormatError(f"{label} is damaged or incomplete ({exc}). Regenerate it.") from None
     finally:
         handle.close()
+
+
+def _raised_by_h5py(exc):
+    """Whether the innermost frame of ``exc``'s traceback is h5py's code."""
+    traceback = exc.__traceback__
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return "h5py" in Path(traceback.tb_frame.f_code.co_filename).parts
 
 
 # zlib cannot expand data more than about 1032-fold; a dataset that claims more
