@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import concurrent.futures as futures
-import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import warnings
@@ -21,10 +18,11 @@ from ..errors import OutputError, UsageError
 from ..io.files import check_output, release, reserves_stdout, work_directory
 from ..io.samples import DIAGNOSTICS, Checkpoint, Samples
 from ..mcmc import MIN_AUTOCORR_TIMES, ConvergenceWarning, minimum_steps
-from ..models import UserModel, get_model
+from ..models import get_model
 from ..seeds import resolve_seed
 from ..table import read_table, table_from_frame
-from .sampler import buffer_capacity, sample_batch
+from .executors import BatchTask, results_in_order
+from .sampler import buffer_capacity
 
 DEFAULT_WALKERS = 32
 MAX_BATCH_SIZE = 1000
@@ -46,7 +44,7 @@ def resolve_priors(model, priors, fixed):
 
 def _batch_size(model, n_draws, n_walkers, n_dim):
     per_object = buffer_capacity(n_draws, n_walkers) * n_walkers * n_dim * 8
-    cap = MAX_USER_BATCH_SIZE if isinstance(model, UserModel) else MAX_BATCH_SIZE
+    cap = MAX_USER_BATCH_SIZE if model.calls_per_object else MAX_BATCH_SIZE
     return int(max(1, min(cap, BATCH_MEMORY_BYTES // per_object)))
 
 
@@ -58,18 +56,6 @@ def _digest(table, columns):
         hasher.update(role.encode())
         hasher.update(np.ascontiguousarray(columns[role]).tobytes())
     return hasher.hexdigest()
-
-
-def _run_batch(task):
-    """Sample one batch (top level, so worker processes can run it).
-
-    A worker's stdout never carries data: a user model's ``print`` goes to stderr (the
-    parent's stdout may be the HDF5 stream of ``-o -``).
-    """
-    (model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, seed) = task
-    rng = np.random.default_rng(seed)
-    with contextlib.redirect_stdout(sys.stderr):
-        return sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, rng)
 
 
 def _warn_unconverged(ids, diagnostics, n_draws):
@@ -170,7 +156,21 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     model_columns = model.load_columns(table)
     model.check_fixed(fixed, model_columns)
 
-    n_dim = len(names)
+    n_walkers = _walkers(n_walkers, len(names), n_draws, max_steps)
+    if batch_size is None:
+        batch_size = _batch_size(model, n_draws, n_walkers, len(names))
+    if seed is None and resume and output is not None and str(output) != "-":
+        seed = Checkpoint.recorded_seed(f"{output}.partial")  # the seed a run without --seed drew
+    plan = RunPlan(table, model, model_columns, prior_by_name, fixed, n_draws, n_walkers, max_steps, batch_size,
+                   resolve_seed(seed), shard, command)
+    checkpoint, scratch, first_batch = _start_checkpoint(plan, output, resume, overwrite)
+    samples = _run(plan, checkpoint, scratch, first_batch, output, overwrite, workers, progress, scheduler)
+    _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
+    return samples
+
+
+def _walkers(n_walkers, n_dim, n_draws, max_steps):
+    """W: the default, or the given number, checked (with --max-steps)."""
     if n_walkers is None:
         # With W = K/25 the two stopping requirements (50 τ, and K effectively
         # independent draws in the kept half) coincide.
@@ -187,85 +187,111 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
             f"the second half of the chain needs at least {minimum_steps(n_draws, n_walkers)} steps.",
             "--max-steps",
         )
-    if batch_size is None:
-        batch_size = _batch_size(model, n_draws, n_walkers, n_dim)
-    if seed is None and resume and output is not None and str(output) != "-":
-        seed = Checkpoint.recorded_seed(f"{output}.partial")  # the seed a run without --seed drew
-    seed = resolve_seed(seed)
+    return n_walkers
 
-    settings = {
-        "samples": n_draws,
-        "walkers": n_walkers,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "min_autocorr_times": MIN_AUTOCORR_TIMES,
-        "burn_in": "first half of each chain",
-        "id_column": table.id_column,
-        "columns": model.describe()["columns"],
-        "fixed": fixed,
-        "data": {"source": table.source, "sha256": table.sha256},
-    }
-    interim_prior = {name: prior.spec for name, prior in prior_by_name.items()}
-    fingerprint = hashlib.sha256(json.dumps(
-        {"data": _digest(table, model_columns), "model": model.describe(), "priors": interim_prior,
-         "fixed": fixed, "settings": {k: settings[k] for k in ("samples", "walkers", "max_steps", "batch_size")},
-         "seed": seed}, sort_keys=True).encode()).hexdigest()
 
-    n_objects = table.n_objects
-    bounds = list(range(0, n_objects, batch_size)) + [n_objects]
-    n_batches = len(bounds) - 1
-    seeds = np.random.SeedSequence(seed).spawn(n_batches)
-    batch_lo, batch_hi = _shard_batches(shard, n_batches)
-    object_lo, object_hi = bounds[batch_lo], bounds[batch_hi]
-    shard_ids = table.ids[object_lo:object_hi]
-    priors_list = [prior_by_name[n] for n in names]
+class RunPlan:
+    """What stage one decided before sampling: the batches (object ranges and seed streams),
+    the shard's share of them, the settings and provenance recorded in the file, and the
+    run's fingerprint (what a resumed run or a shard must match)."""
 
-    def task(i):
-        lo, hi = bounds[i], bounds[i + 1]
+    def __init__(self, table, model, model_columns, prior_by_name, fixed, n_draws, n_walkers, max_steps, batch_size,
+                 seed, shard, command):
+        self.table, self.model, self.model_columns, self.fixed = table, model, model_columns, fixed
+        self.names = list(prior_by_name)
+        self.priors = [prior_by_name[n] for n in self.names]
+        self.n_draws, self.n_walkers, self.max_steps = n_draws, n_walkers, max_steps
+        self.seed, self.shard, self.command = seed, shard, command
+        self.settings = {
+            "samples": n_draws,
+            "walkers": n_walkers,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "min_autocorr_times": MIN_AUTOCORR_TIMES,
+            "burn_in": "first half of each chain",
+            "id_column": table.id_column,
+            "columns": model.describe()["columns"],
+            "fixed": fixed,
+            "data": {"source": table.source, "sha256": table.sha256},
+        }
+        self.interim_prior = {name: prior.spec for name, prior in prior_by_name.items()}
+        self.fingerprint = hashlib.sha256(json.dumps(
+            {"data": _digest(table, model_columns), "model": model.describe(), "priors": self.interim_prior,
+             "fixed": fixed,
+             "settings": {k: self.settings[k] for k in ("samples", "walkers", "max_steps", "batch_size")},
+             "seed": seed}, sort_keys=True).encode()).hexdigest()
+        n_objects = table.n_objects
+        self.bounds = list(range(0, n_objects, batch_size)) + [n_objects]
+        n_batches = len(self.bounds) - 1
+        self.seeds = np.random.SeedSequence(seed).spawn(n_batches)
+        self.batch_lo, self.batch_hi = _shard_batches(shard, n_batches)
+        self.object_lo, self.object_hi = self.bounds[self.batch_lo], self.bounds[self.batch_hi]
+        self.ids = table.ids[self.object_lo:self.object_hi]
+
+    def task(self, i):
+        """The :class:`BatchTask` of batch ``i``."""
+        table, lo, hi = self.table, self.bounds[i], self.bounds[i + 1]
         rows = slice(table.starts[lo], table.starts[hi])
-        return (model, {role: values[rows] for role, values in model_columns.items()},
-                table.starts[lo:hi + 1] - table.starts[lo], table.ids[lo:hi], priors_list, names, fixed,
-                n_draws, n_walkers, max_steps, seeds[i])
+        return BatchTask(self.model, {role: values[rows] for role, values in self.model_columns.items()},
+                         table.starts[lo:hi + 1] - table.starts[lo], table.ids[lo:hi], self.priors, self.names,
+                         self.fixed, self.n_draws, self.n_walkers, self.max_steps, self.seeds[i])
 
-    root = {"command": command, "seed": seed,
-            "extra": {"model": model.name, "parameters": names, "interim_prior": interim_prior, "settings": settings}}
-    checkpoint = None
-    first_batch = 0
-    if output is not None:
-        scratch = work_directory("-") if str(output) == "-" else None
-        checkpoint = Checkpoint(os.path.join(scratch, "stdout.partial") if scratch else f"{output}.partial",
-                                f"{fingerprint}:{shard}" if shard else fingerprint)
-        try:
-            first_batch = checkpoint.start(resume, overwrite, shard_ids, n_draws, names,
-                                           [b - object_lo for b in bounds[batch_lo:batch_hi + 1]], root)
-        except BaseException:
-            if scratch:
-                release(scratch)
-            raise
-        results = None
-    else:
-        results = [None] * (batch_hi - batch_lo)
+    def header(self):
+        """The samples file's provenance (a :class:`Samples` without draws)."""
+        return Samples(ids=[], parameters=self.names, samples=None, log_interim_prior=None,
+                       log_likelihood=None, diagnostics={}, model=self.model.name, interim_prior=self.interim_prior,
+                       settings=self.settings, seed=self.seed, command=self.command)
 
-    header = Samples(ids=[], parameters=names, samples=None, log_interim_prior=None,
-                     log_likelihood=None, diagnostics={}, model=model.name, interim_prior=interim_prior,
-                     settings=settings, seed=seed, command=command)
-    extra = ({"shard": f"{shard[0]}/{shard[1]}", "fingerprint": fingerprint, "n_objects_total": n_objects}
-             if shard else None)
-    bar = tqdm(total=object_hi - object_lo, initial=bounds[batch_lo + first_batch] - object_lo, unit="object",
-               desc="fit-individuals", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    def shard_attributes(self):
+        """Root attributes of a shard file (None without shards)."""
+        if not self.shard:
+            return None
+        return {"shard": f"{self.shard[0]}/{self.shard[1]}", "fingerprint": self.fingerprint,
+                "n_objects_total": self.table.n_objects}
+
+
+def _start_checkpoint(plan, output, resume, overwrite):
+    """(checkpoint, scratch directory of a run writing to stdout, first batch still to run);
+    no checkpoint without an output."""
+    if output is None:
+        return None, None, 0
+    root = {"command": plan.command, "seed": plan.seed,
+            "extra": {"model": plan.model.name, "parameters": plan.names, "interim_prior": plan.interim_prior,
+                      "settings": plan.settings}}
+    scratch = work_directory("-") if str(output) == "-" else None
+    checkpoint = Checkpoint(os.path.join(scratch, "stdout.partial") if scratch else f"{output}.partial",
+                            f"{plan.fingerprint}:{plan.shard}" if plan.shard else plan.fingerprint)
     try:
-        for i, result in _results_in_order(task, range(batch_lo + first_batch, batch_hi), workers, bar, scheduler):
+        first_batch = checkpoint.start(resume, overwrite, plan.ids, plan.n_draws, plan.names,
+                                       [b - plan.object_lo for b in plan.bounds[plan.batch_lo:plan.batch_hi + 1]],
+                                       root)
+    except BaseException:
+        if scratch:
+            release(scratch)
+        raise
+    return checkpoint, scratch, first_batch
+
+
+def _run(plan, checkpoint, scratch, first_batch, output, overwrite, workers, progress, scheduler):
+    """Run the plan's remaining batches, committing each to ``checkpoint`` (then published to
+    ``output``) or, without one, gathering them in memory; the :class:`Samples`."""
+    results = None if checkpoint is not None else [None] * (plan.batch_hi - plan.batch_lo)
+    bar = tqdm(total=plan.object_hi - plan.object_lo, initial=plan.bounds[plan.batch_lo + first_batch] - plan.object_lo,
+               unit="object", desc="fit-individuals", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    try:
+        for i, result in results_in_order(plan.task, range(plan.batch_lo + first_batch, plan.batch_hi), workers, bar,
+                                          scheduler):
             if checkpoint is not None:
-                checkpoint.commit(i - batch_lo, bounds[i] - object_lo, result)
+                checkpoint.commit(i - plan.batch_lo, plan.bounds[i] - plan.object_lo, result)
             else:
-                results[i - batch_lo] = result
+                results[i - plan.batch_lo] = result
         bar.close()
         if checkpoint is not None:
-            samples = checkpoint.publish(output, overwrite, header, extra)
-        else:
-            samples = _assemble(results, shard_ids, names)
-            samples.model, samples.interim_prior, samples.settings = model.name, interim_prior, settings
-            samples.seed, samples.command = seed, command
+            return checkpoint.publish(output, overwrite, plan.header(), plan.shard_attributes())
+        samples = _assemble(results, plan.ids, plan.names)
+        samples.model, samples.interim_prior, samples.settings = plan.model.name, plan.interim_prior, plan.settings
+        samples.seed, samples.command = plan.seed, plan.command
+        return samples
     except BaseException as exc:
         if checkpoint is not None:
             _keep_or_drop_checkpoint(checkpoint, exc, scratch)
@@ -276,8 +302,6 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
             checkpoint.close()
             if scratch:
                 release(scratch)
-    _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
-    return samples
 
 
 def _shard_batches(shard, n_batches):
@@ -337,95 +361,3 @@ def _assemble(results, ids, names):
         log_interim_prior=stack("log_interim_prior"), log_likelihood=stack("log_likelihood"),
         diagnostics={k: stack(k) for k in DIAGNOSTICS},
         model="", interim_prior={}, settings={}, seed=0)
-
-
-def _dask_client(scheduler):
-    """A dask.distributed client for ``tcp://HOST:PORT`` or ``local:N`` (and the cluster it started)."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise OutputError("--scheduler needs dask.distributed, which is not installed. Install the dask extra: "
-                          "pip install 'popinfer[dask]'.") from None
-    if scheduler.startswith("local:"):
-        try:
-            n_workers = int(scheduler.split(":", 1)[1])
-        except ValueError:
-            n_workers = 0
-        if n_workers < 1:
-            raise UsageError(f"--scheduler {scheduler}: expected local:N with N >= 1 worker processes.", "--scheduler")
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        return Client(cluster), cluster
-    try:
-        return Client(scheduler, timeout=10), None
-    except (OSError, TimeoutError) as exc:
-        raise OutputError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}. Is it running?") from None
-
-
-def _dask_results_in_order(task, indices, scheduler, bar):
-    """Batches on a Dask cluster; results come back to this (single) writer in batch order.
-
-    A lost worker's batches are recomputed by Dask; a batch's result depends only on
-    its data and seed stream, so the file does not depend on where it ran.
-    """
-    client, cluster = _dask_client(scheduler)
-    try:
-        in_flight = max(2, 2 * sum(client.nthreads().values()))
-        queue, pending = iter(indices), []
-        for i in queue:
-            pending.append((i, client.submit(_run_batch, task(i), pure=False)))
-            if len(pending) >= in_flight:
-                break
-        while pending:
-            i, future = pending.pop(0)
-            result = future.result()
-            bar.update(len(result["n_steps"]))
-            nxt = next(queue, None)
-            if nxt is not None:
-                pending.append((nxt, client.submit(_run_batch, task(nxt), pure=False)))
-            yield i, result
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _results_in_order(task, indices, workers, bar, scheduler=None):
-    """Yield ``(i, result)`` in batch order, computing up to ``workers`` batches at once
-    (or on a Dask cluster when ``scheduler`` is given)."""
-    indices = list(indices)
-    if scheduler:
-        yield from _dask_results_in_order(task, indices, scheduler, bar)
-        return
-    if workers <= 1 or len(indices) <= 1:
-        for i in indices:
-            (model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, seed) = task(i)
-            yield i, sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers,
-                                  max_steps, np.random.default_rng(seed), on_finished=bar.update)
-        return
-    context = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending = {}
-        queue = iter(indices)
-        done = {}
-        next_to_yield = indices[0]
-        try:
-            for i in queue:
-                pending[pool.submit(_run_batch, task(i))] = i
-                if len(pending) >= 2 * workers:
-                    break
-            while pending or done:
-                if next_to_yield in done:
-                    yield next_to_yield, done.pop(next_to_yield)
-                    next_to_yield += 1
-                    continue
-                finished, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
-                for future in finished:
-                    i = pending.pop(future)
-                    done[i] = future.result()
-                    bar.update(len(done[i]["n_steps"]))
-                    nxt = next(queue, None)
-                    if nxt is not None:
-                        pending[pool.submit(_run_batch, task(nxt))] = nxt
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise

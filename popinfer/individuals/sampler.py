@@ -65,7 +65,7 @@ class BatchPosterior:
         self.names = list(names)
         self.fixed = dict(fixed)
         self.ids = list(ids)
-        self.per_object_calls = hasattr(model, "spec")
+        self.per_object_calls = model.calls_per_object
         if self.per_object_calls:
             data["ids"] = self.ids
 
@@ -160,6 +160,86 @@ def _next_check(step, tau, times):
     return next_check(step, target)
 
 
+class ChainBuffer:
+    """The stored chain of a batch's active objects, bounded in memory.
+
+    Steps are stored every ``interval`` steps; when the buffer fills, every other
+    stored row is dropped and the interval doubles, so memory is
+    ``capacity × n_walkers × n_objects × n_dim`` floats however long the run.
+    """
+
+    def __init__(self, capacity, n_walkers, n_objects, n_dim):
+        self.capacity = capacity
+        self.rows = np.empty((capacity, n_walkers, n_objects, n_dim))
+        self.row_step = np.zeros(capacity, dtype=np.int64)  # the step each stored row was taken at
+        self.n_stored, self.interval = 0, 1
+
+    def record(self, step, coords):
+        """Store the walkers' positions ``coords`` (W, B, D) after ``step`` if it is on the interval."""
+        if step % self.interval:
+            return
+        self.rows[self.n_stored] = coords
+        self.row_step[self.n_stored] = step
+        self.n_stored += 1
+        if self.n_stored == self.capacity:  # keep the rows on the doubled interval
+            self.interval *= 2
+            first = int(np.argmax(self.row_step % self.interval == 0))
+            kept_rows = slice(first, self.capacity, 2)
+            self.n_stored = len(range(first, self.capacity, 2))
+            self.rows[:self.n_stored] = self.rows[kept_rows]
+            self.row_step[:self.n_stored] = self.row_step[kept_rows]
+
+    def _half_start(self, step):
+        return int(np.searchsorted(self.row_step[:self.n_stored], step // 2, side="right"))
+
+    def second_half(self, step):
+        """The stored rows after ``step // 2`` (the kept half), shape (M, W, B, D)."""
+        return self.rows[self._half_start(step):self.n_stored]
+
+    def keep(self, stay, step):
+        """Keep the objects ``stay`` (a mask), and only the rows of the current second half:
+        no other row can ever be kept again."""
+        start = self._half_start(step)
+        n_rows = self.n_stored - start
+        kept = self.rows[start:self.n_stored][:, :, stay]
+        self.rows = np.empty((self.capacity,) + kept.shape[1:])
+        self.rows[:n_rows] = kept
+        self.row_step[:n_rows] = self.row_step[start:self.n_stored]
+        self.n_stored = n_rows
+
+
+class FinishedObjects:
+    """K draws and diagnostics of a batch's objects, filled in as the objects finish."""
+
+    def __init__(self, n_objects, n_draws, n_dim):
+        self.n_draws = n_draws
+        self.samples = np.empty((n_objects, n_draws, n_dim))
+        self.acceptance = np.zeros(n_objects)
+        self.autocorr = np.full((n_objects, n_dim), np.nan)
+        self.n_steps = np.zeros(n_objects, dtype=np.int64)
+        self.converged = np.zeros(n_objects, dtype=bool)
+        self.effective = np.zeros(n_objects)
+
+    def finish(self, active, finishing, kept, step, tau, accepted):
+        """Record the objects ``active[finishing]``: K draws evenly spaced over the kept half
+        ``kept`` (M, W, B, D), and their diagnostics after ``step`` steps."""
+        n_walkers = kept.shape[1]
+        pick = np.round(np.linspace(0, kept.shape[0] * n_walkers - 1, self.n_draws)).astype(np.int64)
+        pick_rows, pick_walkers = np.unravel_index(pick, (kept.shape[0], n_walkers))
+        done = np.flatnonzero(finishing)
+        finished = active[done]
+        self.samples[finished] = kept[pick_rows, pick_walkers][:, done, :].transpose(1, 0, 2)
+        self.acceptance[finished] = accepted[:, done].sum(axis=0) / (n_walkers * step)
+        self.autocorr[finished] = tau[done]
+        self.n_steps[finished] = step
+        self.converged[finished] = np.all(step >= MIN_AUTOCORR_TIMES * tau, axis=1)[done]
+        self.effective[finished] = np.min(step * n_walkers / (2.0 * tau[done]), axis=1)
+
+    def diagnostics(self):
+        return {"acceptance_fraction": self.acceptance, "autocorr_time": self.autocorr, "n_steps": self.n_steps,
+                "converged": self.converged, "effective_draws": self.effective}
+
+
 def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_walkers, max_steps, rng,
                  on_finished=None):
     """Sample every object of a batch; return draws and per-object diagnostics.
@@ -193,9 +273,7 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
         (B,) (n_steps·W/(2τ), for the worst parameter).
     """
     n_objects, n_dim = len(ids), len(names)
-    capacity = buffer_capacity(n_draws, n_walkers)
     times = required_autocorr_times(n_draws, n_walkers)
-    first = first_check(n_draws, n_walkers, times)
 
     def posterior_for(objects):
         sub_columns, sub_starts = subset_rows(columns, starts, objects)
@@ -204,59 +282,29 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
 
     full_posterior = posterior_for(np.arange(n_objects))
     coords, log_prob = initial_positions(full_posterior, n_walkers, rng)
-
-    samples = np.empty((n_objects, n_draws, n_dim))
-    acceptance = np.zeros(n_objects)
-    autocorr = np.full((n_objects, n_dim), np.nan)
-    n_steps = np.zeros(n_objects, dtype=np.int64)
-    converged = np.zeros(n_objects, dtype=bool)
-    effective = np.zeros(n_objects)
-
+    results = FinishedObjects(n_objects, n_draws, n_dim)
     active = np.arange(n_objects)
     posterior = full_posterior
-    chain = np.empty((capacity, n_walkers, n_objects, n_dim))
-    row_step = np.zeros(capacity, dtype=np.int64)  # the step each stored row was taken at
-    n_stored, interval, step = 0, 1, 0
+    chain = ChainBuffer(buffer_capacity(n_draws, n_walkers), n_walkers, n_objects, n_dim)
+    step = 0
     move = BlockStretchMove(n_dim, rng, posterior.per_object)
     move.accepted = np.zeros((n_walkers, n_objects), dtype=np.int64)
-    check = min(first, max_steps)
+    check = min(first_check(n_draws, n_walkers, times), max_steps)
     while active.size:
         sampler = emcee.EnsembleSampler(n_walkers, active.size * n_dim, posterior, moves=[move], vectorize=True)
         state = emcee.State(coords.reshape(n_walkers, -1), log_prob=log_prob.sum(axis=1), blobs=log_prob)
         for state in sampler.sample(state, iterations=check - step, store=False,
                                     skip_initial_state_check=True):
             step += 1
-            if step % interval == 0:
-                chain[n_stored] = state.coords.reshape(n_walkers, active.size, n_dim)
-                row_step[n_stored] = step
-                n_stored += 1
-                if n_stored == capacity:  # keep the rows on the doubled interval
-                    interval *= 2
-                    first = int(np.argmax(row_step % interval == 0))
-                    kept_rows = slice(first, capacity, 2)
-                    n_stored = len(range(first, capacity, 2))
-                    chain[:n_stored] = chain[kept_rows]
-                    row_step[:n_stored] = row_step[kept_rows]
+            chain.record(step, state.coords.reshape(n_walkers, active.size, n_dim))
         coords = state.coords.reshape(n_walkers, active.size, n_dim)
         log_prob = np.asarray(state.blobs, dtype=float).reshape(n_walkers, active.size)
 
-        start = int(np.searchsorted(row_step[:n_stored], step // 2, side="right"))  # the second half
-        kept = chain[start:n_stored]
-        n_kept = kept.shape[0] * n_walkers
+        kept = chain.second_half(step)
         tau_walkers = kept[:, :TAU_WALKERS].reshape(kept.shape[0], min(n_walkers, TAU_WALKERS), -1)
-        tau = integrated_time(tau_walkers).reshape(active.size, n_dim) * interval
-        long_enough = np.all(step >= MIN_AUTOCORR_TIMES * tau, axis=1)
+        tau = integrated_time(tau_walkers).reshape(active.size, n_dim) * chain.interval
         finishing = np.ones(active.size, bool) if step >= max_steps else np.all(step >= times * tau, axis=1)
-        pick = np.round(np.linspace(0, n_kept - 1, n_draws)).astype(np.int64)
-        pick_rows, pick_walkers = np.unravel_index(pick, (kept.shape[0], n_walkers))
-        done = np.flatnonzero(finishing)
-        finished = active[done]
-        samples[finished] = kept[pick_rows, pick_walkers][:, done, :].transpose(1, 0, 2)
-        acceptance[finished] = move.accepted[:, done].sum(axis=0) / (n_walkers * step)
-        autocorr[finished] = tau[done]
-        n_steps[finished] = step
-        converged[finished] = long_enough[done]
-        effective[finished] = np.min(step * n_walkers / (2.0 * tau[done]), axis=1)
+        results.finish(active, finishing, kept, step, tau, move.accepted)
         if finishing.any():
             if on_finished is not None:
                 on_finished(int(finishing.sum()))
@@ -265,26 +313,24 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
             if not active.size:
                 break
             coords, log_prob = coords[:, stay], log_prob[:, stay]
-            # Only rows of the current second half can ever be kept again: copy just those.
-            remaining = np.empty((capacity, n_walkers, active.size, n_dim))
-            remaining[: n_stored - start] = kept[:, :, stay]
-            row_step[: n_stored - start] = row_step[start:n_stored]
-            chain, n_stored = remaining, n_stored - start
+            chain.keep(stay, step)
             move.accepted = move.accepted[:, stay]
             posterior = posterior_for(active)
             move.log_prob = posterior.per_object
         check = min(_next_check(step, tau[~finishing], times), max_steps)
 
-    log_interim_prior = full_posterior.log_prior(samples.transpose(1, 0, 2)).transpose(1, 0, 2)
+    return _batch_output(full_posterior, results)
+
+
+def _batch_output(posterior, results):
+    """The batch's result dict: draws, ln p0 and ln L at them, diagnostics."""
+    samples = results.samples
+    log_interim_prior = posterior.log_prior(samples.transpose(1, 0, 2)).transpose(1, 0, 2)
     valid = np.isfinite(log_interim_prior.sum(axis=-1)).T
-    log_likelihood = full_posterior.log_likelihood(samples.transpose(1, 0, 2), valid).T
+    log_likelihood = posterior.log_likelihood(samples.transpose(1, 0, 2), valid).T
     return {
         "samples": samples,
         "log_likelihood": np.ascontiguousarray(log_likelihood),
         "log_interim_prior": log_interim_prior,
-        "acceptance_fraction": acceptance,
-        "autocorr_time": autocorr,
-        "n_steps": n_steps,
-        "converged": converged,
-        "effective_draws": effective,
+        **results.diagnostics(),
     }

@@ -43,6 +43,10 @@ class Model(ABC):
     roles = {}
     parameters = ()
     default_priors = {}
+    # Capability: a model that evaluates one object per call (a user's function) sets
+    # this; it is then handed the ids in ``data["ids"]`` and the valid-walker mask
+    # (``log_likelihood(params, data, valid)``), and runs in smaller batches.
+    calls_per_object = False
 
     def __init__(self, columns=None, table_columns=None):
         columns = dict(columns or {})

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..guard import no_exit
-from ..models.user import ReloadedFunction, declared_priors, load_callable
+from ..user_functions import ReloadedFunction, declared_priors, load_callable
 from .base import Population
 
 

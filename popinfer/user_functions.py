@@ -1,0 +1,104 @@
+"""Loading user-supplied functions (``path/to/file.py:function`` or ``package.module:function``):
+the one loader that user models (``models.user``) and user populations
+(``populations.user``) share, with the check of their declared default priors, the
+source's SHA-256, and the pickling that lets worker processes load them again."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+from .distributions import parse_distribution
+from .errors import ModelError, UsageError
+from .guard import no_exit
+
+
+def load_callable(spec, option):
+    """Resolve ``file.py:function`` or ``package.module:function``."""
+    target, sep, attribute = spec.rpartition(":")
+    if not sep or not target or not attribute:
+        raise UsageError(
+            f"{option} {spec!r}: expected a built-in name, path/to/file.py:function or "
+            f"package.module:function.",
+            option,
+        )
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise UsageError(f"{option} {spec!r}: the file {target!r} does not exist.", option)
+        module_name = f"popinfer_user_{abs(hash(str(path.resolve())))}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            try:
+                with redirect_stdout(sys.stderr), no_exit(f"{option} {spec!r} (importing {target!r})"):
+                    loader_spec.loader.exec_module(module)  # what a module prints on import is never data
+            except ModelError:
+                raise
+            except Exception as exc:
+                raise ModelError(f"{option} {spec!r}: importing {target!r} failed: {type(exc).__name__}: {exc}") from exc
+            sys.modules[module_name] = module
+    else:
+        try:
+            with redirect_stdout(sys.stderr), no_exit(f"{option} {spec!r} (importing {target!r})"):
+                module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UsageError(f"{option} {spec!r}: cannot import module {target!r} ({exc}).", option) from None
+    function = getattr(module, attribute, None)
+    if function is None or not callable(function):
+        raise UsageError(f"{option} {spec!r}: {target!r} defines no function {attribute!r}.", option)
+    return function
+
+
+def source_sha256(function):
+    """SHA-256 of the file that defines ``function`` as it is on disk now (None when it has
+    none): a resumed run must use the code its checkpoint was made with."""
+    try:
+        path = inspect.getsourcefile(function)
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except (TypeError, OSError):
+        return None
+
+
+def declared_priors(function, attribute, spec, option, noun):
+    """The dict ``function.<attribute>`` of name -> default prior spec, checked.
+
+    Raises
+    ------
+    UsageError
+        If the attribute is missing or empty, or a spec does not parse.
+    """
+    declared = getattr(function, attribute, None)
+    if not isinstance(declared, dict) or not declared:
+        raise UsageError(
+            f"{option} {spec!r}: the function needs a `{attribute}` attribute, a dict of {noun} name -> "
+            f"default prior, e.g. {{'rate': 'loguniform(0.001, 10)'}}.",
+            option,
+        )
+    for name, prior in declared.items():
+        parse_distribution(prior, f"{option} {spec} (default prior of {name})")
+    return dict(declared)
+
+
+class ReloadedFunction:
+    """Pickles without the user's function and loads it again from ``spec``, so
+    worker processes can rebuild user models and populations. Subclasses set ``spec``
+    and ``option`` (the option that named the function)."""
+
+    option = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_function"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._function = load_callable(self.spec, self.option)
