@@ -167,9 +167,11 @@ def main():
 @click.option("--column", "columns", multiple=True, metavar="ROLE=NAME", help="Column name for a model role (repeatable).")
 @click.option("--id-column", default=None, help="Object id column [default: the first column].")
 @click.option("--samples", "n_draws", type=int, default=4000, show_default=True, help="Posterior draws kept per object (K).")
-@click.option("--walkers", "n_walkers", type=int, default=None, help="emcee walkers per object [default: max(32, 2D+2)].")
+@click.option("--walkers", "n_walkers", type=int, default=None,
+              help="emcee walkers per object [default: max(32, 2D+2, K/25), rounded up to even].")
 @click.option("--max-steps", type=int, default=20000, show_default=True,
-              help="Cap on steps; objects stop earlier once their chain is >= 50 autocorrelation times.")
+              help="Cap on steps; an object stops earlier once its chain is >= 50 autocorrelation times long and "
+                   "its kept half holds K effectively independent draws (steps x W / (2 tau) >= K).")
 @click.option("--batch-size", type=int, default=None, help="Objects sampled together [default: from a memory budget].")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local processes (results do not depend on it).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same output.")

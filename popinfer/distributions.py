@@ -1,4 +1,4 @@
-"""The distribution grammar of priors and hyperpriors (CONTRACT §3).
+"""The distribution grammar of priors and hyperpriors (README, "Distributions").
 
 A spec such as ``normal(0, 5)`` is parsed into a frozen one-dimensional
 :class:`Distribution` backed by :mod:`scipy.stats`, with a log-density that is

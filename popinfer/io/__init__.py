@@ -1,4 +1,4 @@
-"""HDF5 files of popinfer: layout (CONTRACT §4), checks on read, atomic writes."""
+"""HDF5 files of popinfer: layout (README, "HDF5 layout"), checks on read, atomic writes."""
 
 import io
 import sys

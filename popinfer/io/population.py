@@ -1,6 +1,6 @@
 """Population files (``popinfer_format = "population"``): stage two's output.
 
-Layout (CONTRACT §4)::
+Layout (README, "HDF5 layout")::
 
     attrs: popinfer_format, format_version, popinfer_version, created, command, seed,
            population, parameters, hyperparameters, hyperprior (JSON), fixed (JSON),

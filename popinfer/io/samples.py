@@ -1,6 +1,6 @@
 """Samples files (``popinfer_format = "samples"``): stage one's output.
 
-Layout (CONTRACT §4)::
+Layout (README, "HDF5 layout")::
 
     attrs: popinfer_format, format_version, popinfer_version, created, command, seed,
            model, parameters, interim_prior (JSON), settings (JSON)

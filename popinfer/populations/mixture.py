@@ -18,7 +18,21 @@ class _NormalMixture:
 
 
 class MixturePopulation(Population):
-    """Two normal components; ``mu1 < mu2`` is required, which removes label switching."""
+    """A two-component normal mixture:  f(θ) = w N(θ; μ₁, σ₁) + (1 − w) N(θ; μ₂, σ₂).
+
+    ``mu1 < mu2`` is required, which removes label switching.
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    weight : w in [0, 1], the first component's share.
+    mu1, sigma1 : μ₁ and σ₁ > 0, the first component's location and scale.
+    mu2, sigma2 : μ₂ > μ₁ and σ₂ > 0, the second component's.
+    """
 
     name = "mixture"
     hyperparameters = ("weight", "mu1", "sigma1", "mu2", "sigma2")

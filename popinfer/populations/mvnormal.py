@@ -14,7 +14,20 @@ from .univariate import _scale_priors
 
 
 class MvNormalPopulation(Population):
-    """θ ~ MultivariateNormal(mu, diag(sigma) R diag(sigma)), R the correlation matrix."""
+    """θ ~ MultivariateNormal(μ, Σ), Σ = diag(σ) R diag(σ), R the correlation matrix.
+
+    Parameters
+    ----------
+    parameters : list of str
+        The P ≥ 2 stage-one parameters θ_p described (``--parameter``, repeated).
+
+    Hyperparameters
+    ---------------
+    mu_<p> : μ_p, the mean of parameter p.
+    sigma_<p> : σ_p > 0, its standard deviation.
+    rho_<p>_<q> : R_pq in (−1, 1), the correlation of p and q (p before q); Σ must be
+        positive definite.
+    """
 
     name = "mvnormal"
 

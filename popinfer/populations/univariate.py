@@ -36,7 +36,18 @@ def _scale_priors(scale, location_key="location", spread_key="spread"):
 
 
 class NormalPopulation(Population):
-    """θ ~ Normal(mu, sigma)."""
+    """θ ~ Normal(μ, σ):  f(θ; μ, σ) = exp(−(θ − μ)²/(2σ²)) / (σ √(2π)).
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    mu : μ, the location.
+    sigma : σ > 0, the scale.
+    """
 
     name = "normal"
     hyperparameters = ("mu", "sigma")
@@ -73,7 +84,20 @@ class NormalPopulation(Population):
 
 
 class TruncNormalPopulation(Population):
-    """θ ~ Normal(mu, sigma) truncated to [low, high], normalised on that interval."""
+    """θ ~ Normal(μ, σ) truncated to [a, b]:
+    f(θ) = N(θ; μ, σ) / [Φ((b − μ)/σ) − Φ((a − μ)/σ)] for a ≤ θ ≤ b.
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    mu : μ, the location of the untruncated normal.
+    sigma : σ > 0, its scale.
+    low, high : a < b, the truncation bounds (usually held with ``--fix``).
+    """
 
     name = "truncnormal"
     hyperparameters = ("mu", "sigma", "low", "high")
@@ -122,7 +146,18 @@ class TruncNormalPopulation(Population):
 
 
 class LogNormalPopulation(Population):
-    """ln θ ~ Normal(mu, sigma)."""
+    """ln θ ~ Normal(μ, σ):  f(θ; μ, σ) = N(ln θ; μ, σ) / θ for θ > 0.
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    mu : μ, the mean of ln θ.
+    sigma : σ > 0, the standard deviation of ln θ.
+    """
 
     name = "lognormal"
     hyperparameters = ("mu", "sigma")
@@ -161,7 +196,18 @@ class LogNormalPopulation(Population):
 
 
 class BetaPopulation(Population):
-    """θ ~ Beta(a, b) on (0, 1)."""
+    """θ ~ Beta(a, b):  f(θ; a, b) = θ^(a−1) (1 − θ)^(b−1) / B(a, b) on (0, 1).
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    a : a > 0, the first shape (pseudo-successes).
+    b : b > 0, the second shape (pseudo-failures).
+    """
 
     name = "beta"
     hyperparameters = ("a", "b")
@@ -204,7 +250,18 @@ class BetaPopulation(Population):
 
 
 class GammaPopulation(Population):
-    """θ ~ Gamma(shape, rate) on θ > 0."""
+    """θ ~ Gamma(k, λ):  f(θ; k, λ) = λ^k θ^(k−1) e^(−λθ) / Γ(k) for θ > 0.
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    shape : k > 0.
+    rate : λ > 0 (the inverse scale).
+    """
 
     name = "gamma"
     hyperparameters = ("shape", "rate")
@@ -274,7 +331,18 @@ class _PowerLaw:
 
 
 class PowerLawPopulation(Population):
-    """θ ~ θ^alpha on [low, high] (0 < low < high), normalised."""
+    """θ ~ θ^α on [a, b]:  f(θ; α) = θ^α / ∫_a^b t^α dt for a ≤ θ ≤ b (0 < a < b).
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    alpha : α, the slope (any real number; α = −1 is the log-uniform).
+    low, high : a < b, the bounds (held with ``--fix`` or given hyperpriors).
+    """
 
     name = "powerlaw"
     hyperparameters = ("alpha", "low", "high")
@@ -317,7 +385,18 @@ class PowerLawPopulation(Population):
 
 
 class UniformPopulation(Population):
-    """θ ~ Uniform(low, high)."""
+    """θ ~ Uniform(a, b):  f(θ; a, b) = 1/(b − a) for a ≤ θ ≤ b.
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    low : a, the lower bound.
+    high : b > a, the upper bound.
+    """
 
     name = "uniform"
     hyperparameters = ("low", "high")
@@ -343,7 +422,19 @@ class UniformPopulation(Population):
 
 
 class StudentTPopulation(Population):
-    """θ ~ Student-t(nu, mu, sigma)."""
+    """θ ~ Student-t(ν, μ, σ):  f(θ) = t_ν((θ − μ)/σ) / σ, t_ν the standard t density.
+
+    Parameters
+    ----------
+    parameters : list of str
+        The one stage-one parameter θ described.
+
+    Hyperparameters
+    ---------------
+    nu : ν > 0, the degrees of freedom (ν → ∞ is the normal).
+    mu : μ, the location.
+    sigma : σ > 0, the scale.
+    """
 
     name = "studentt"
     hyperparameters = ("nu", "mu", "sigma")

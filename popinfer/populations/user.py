@@ -4,10 +4,13 @@ The protocol (README, "User populations"):
 
     def exponential(theta, hyper):
         '''theta: dict parameter -> array (n, K, 1); hyper: dict name -> array (W,).'''
-        x, rate = theta["rate"], hyper["scale"]
+        x, scale = theta["rate"], hyper["scale"]
         return np.where(x >= 0, -np.log(scale) - x / scale, -np.inf)   # shape (n, K, W)
 
     exponential.hyperparameters = {"scale": "loguniform(0.01, 100)"}
+
+(with ``--parameter rate``: an exponential population of the stage-one parameter
+``rate``, f(θ; scale) = exp(−θ/scale)/scale for θ ≥ 0.)
 
 The function returns ln f(θ; α), normalised over θ, broadcast to (n, K, W), with
 -inf (never NaN) outside the support.
