@@ -19,23 +19,9 @@ from .sampler import sample_batch
 
 @dataclass
 class BatchTask:
-    """One batch of objects to sample (picklable, for worker processes).
-
-    Attributes
-    ----------
-    model : popinfer.models.Model
-    columns : dict of str -> ndarray
-        The batch's rows by role, sorted by object.
-    starts : ndarray, shape (B + 1,)
-        Object b owns rows ``starts[b]:starts[b+1]``.
-    ids : list of str
-    priors, names, fixed
-        Interim priors p0 and names of the D sampled parameters; held parameters.
-    n_draws, n_walkers, max_steps : int
-        K, W and the cap on steps.
-    seed : numpy.random.SeedSequence
-        The batch's own stream.
-    """
+    """One batch of objects to sample (picklable, for worker processes): the arguments of
+    :func:`~popinfer.individuals.sampler.sample_batch`, with ``seed`` the batch's own
+    :class:`numpy.random.SeedSequence` in place of its generator."""
 
     model: object
     columns: dict

@@ -51,7 +51,9 @@ class Population(ABC):
     Parameters
     ----------
     parameters : list of str
-        The stage-one parameters described, in order (P of them).
+        The stage-one parameters θ described, in order (P of them; one for the
+        one-dimensional populations). Each subclass's docstring gives its density and
+        maps every hyperparameter (a key of ``hyper``) to its symbol.
     """
 
     name = "population"

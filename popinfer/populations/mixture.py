@@ -22,11 +22,6 @@ class MixturePopulation(Population):
 
     ``mu1 < mu2`` is required, which removes label switching.
 
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
-
     Hyperparameters
     ---------------
     weight : w in [0, 1], the first component's share.

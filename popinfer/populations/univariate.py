@@ -38,11 +38,6 @@ def _scale_priors(scale, location_key="location", spread_key="spread"):
 class NormalPopulation(Population):
     """θ ~ Normal(μ, σ):  f(θ; μ, σ) = exp(−(θ − μ)²/(2σ²)) / (σ √(2π)).
 
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
-
     Hyperparameters
     ---------------
     mu : μ, the location.
@@ -86,11 +81,6 @@ class NormalPopulation(Population):
 class TruncNormalPopulation(Population):
     """θ ~ Normal(μ, σ) truncated to [a, b]:
     f(θ) = N(θ; μ, σ) / [Φ((b − μ)/σ) − Φ((a − μ)/σ)] for a ≤ θ ≤ b.
-
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
 
     Hyperparameters
     ---------------
@@ -148,11 +138,6 @@ class TruncNormalPopulation(Population):
 class LogNormalPopulation(Population):
     """ln θ ~ Normal(μ, σ):  f(θ; μ, σ) = N(ln θ; μ, σ) / θ for θ > 0.
 
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
-
     Hyperparameters
     ---------------
     mu : μ, the mean of ln θ.
@@ -197,11 +182,6 @@ class LogNormalPopulation(Population):
 
 class BetaPopulation(Population):
     """θ ~ Beta(a, b):  f(θ; a, b) = θ^(a−1) (1 − θ)^(b−1) / B(a, b) on (0, 1).
-
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
 
     Hyperparameters
     ---------------
@@ -251,11 +231,6 @@ class BetaPopulation(Population):
 
 class GammaPopulation(Population):
     """θ ~ Gamma(k, λ):  f(θ; k, λ) = λ^k θ^(k−1) e^(−λθ) / Γ(k) for θ > 0.
-
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
 
     Hyperparameters
     ---------------
@@ -333,11 +308,6 @@ class _PowerLaw:
 class PowerLawPopulation(Population):
     """θ ~ θ^α on [a, b]:  f(θ; α) = θ^α / ∫_a^b t^α dt for a ≤ θ ≤ b (0 < a < b).
 
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
-
     Hyperparameters
     ---------------
     alpha : α, the slope (any real number; α = −1 is the log-uniform).
@@ -387,11 +357,6 @@ class PowerLawPopulation(Population):
 class UniformPopulation(Population):
     """θ ~ Uniform(a, b):  f(θ; a, b) = 1/(b − a) for a ≤ θ ≤ b.
 
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
-
     Hyperparameters
     ---------------
     low : a, the lower bound.
@@ -423,11 +388,6 @@ class UniformPopulation(Population):
 
 class StudentTPopulation(Population):
     """θ ~ Student-t(ν, μ, σ):  f(θ) = t_ν((θ − μ)/σ) / σ, t_ν the standard t density.
-
-    Parameters
-    ----------
-    parameters : list of str
-        The one stage-one parameter θ described.
 
     Hyperparameters
     ---------------
