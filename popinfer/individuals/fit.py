@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..distributions import parse_distribution, parse_options, parse_priors, parse_value
-from ..errors import OutputError, UsageError
+from ..errors import UsageError
 from ..io.files import check_output, release, reserves_stdout, work_directory
 from ..io.samples import DIAGNOSTICS, Checkpoint, Samples
 from ..mcmc import MIN_AUTOCORR_TIMES, ConvergenceWarning, minimum_steps
