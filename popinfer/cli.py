@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import shlex
@@ -75,6 +76,14 @@ def _resume_hint(command, output):
     return ""
 
 
+def _silence_stdout():
+    """Point stdout at /dev/null, so that the interpreter's last flush finds no closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # not a real file (tests)
+        pass
+
+
 def _failure_message(exc, command, output):
     """The one paragraph for an exception that is not a popinfer error."""
     if no_space_left(exc):  # an ordinary runtime failure, whatever layer noticed it
@@ -125,6 +134,9 @@ def handle_errors(function):
                 sys.exit(1)
             except click.exceptions.Exit:
                 raise
+            except BrokenPipeError:  # the reader of stdout stopped early (`| head`): not a failure
+                _silence_stdout()
+                sys.exit(0)
             except Exception as exc:  # a full disk, or an unexpected failure: one paragraph, traceback on --debug
                 if debug:
                     raise
