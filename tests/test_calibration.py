@@ -14,9 +14,13 @@ halves the population's apparent sigma, and must fall outside the range.
 import dataclasses
 
 import numpy as np
+import pytest
 from scipy import stats
 
 from popinfer.calibration import CASES, run_case
+
+# Simulation-based calibration: a long statistical run (CI runs it; pytest -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
 
 R = 20
 CASE = dataclasses.replace(CASES["normal-normal"], name="ci", hyperpriors={"mu": "normal(0, 1)",
