@@ -78,7 +78,8 @@ def test_selection_term_kernel_matches_direct_computation(tmp_path, population, 
     model = get_population(population, ["theta"])
     term = SelectionTerm(model, injections, n_objects=30)
     try:
-        ln_term, variance, ln_xi, effective = term.terms(hyper)
+        ln_term, variance = term(hyper)
+        ln_xi, _, effective = term.efficiency(hyper)
     finally:
         term.close()
     log_f = model.log_density(theta[None, :, None], hyper)[0]  # (M, W)

@@ -96,14 +96,15 @@ class SelectionTerm:
         with np.errstate(divide="ignore"):
             return selection_statistics(logsumexp(first, axis=1), logsumexp(squares, axis=1), self.n_total)
 
-    def terms(self, hyper):
-        """(−N ln ξ̂ (W,), N² Var[ξ̂]/ξ̂² (W,), ln ξ̂ (W,), N_eff,sel (W,)).
+    def __call__(self, hyper):
+        """(−N ln ξ̂ (W,), N² Var[ξ̂]/ξ̂² (W,)): the term's share of ln L̂ and of Var[ln L̂]
+        (a ``LikelihoodTerm`` of :class:`HyperLikelihood`).
 
         Where ξ̂ = 0 the population cannot produce a detection: the term is −inf.
         """
-        ln_efficiency, relative_variance, effective_draws = self.efficiency(hyper)
+        ln_efficiency, relative_variance, _ = self.efficiency(hyper)
         term = np.where(np.isfinite(ln_efficiency), -self.n_objects * ln_efficiency, -np.inf)
-        return term, self.n_objects**2 * relative_variance, ln_efficiency, effective_draws
+        return term, self.n_objects**2 * relative_variance
 
     def close(self):
         self.kernel.close()
