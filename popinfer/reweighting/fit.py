@@ -22,7 +22,9 @@ from ..io.population import PopulationResult, PopulationWriter
 from ..io.samples import Samples, check_finite_draws, read_columns, read_header
 from ..populations import get_population
 from ..seeds import resolve_seed
+from ..injections import Injections, read_injections
 from .likelihood import HyperLikelihood
+from .selection import EFFECTIVE_PER_OBJECT, SelectionTerm, draw_rates
 
 MAX_ESS_DRAWS = 1000
 # An object is reported when its ESS is below --min-ess at this fraction of the
@@ -247,16 +249,20 @@ def column_medians(ess, objects, elements=BLOCK_ELEMENTS):
     return out
 
 
-def diagnose(ids, low_fraction, ess, variance, n_draws, min_ess):
+def diagnose(ids, low_fraction, ess, variance, n_draws, min_ess, selection_variance=None):
     """Warn, naming objects, when interim draws cannot support the population.
 
     ``low_fraction`` (N,) is each object's share of the M posterior draws with
     ESS < ``min_ess``; ``ess`` (M, N) (array or dataset) is read only for the
-    objects the warning lists.
+    objects the warning lists. ``selection_variance``, the selection term's share
+    N² Var[ξ̂]/ξ̂² of ``variance`` at the same draws, changes the remedy where it dominates.
     """
     median_variance = float(np.median(variance))
     remedy = ("Remedy: rerun stage one with more draws (--samples) or a wider interim prior (--prior), "
               "or restrict the population (--hyperprior) away from the unsupported region.")
+    if selection_variance is not None and np.median(selection_variance) > 0.5 * median_variance:
+        remedy = (f"Most of it (median {float(np.median(selection_variance)):.3g}) is the selection term's "
+                  f"N² Var[ξ̂]/ξ̂²: use more injections (a larger M_total), or a p_draw closer to the population.")
     flagged = np.flatnonzero(low_fraction >= LOW_ESS_FRACTION)
     if flagged.size:
         # The ten listed: largest fraction first, then smallest median ESS. Medians are
@@ -314,6 +320,41 @@ def check_interim_support(samples, population, parameters, names, draws, fixed):
                   f"(toward populations that stay inside). Rerun stage one with a wider --prior {name}=...")
 
 
+def diagnose_selection(effective_draws, n_objects, injections):
+    """Warn when the injections cannot estimate ξ(α) well: N_eff,sel < 4N at ≥ 1 % of the draws (Farr 2019)."""
+    required = EFFECTIVE_PER_OBJECT * n_objects
+    share = float(np.mean(effective_draws < required))
+    if share >= LOW_ESS_FRACTION:
+        _warn(f"The injections in {injections.source} ({injections.n_detected} detected of M_total = "
+              f"{injections.n_total}) give fewer than 4N = {required:g} effective draws N_eff,sel at {share:.1%} of "
+              f"the posterior draws (median N_eff,sel {np.median(effective_draws):.3g}, smallest "
+              f"{np.min(effective_draws):.3g}): the selection term −N ln ξ̂ is too noisy and biases the fit. "
+              f"Remedy: more injections (a larger M_total), or injections drawn from a p_draw closer to the "
+              f"population; --max-variance 1 keeps the sampler out of hyperparameters where ln L̂ is this noisy.")
+
+
+def _selection_at_draws(selection, likelihood, names, draws, n_walkers):
+    """ln ξ̂ and N_eff,sel at every kept draw, each (S,)."""
+    ln_efficiency, effective_draws = np.empty(len(draws)), np.empty(len(draws))
+    for lo in range(0, len(draws), n_walkers):
+        hi = min(lo + n_walkers, len(draws))
+        ln_efficiency[lo:hi], _, effective_draws[lo:hi] = selection.efficiency(likelihood.hyper(names, draws[lo:hi]))
+    return ln_efficiency, effective_draws
+
+
+def read_selection(selection, parameters, draw_priors, injections_total, injections_group):
+    """The :class:`Injections` of ``--selection`` (None without it); its options need it."""
+    if selection is None:
+        given = [option for option, value in (("--injections-total", injections_total), ("--draw-prior", draw_priors),
+                                              ("--injections-group", injections_group)) if value]
+        if given:
+            raise UsageError(f"{given[0]} describes injections: it needs --selection INJECTIONS.", given[0])
+        return None
+    if isinstance(selection, Injections):
+        return selection
+    return read_injections(selection, parameters, draw_priors, injections_total, injections_group)
+
+
 def _likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess):
     """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS at M evenly spaced
     draws written row by row into ``sink_ess`` (M, N) (array or dataset).
@@ -364,7 +405,8 @@ def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=BL
 @reserves_stdout
 def fit_population(samples, population, output=None, *, parameters=None, hyperpriors=None, fixed=None,
                    min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
-                   n_reweighted=1000, seed=None, overwrite=False, progress=True, command=""):
+                   n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
+                   injections_total=None, draw_priors=None, injections_group=None, observing_time=None):
     """Infer the population from stage-one draws (stage two).
 
     Parameters
@@ -395,6 +437,17 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     overwrite, progress : bool
     command : str
         Provenance recorded in the file.
+    selection : str, Path or Injections, optional
+        Detected injections of the survey (``--selection``): adds −N ln ξ̂(α) to ln L and
+        N² Var[ξ̂]/ξ̂² to Var[ln L̂].
+    injections_total : int, optional
+        M_total, injections drawn in all (else the file's attribute or column).
+    draw_priors : list of "NAME=DIST", optional
+        p_draw per parameter, if the injections have no ``log_draw_prior`` column.
+    injections_group : str, optional
+        HDF5 group of the injections.
+    observing_time : float, optional
+        T: also draw the rate R ~ Gamma(N, ξ̂(α) T) at every hyperparameter draw.
 
     Returns
     -------
@@ -408,6 +461,11 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = _read_input(samples, parameters)
     population = get_population(population, parameters)
+    injections = read_selection(selection, parameters, draw_priors, injections_total, injections_group)
+    if observing_time is not None and not (isinstance(observing_time, (int, float)) and 0 < observing_time < math.inf):
+        raise UsageError(f"--observing-time must be a positive number, got {observing_time!r}.", "--observing-time")
+    if injections is not None:
+        source = {**source, "injections": injections.provenance()}
     fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
     scale = data_scale(theta, parameters)
     priors = resolve_hyperpriors(population, hyperpriors, fixed, scale)
@@ -415,7 +473,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     if n_walkers < 2 * len(names) + 2 or n_walkers % 2:
         raise UsageError(f"--walkers {n_walkers}: need an even number of at least {2 * len(names) + 2}.", "--walkers")
     seed = resolve_seed(seed)
-    sampler_seed, reweight_seed = np.random.SeedSequence(seed).spawn(2)
+    sampler_seed, reweight_seed, rate_seed = np.random.SeedSequence(seed).spawn(3)
     n_objects, n_draws = log_interim.shape
     for lo, hi in object_blocks(n_objects, n_draws):
         bad = ~np.isfinite(log_interim[lo:hi]).all(axis=1)
@@ -424,7 +482,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                                  f"prior's support; the samples file is inconsistent. Regenerate it.")
     independent = independent_summary(theta)
     # The likelihood takes ln p0 over (reused in place): the draws are held once.
-    likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False, max_variance=max_variance)
+    selection_term = SelectionTerm(population, injections, n_objects, fixed) if injections is not None else None
+    likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False, max_variance=max_variance,
+                                 terms=[selection_term] if selection_term else ())
     del log_interim
     posterior = HyperPosterior(likelihood, names, priors)
     try:
@@ -432,6 +492,8 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
             posterior, n_walkers, max_steps, n_samples, sampler_seed, progress)
     except PopinferError as exc:
         likelihood.close()
+        if selection_term:
+            selection_term.close()
         raise PopinferError(
             f"{exc} For stage two: no hyperparameters drawn from the hyperpriors give every object a finite "
             f"likelihood; widen the hyperpriors or check --fix values."
@@ -452,7 +514,14 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         log_likelihood, variance, ess_index, low_fraction = _likelihood_at_draws(
             likelihood, names, draws, n_walkers, sink_ess, min_ess)
         log_posterior = posterior.log_prior(draws) + log_likelihood
-        diagnose(header.ids, low_fraction, sink_ess, variance[ess_index], n_draws, min_ess)
+        selection_ln_efficiency = selection_effective_draws = selection_variance = None
+        if selection_term:
+            selection_ln_efficiency, selection_effective_draws = _selection_at_draws(
+                selection_term, likelihood, names, draws, n_walkers)
+            diagnose_selection(selection_effective_draws, n_objects, injections)
+            with np.errstate(divide="ignore"):
+                selection_variance = n_objects**2 / selection_effective_draws[ess_index]
+        diagnose(header.ids, low_fraction, sink_ess, variance[ess_index], n_draws, min_ess, selection_variance)
         check_interim_support(header, population, parameters, names, draws, fixed)
         _partial_pooling(likelihood, names, draws, n_walkers, sink_reweighted, np.random.default_rng(reweight_seed))
     except BaseException:
@@ -461,16 +530,28 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         raise
     finally:
         likelihood.close()
+        if selection_term:
+            selection_term.close()
+    rate = None
+    if observing_time is not None:
+        ln_efficiency = selection_ln_efficiency if selection_term else np.zeros(len(draws))
+        rate = draw_rates(ln_efficiency, n_objects, observing_time, np.random.default_rng(rate_seed))
 
     settings = {"walkers": n_walkers, "max_steps": max_steps, "samples": n_samples, "reweighted": n_reweighted,
                 "min_ess": min_ess, "max_variance": max_variance, "n_steps": int(n_steps), "converged": converged,
                 "min_autocorr_times": MIN_AUTOCORR_TIMES, "burn_in": "first half of the chain",
                 "stage_one_draws": int(n_draws)}
+    if injections is not None:
+        settings["selection"] = {"injections_total": injections.n_total, "detected_injections": injections.n_detected,
+                                 "draw_prior": injections.draw_prior, "group": injections_group}
+    if observing_time is not None:
+        settings["observing_time"] = float(observing_time)
     result = PopulationResult(
         population=population.name, parameters=parameters, hyperparameters=names, hyper_samples=draws,
         log_posterior=log_posterior, log_likelihood=log_likelihood, ln_likelihood_variance=variance,
         autocorr_time=np.asarray(tau, dtype=float), ids=list(header.ids), ess=sink_ess, ess_draw_index=ess_index,
         reweighted=sink_reweighted, independent_summary=independent,
         hyperprior={n: priors[n].spec for n in names}, fixed=fixed, source=source, settings=settings,
-        seed=seed, command=command)
+        seed=seed, command=command, selection_ln_efficiency=selection_ln_efficiency,
+        selection_effective_draws=selection_effective_draws, rate=rate)
     return writer.finish(result) if writer else result

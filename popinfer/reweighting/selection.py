@@ -90,21 +90,25 @@ class SelectionTerm:
         self.n_total = int(injections.n_total)
         self.n_detected = injections.n_detected
 
-    def efficiency(self, hyper):
-        """(ln ξ̂, Var[ξ̂]/ξ̂², N_eff,sel), each (W,), for the hyperparameters ``hyper``."""
-        first, squares = self.kernel.per_object(hyper, second=True)
+    def efficiency(self, hyper, variance=True):
+        """(ln ξ̂, Var[ξ̂]/ξ̂², N_eff,sel), each (W,), for the hyperparameters ``hyper``
+        (the last two None unless ``variance``)."""
+        first, squares = self.kernel.per_object(hyper, second=variance)
         with np.errstate(divide="ignore"):
-            return selection_statistics(logsumexp(first, axis=1), logsumexp(squares, axis=1), self.n_total)
+            ln_sum = logsumexp(first, axis=1)
+            if not variance:
+                return ln_sum - math.log(self.n_total), None, None
+            return selection_statistics(ln_sum, logsumexp(squares, axis=1), self.n_total)
 
-    def __call__(self, hyper):
-        """(−N ln ξ̂ (W,), N² Var[ξ̂]/ξ̂² (W,)): the term's share of ln L̂ and of Var[ln L̂]
-        (a ``LikelihoodTerm`` of :class:`HyperLikelihood`).
+    def __call__(self, hyper, variance=True):
+        """(−N ln ξ̂ (W,), N² Var[ξ̂]/ξ̂² (W,) or None unless ``variance``): the term's share
+        of ln L̂ and of Var[ln L̂] (a ``LikelihoodTerm`` of :class:`HyperLikelihood`).
 
         Where ξ̂ = 0 the population cannot produce a detection: the term is −inf.
         """
-        ln_efficiency, relative_variance, _ = self.efficiency(hyper)
+        ln_efficiency, relative_variance, _ = self.efficiency(hyper, variance)
         term = np.where(np.isfinite(ln_efficiency), -self.n_objects * ln_efficiency, -np.inf)
-        return term, self.n_objects**2 * relative_variance
+        return term, None if relative_variance is None else self.n_objects**2 * relative_variance
 
     def close(self):
         self.kernel.close()
