@@ -1,7 +1,8 @@
 """Simulation-based calibration (Talts et al. 2018) of the two-stage pipeline.
 
 One replicate: draw hyperparameters α from the hyperprior, draw every object's θ
-from the population f(θ; α), simulate its data, run stage one and stage two with
+from the population f(θ; α), simulate its data (for a survey case, keep only the
+objects it detects, and fit with its injections), run stage one and stage two with
 that same hyperprior, and record where the true α falls among the posterior
 draws (its rank among L thinned draws, and whether the central 50 % and 90 %
 intervals cover it). Over replicates the ranks of a calibrated pipeline are
@@ -24,6 +25,7 @@ from scipy import stats
 
 from .distributions import parse_distribution
 from .individuals import fit_individuals
+from .injections import Injections
 from .reweighting import fit_population
 
 RANK_DRAWS = 99  # L: ranks take the values 0..L
@@ -53,6 +55,11 @@ class Case:
         N objects per replicate, K stage-one draws per object.
     fixed : tuple of str
         ``--fix`` values of stage one.
+    survey : ThresholdSurvey, optional
+        Objects are kept only if detected (then ``n_objects`` counts the detected ones).
+    correct_selection : bool
+        Fit with the survey's injections (``--selection``); False ignores the selection
+        (a deliberately wrong pipeline, for negative controls).
     """
 
     name: str
@@ -66,6 +73,8 @@ class Case:
     n_objects: int = 20
     n_draws: int = 1000
     fixed: tuple = field(default=())
+    survey: "ThresholdSurvey" = None
+    correct_selection: bool = True
 
     def draw_population(self, alpha, rng):
         """θ_n ~ f(θ; α) for the case's population."""
@@ -77,6 +86,40 @@ class Case:
         if self.population == "gamma":
             return rng.gamma(alpha["shape"], 1.0 / alpha["rate"], n)
         raise ValueError(f"no simulator for population {self.population!r}")
+
+
+@dataclass(frozen=True)
+class ThresholdSurvey:
+    """A survey that detects an object when its measurement y = θ + Normal(0, noise) exceeds
+    ``threshold``, with ``n_injections`` injections drawn from ``draw_prior`` to measure it.
+
+    The data are conditioned on the number detected (sources are drawn until ``n_objects``
+    are), so the exact likelihood is Π_n p(y_n | α, detected): the −N ln ξ(α) form.
+    """
+
+    threshold: float
+    noise: float
+    draw_prior: str
+    n_injections: int
+
+    def observe(self, case, alpha, rng):
+        """The data table of ``case.n_objects`` detected objects."""
+        detected = []
+        while len(detected) < case.n_objects:
+            theta = case.draw_population(alpha, rng)
+            y = theta + rng.normal(0.0, self.noise, theta.size)
+            detected.extend(y[y > self.threshold])
+        y = np.array(detected[:case.n_objects])
+        return pd.DataFrame({"id": _ids(y.size), "y": y, "sigma": self.noise})
+
+    def injections(self, parameter, rng):
+        """The detected injections, drawn from ``draw_prior``."""
+        prior = parse_distribution(self.draw_prior)
+        theta = prior.sample(rng, self.n_injections)
+        kept = theta[theta + rng.normal(0.0, self.noise, theta.size) > self.threshold]
+        return Injections(source="<simulated injections>", sha256="", parameters=[parameter], theta=kept[:, None],
+                          log_draw_prior=prior.logpdf(kept), n_total=self.n_injections,
+                          draw_prior={parameter: self.draw_prior})
 
 
 def _ids(n):
@@ -122,6 +165,14 @@ CASES = {
         "gamma", "rate", {"shape": "lognormal(0.5, 0.3)", "rate": "lognormal(0, 0.3)"},
         "poisson", ("rate=uniform(0, 100)",), _simulate_poisson),
 }
+SURVEY = ThresholdSurvey(threshold=0.0, noise=1.0, draw_prior="normal(0, 3)", n_injections=20000)
+for _name, _correct, _description in (
+        ("threshold-survey", True, "normal model (σ = 1) + normal population, detected only if y > 0, "
+                                   "fitted with --selection"),
+        ("threshold-survey-uncorrected", False, "the same survey fitted without --selection (negative control: "
+                                                "ranks must be non-uniform)")):
+    CASES[_name] = Case(_name, _description, "normal", "theta", {"mu": "normal(0, 1)", "sigma": "lognormal(0, 0.3)"},
+                        "normal", ("theta=uniform(-40, 40)",), None, survey=SURVEY, correct_selection=_correct)
 
 
 def run_replicate(case, seed, n_hyper_draws=1000, interim_correction=True):
@@ -142,8 +193,13 @@ def run_replicate(case, seed, n_hyper_draws=1000, interim_correction=True):
     truth_rng = np.random.default_rng(truth_seed)
     alpha = {name: float(parse_distribution(spec).sample(truth_rng)) for name, spec in case.hyperpriors.items()}
     data_rng = np.random.default_rng(data_seed)
-    theta = case.draw_population(alpha, data_rng)
-    frame = case.simulate(theta, data_rng)
+    selection = None
+    if case.survey is not None:
+        frame = case.survey.observe(case, alpha, data_rng)
+        if case.correct_selection:
+            selection = case.survey.injections(case.parameter, data_rng)
+    else:
+        frame = case.simulate(case.draw_population(alpha, data_rng), data_rng)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         samples = fit_individuals(frame, case.model, priors=list(case.priors), fixed=list(case.fixed),
@@ -153,7 +209,7 @@ def run_replicate(case, seed, n_hyper_draws=1000, interim_correction=True):
         result = fit_population(samples, case.population, parameters=[case.parameter],
                                 hyperpriors=[f"{k}={v}" for k, v in case.hyperpriors.items()],
                                 n_samples=n_hyper_draws, n_reweighted=1, seed=int(two_seed.generate_state(1)[0]),
-                                progress=False)
+                                progress=False, selection=selection)
     out = {"seed": seed, "warnings": len([w for w in caught if not issubclass(w.category, DeprecationWarning)]),
            "median_ln_likelihood_variance": float(np.median(result.ln_likelihood_variance)), "hyper": {}}
     step = max(1, n_hyper_draws // RANK_DRAWS)

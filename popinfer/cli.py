@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import shlex
@@ -75,6 +76,14 @@ def _resume_hint(command, output):
     return ""
 
 
+def _silence_stdout():
+    """Point stdout at /dev/null, so that the interpreter's last flush finds no closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # not a real file (tests)
+        pass
+
+
 def _failure_message(exc, command, output):
     """The one paragraph for an exception that is not a popinfer error."""
     if no_space_left(exc):  # an ordinary runtime failure, whatever layer noticed it
@@ -125,6 +134,9 @@ def handle_errors(function):
                 sys.exit(1)
             except click.exceptions.Exit:
                 raise
+            except BrokenPipeError:  # the reader of stdout stopped early (`| head`): not a failure
+                _silence_stdout()
+                sys.exit(0)
             except Exception as exc:  # a full disk, or an unexpected failure: one paragraph, traceback on --debug
                 if debug:
                     raise
@@ -257,17 +269,28 @@ def merge_command(shards, output, overwrite, debug):
 @click.option("--samples", "n_samples", type=int, default=4000, show_default=True, help="Hyperparameter draws kept.")
 @click.option("--reweighted", "n_reweighted", type=int, default=1000, show_default=True,
               help="Draws per object under the inferred population.")
+@click.option("--selection", default=None, metavar="INJECTIONS",
+              help="Table (CSV/TSV/Parquet, or HDF5) of the survey's detected injections: corrects for selection.")
+@click.option("--injections-total", type=int, default=None, metavar="M",
+              help="Injections drawn in all, detected or not [default: the file's injections_total].")
+@click.option("--draw-prior", "draw_priors", multiple=True, metavar="NAME=DIST",
+              help="Distribution the injections were drawn from, per parameter (without a log_draw_prior column).")
+@click.option("--injections-group", default=None, help="For HDF5 injections: the group holding one dataset per column.")
+@click.option("--observing-time", type=float, default=None, metavar="T",
+              help="Also draw the rate R ~ Gamma(N, xi(alpha) T) per hyperparameter draw.")
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           sampler, n_walkers, max_steps, n_samples, n_reweighted, seed, quiet, overwrite, strict, debug):
+                           sampler, n_walkers, max_steps, n_samples, n_reweighted, selection, injections_total, draw_priors,
+                           injections_group, observing_time, seed, quiet, overwrite, strict, debug):
     """Infer the population from stage-one draws (stage two).
 
     Reweights each object's draws by f(θ; α)/p0(θ) (Hogg, Myers & Bovy 2010),
     samples the hyperparameters α with emcee, warns (naming the objects) when
     the interim draws cannot support the population, and draws every object's
     parameters under the inferred population (partial pooling). SAMPLES is a
-    samples file (- reads stdin).
+    samples file (- reads stdin). With --selection, the objects are those a
+    survey detected, and its injections correct for what it missed.
 
     \b
     Example:
@@ -275,12 +298,16 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
             --hyperprior "mu=normal(0, 5)" --hyperprior "sigma=halfcauchy(5)" --seed 2
         popinfer fit-individuals data.csv -o - --model normal --quiet \\
             | popinfer fit-population - -o pop.h5 --population normal
+        popinfer fit-population survey.h5 -o survey-pop.h5 --population normal \
+            --selection sample_data/survey_injections.csv --injections-total 10000
     """
     fit_population(
         samples, population, output, parameters=list(parameters), hyperpriors=list(hyperpriors), fixed=list(fixed),
         min_ess=min_ess, max_variance=max_variance, n_walkers=n_walkers, max_steps=max_steps, n_samples=n_samples,
         n_reweighted=n_reweighted, seed=seed, overwrite=overwrite, progress=not quiet,
-        command=_recorded_command(click.get_current_context()), sampler=sampler,
+        command=_recorded_command(click.get_current_context()), sampler=sampler, selection=selection,
+        injections_total=injections_total, draw_priors=list(draw_priors), injections_group=injections_group,
+        observing_time=observing_time,
     )
 
 

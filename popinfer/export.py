@@ -5,13 +5,15 @@ Tidy long tables (pandas) as csv, parquet (pyarrow) or json:
 - samples file, table ``draws``: object, draw, parameter, value;
 - population file, table ``hyper``: draw, hyperparameter, value, plus the
   log posterior, log likelihood and Var[ln L̂] of each draw as their own
-  "hyperparameter" rows (``lp``, ``log_likelihood``, ``ln_likelihood_variance``);
+  "hyperparameter" rows (``lp``, ``log_likelihood``, ``ln_likelihood_variance``, and
+  with a selection ``selection_ln_efficiency``, ``selection_effective_draws`` and ``R``);
 - population file, table ``pooled``: object, draw, parameter, value of the
   partially pooled draws.
 
 ``netcdf`` writes an ArviZ InferenceData (arviz, the ``export`` extra): for a
 population file the hyperparameter posterior (group ``posterior``, dimensions
-chain × draw) and ``sample_stats`` (lp, hyper_log_likelihood, ln_likelihood_variance);
+chain × draw; with the rate ``R``) and ``sample_stats`` (lp, hyper_log_likelihood,
+ln_likelihood_variance, and the selection terms);
 for a samples file every parameter with dimensions chain × draw × object. The
 draws are already thinned, independent-ish draws, so they form one chain.
 """
@@ -52,10 +54,21 @@ def hyper_table(result):
     """Long table of hyperparameter draws (and their lp, ln L, Var[ln L̂])."""
     columns = {name: result.hyper_samples[:, i] for i, name in enumerate(result.hyperparameters)}
     columns.update(lp=result.log_posterior, log_likelihood=result.log_likelihood,
-                   ln_likelihood_variance=result.ln_likelihood_variance)
+                   ln_likelihood_variance=result.ln_likelihood_variance, **_selection_columns(result))
     wide = pd.DataFrame(columns)
     wide.insert(0, "draw", np.arange(len(wide)))
     return wide.melt(id_vars="draw", var_name="hyperparameter", value_name="value")
+
+
+def _selection_columns(result):
+    """Per-draw selection terms and rate, where the file has them: ln ξ̂, N_eff,sel, R."""
+    columns = {}
+    if result.selection_ln_efficiency is not None:
+        columns.update(selection_ln_efficiency=result.selection_ln_efficiency,
+                       selection_effective_draws=result.selection_effective_draws)
+    if result.rate is not None:
+        columns["R"] = result.rate
+    return columns
 
 
 def pooled_table(result):
@@ -79,6 +92,9 @@ def inference_data(kind, content):
         posterior = {name: content.hyper_samples[None, :, i] for i, name in enumerate(content.hyperparameters)}
         stats = {"lp": content.log_posterior[None], "hyper_log_likelihood": content.log_likelihood[None],
                  "ln_likelihood_variance": content.ln_likelihood_variance[None]}
+        stats.update({name: values[None] for name, values in _selection_columns(content).items() if name != "R"})
+        if content.rate is not None:
+            posterior["R"] = content.rate[None]
         return arviz.from_dict(posterior=posterior, sample_stats=stats,
                                attrs={"popinfer_population": content.population})
     posterior = {name: content.samples[:, :, d].T[None] for d, name in enumerate(content.parameters)}

@@ -4,7 +4,8 @@ Population files: ``population`` (the inferred density with 50 % and 90 % credib
 bands over a histogram and rug of the objects' posterior medians), ``forest``
 (independent next to partially pooled intervals), ``corner`` (the hyperparameter
 posterior; the ``corner`` package when installed), ``diagnostics`` (per-object ESS
-across posterior draws and Var[ln L̂] with the warning thresholds).
+across posterior draws and Var[ln L̂] with the warning thresholds; with a selection,
+N_eff,sel against 4N too).
 Samples files: ``forest`` and ``trace`` (run length against 50 τ and effective
 draws against K, per object).
 """
@@ -20,6 +21,7 @@ import numpy as np
 from .errors import PopinferError, UntrustedCodeError, UsageError
 from .io import read_file
 from .io.hdf5 import atomic_output, check_output
+from .reweighting.selection import EFFECTIVE_PER_OBJECT as SELECTION_EFFECTIVE_PER_OBJECT
 
 FORMATS = (".png", ".pdf", ".svg")
 KINDS = {"population": ("population", "forest", "corner", "diagnostics"), "samples": ("forest", "trace")}
@@ -200,7 +202,10 @@ def _corner(result, plt):
 
 def _diagnostics(result, plt):
     min_ess = float(result.settings.get("min_ess", 20))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.9 + max(3.0, 0.22 * len(result.ids))))
+    selection = result.selection_effective_draws is not None
+    figure, axes = plt.subplots(1, 3 if selection else 2, figsize=(16 if selection else 11,
+                                                                  0.9 + max(3.0, 0.22 * len(result.ids))))
+    left, right = axes[:2]
     ess = np.maximum(result.ess, 1e-3)
     order = np.argsort(np.median(ess, axis=0))
     left.boxplot(ess[:, order], vert=False, whis=(1, 99), showfliers=False, widths=0.6)
@@ -216,8 +221,14 @@ def _diagnostics(result, plt):
     right.axvline(0.0, color="#c44e52", lw=1.2, label="Var = 1")
     if result.settings.get("max_variance"):
         right.axvline(np.log10(result.settings["max_variance"]), color="k", lw=1, ls="--", label="--max-variance")
-    right.set_xlabel("log10 Var[ln L̂] over posterior draws")
+    right.set_xlabel("log10 Var[ln L̂] over posterior draws" + (" (selection term included)" if selection else ""))
     right.legend(fontsize=8, frameon=False)
+    if selection:
+        required = SELECTION_EFFECTIVE_PER_OBJECT * len(result.ids)
+        axes[2].hist(np.log10(np.maximum(result.selection_effective_draws, 1e-3)), bins=50, color="#55a868")
+        axes[2].axvline(np.log10(required), color="#c44e52", lw=1.2, label=f"4N = {required:g}")
+        axes[2].set_xlabel("log10 N_eff,sel (injections' effective draws) over posterior draws")
+        axes[2].legend(fontsize=8, frameon=False)
     figure.tight_layout()
     return figure
 

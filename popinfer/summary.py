@@ -12,6 +12,7 @@ from . import escaping
 from .errors import UsageError
 from .io.hdf5 import open_popinfer_file
 from .reweighting.diagnostics import low_ess_objects
+from .reweighting.selection import EFFECTIVE_PER_OBJECT as SELECTION_EFFECTIVE_PER_OBJECT
 
 QUANTILES = (0.05, 0.5, 0.95)
 
@@ -61,6 +62,13 @@ def population_summary(result):
         "hyperparameter": result.hyperparameters, "mean": draws.mean(axis=0), "sd": draws.std(axis=0, ddof=1),
         "q05": q[0], "q50": q[1], "q95": q[2],
         "autocorr_time": np.nan if result.autocorr_time is None else result.autocorr_time})
+    derived = derived_quantities(result)
+    if derived:
+        values = np.stack(list(derived.values()), axis=1)
+        q = np.quantile(values, QUANTILES, axis=0)
+        hyper = pd.concat([hyper, pd.DataFrame({
+            "hyperparameter": list(derived), "mean": values.mean(axis=0), "sd": values.std(axis=0, ddof=1),
+            "q05": q[0], "q50": q[1], "q95": q[2], "autocorr_time": np.nan})], ignore_index=True)
     n_objects, _, n_params = result.reweighted.shape
     pooled = result.reweighted
     pooled_q = np.quantile(pooled, (0.05, 0.95), axis=1)  # (2, N, P)
@@ -94,7 +102,29 @@ def population_summary(result):
         "min_ess": float(result.ess.min()),
         "objects_below_min_ess": len(low_ess_objects((result.ess < result.settings.get("min_ess", 20)).mean(axis=0))),
     }
+    if result.selection_effective_draws is not None:
+        effective = result.selection_effective_draws
+        injections = result.source.get("injections", {})
+        diagnostics["selection"] = {
+            "injections": injections.get("path"), "injections_sha256": injections.get("sha256"),
+            "injections_total": injections.get("injections_total"), "detected_injections": injections.get("detected"),
+            "ln_efficiency_median": float(np.median(result.selection_ln_efficiency)),
+            "effective_draws_median": float(np.median(effective)), "effective_draws_min": float(np.min(effective)),
+            "effective_draws_required": SELECTION_EFFECTIVE_PER_OBJECT * n_objects,
+            "fraction_below_required": float(np.mean(effective < SELECTION_EFFECTIVE_PER_OBJECT * n_objects)),
+            "observing_time": result.settings.get("observing_time")}
     return {"hyperparameters": hyper, "objects": objects, "diagnostics": diagnostics}
+
+
+def derived_quantities(result):
+    """Per-draw quantities derived from the hyperparameters, reported beside them:
+    the detection efficiency ξ̂(α) (with a selection) and the rate R (with an observing time)."""
+    derived = {}
+    if result.selection_ln_efficiency is not None:
+        derived["detection_efficiency"] = np.exp(result.selection_ln_efficiency)
+    if result.rate is not None:
+        derived["R"] = np.asarray(result.rate)
+    return derived
 
 
 TABLES = {"population": ("hyper", "objects"), "samples": ("objects",)}
@@ -122,9 +152,20 @@ def format_population(tables, fmt, table=None):
               if diagnostics["n_steps"] is not None else f"sampler: {diagnostics['sampler']}; ") +
              f"Var[ln L̂] median {diagnostics['ln_likelihood_variance_median']:.3g}, "
              f"max {diagnostics['ln_likelihood_variance_max']:.3g}; smallest ESS {diagnostics['min_ess']:.3g} "
-             f"of K = {diagnostics['stage_one_draws']}", "", "hyperparameters:",
-             format_frame(tables["hyperparameters"], "table"), "objects (independent = stage one, pooled = under "
-             "the inferred population):", format_frame(tables["objects"], "table")]
+             f"of K = {diagnostics['stage_one_draws']}"]
+    selection = diagnostics.get("selection")
+    if selection:
+        lines.append(f"selection: {selection['injections']} ({selection['detected_injections']} detected of "
+                     f"M_total = {selection['injections_total']} injections); N_eff,sel median "
+                     f"{selection['effective_draws_median']:.4g}, min {selection['effective_draws_min']:.4g} "
+                     f"(4N = {selection['effective_draws_required']:g}, below it at "
+                     f"{selection['fraction_below_required']:.1%} of draws); ln ξ̂ median "
+                     f"{selection['ln_efficiency_median']:.4g}"
+                     + (f"; R per unit of observing time T = {selection['observing_time']:g}"
+                        if selection["observing_time"] else ""))
+    lines += ["", "hyperparameters:", format_frame(tables["hyperparameters"], "table"),
+              "objects (independent = stage one, pooled = under the inferred population):",
+              format_frame(tables["objects"], "table")]
     return "\n".join(lines)
 
 

@@ -22,7 +22,8 @@ def plain_emcee_draws(frame, model_name, object_index, n_steps, seed, log_prob=N
 
     Walkers start as popinfer's do (likelihood-resampled interim-prior draws);
     ``log_prob`` is a straightforward per-walker log posterior (default: the
-    model's, one walker at a time).
+    model's, all walkers of a step at once through emcee's ``vectorize``: the same
+    values, so the same chain, in a fraction of the time).
     """
     table = table_from_frame(frame)
     model = get_model(model_name, None, table.columns)
@@ -35,11 +36,12 @@ def plain_emcee_draws(frame, model_name, object_index, n_steps, seed, log_prob=N
     rng = np.random.default_rng(seed)
     start, _ = initial_positions(posterior, 32, rng)
 
-    if log_prob is None:
-        def log_prob(theta):
-            return posterior(theta[None, :])[0, 0]
+    vectorize = log_prob is None
+    if vectorize:
+        def log_prob(coords):
+            return posterior(coords)[:, 0]
 
-    sampler = emcee.EnsembleSampler(32, len(priors), log_prob)
+    sampler = emcee.EnsembleSampler(32, len(priors), log_prob, vectorize=vectorize)
     sampler.random_state = np.random.RandomState(seed).get_state()
     sampler.run_mcmc(start[:, 0, :], n_steps)
     chain = sampler.get_chain()[n_steps // 2:]

@@ -14,9 +14,13 @@ halves the population's apparent sigma, and must fall outside the range.
 import dataclasses
 
 import numpy as np
+import pytest
 from scipy import stats
 
 from popinfer.calibration import CASES, run_case
+
+# Simulation-based calibration: a long statistical run (CI runs it; pytest -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
 
 R = 20
 CASE = dataclasses.replace(CASES["normal-normal"], name="ci", hyperpriors={"mu": "normal(0, 1)",
@@ -59,3 +63,21 @@ def test_intervals_cover_at_their_nominal_rates_and_a_wrong_pipeline_fails():
     wrong = run_case(CASE, R, seed=100, workers=2, interim_correction=False)
     detected = not coverage_ok(wrong)[0] or min(pit_pvalues(wrong, 1).values()) < 1e-4
     assert detected, f"the wrong pipeline was not detected: {coverage_counts(wrong, 'in90')}, {pit_pvalues(wrong, 1)}"
+
+
+SURVEY_CASES = {name: dataclasses.replace(CASES[name], n_objects=20, n_draws=400,
+                                          survey=dataclasses.replace(CASES[name].survey, n_injections=8000))
+                for name in ("threshold-survey", "threshold-survey-uncorrected")}
+
+
+@pytest.mark.slow
+def test_a_threshold_survey_is_calibrated_with_selection_and_not_without():
+    """Objects detected only if y > 0: with --selection the intervals cover and the PIT values
+    are uniform; the same replicates fitted without it (the negative control) must fail."""
+    good = run_case(SURVEY_CASES["threshold-survey"], R, seed=300, workers=2)
+    ok, message = coverage_ok(good)
+    assert ok, message
+    assert min(pit_pvalues(good, 2).values()) > 1e-4
+    wrong = run_case(SURVEY_CASES["threshold-survey-uncorrected"], R, seed=300, workers=2)
+    detected = not coverage_ok(wrong)[0] or min(pit_pvalues(wrong, 2).values()) < 1e-4
+    assert detected, f"ignoring the selection was not detected: {coverage_counts(wrong, 'in90')}, {pit_pvalues(wrong, 2)}"

@@ -356,3 +356,23 @@ def test_extreme_but_valid_standard_errors_raise_no_numpy_warning(in_tmp, sigma)
     for step in (result, fitted, summary):
         assert "encountered in" not in step.stderr and "Mean of empty slice" not in step.stderr, step.stderr
         assert "Traceback" not in step.stderr and "Unexpected" not in step.stderr, step.stderr
+
+
+def test_a_reader_that_stops_early_is_not_a_failure(made, tmp_path):
+    """`popinfer export ... -o - | head`: the closed pipe ends the command quietly, exit 0."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(popinfer.__file__).parent.parent),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    big = ["fit-individuals", EIGHT, "--model", "normal", "--seed", "1", "--samples", "4000", "--quiet"]
+    assert run(big + ["-o", str(tmp_path / "big.h5")]).exit_code == 0  # ~0.8 MB: more than a pipe holds
+    for args in (["export", "big.h5", "-o", "-", "--to", "csv"], big + ["-o", "-"]):
+        process = subprocess.Popen([sys.executable, "-m", "popinfer", *args], cwd=tmp_path, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert len(process.stdout.read(100)) == 100
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=300) == 0, stderr
+        assert "Error" not in stderr and "Traceback" not in stderr and "Exception" not in stderr, stderr
+    assert listing(tmp_path) == ["big.h5"]

@@ -182,9 +182,10 @@ class ShiftTerm:
     def __init__(self):
         self.seen = []
 
-    def __call__(self, hyper):
+    def __call__(self, hyper, variance=True):
         self.seen.append(hyper["mu"].copy())
-        return -hyper["mu"] ** 2, np.full(len(hyper["mu"]), 0.5)
+        self.asked_variance = variance
+        return -hyper["mu"] ** 2, np.full(len(hyper["mu"]), 0.5) if variance else None
 
 
 def test_additional_terms_add_to_ln_likelihood_and_variance_at_valid_walkers_only():
@@ -199,7 +200,9 @@ def test_additional_terms_add_to_ln_likelihood_and_variance_at_valid_walkers_onl
     np.testing.assert_allclose(extended.ln_likelihood[[0, 2]], plain.ln_likelihood[[0, 2]] - [0.09, 1.0])
     np.testing.assert_allclose(extended.ln_likelihood_variance[[0, 2]], plain.ln_likelihood_variance[[0, 2]] + 0.5)
     assert extended.ln_likelihood[1] == -np.inf
+    assert term.asked_variance
     np.testing.assert_allclose(likelihood(hyper)[[0, 2]], extended.ln_likelihood[[0, 2]])  # __call__ too
+    assert not term.asked_variance  # a term is told when its variance is not needed
     # The variance cut applies to the total variance, the term's included.
     total = extended.ln_likelihood_variance[0]
     cut = HyperLikelihood(population, theta, log_interim, terms=[ShiftTerm()], max_variance=total - 0.25)

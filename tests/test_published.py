@@ -8,9 +8,13 @@ here must land within 4 of those of the reference value.
 
 import json
 
+import pytest
 
 from conftest import ROOT
 from validation import failure_mode, published
+
+# The published results, each a full two-stage run: long (CI runs them; pytest -m 'not slow' skips them).
+pytestmark = pytest.mark.slow
 
 MEASURED = json.loads((ROOT / "validation" / "results" / "published.json").read_text())
 

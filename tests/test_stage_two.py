@@ -62,12 +62,14 @@ def test_ess_warning_fires_when_k_is_too_small_and_names_objects(eight_small):
     assert (result.ess < 20).any()
 
 
+@pytest.mark.slow  # K = 20000 eight schools
 def test_ess_warning_stays_quiet_when_k_is_ample(eight_ample):
     result, fired = diagnostic_warnings(eight_ample)
     assert fired == []
     assert np.median(result.ln_likelihood_variance) < 0.1
 
 
+@pytest.mark.slow  # K = 20000 eight schools
 def test_strict_exits_3_only_when_a_diagnostic_fires(eight_small, eight_ample, in_tmp):
     common = ["--population", "normal", "--hyperprior", EIGHT_HYPER[0], "--hyperprior", EIGHT_HYPER[1], "--seed", "1",
               "--samples", "1000", "--reweighted", "100", "--quiet", "--strict"]

@@ -12,6 +12,7 @@ far tails where any finite K runs out of effective draws).
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats
 from scipy.special import betaln
 
@@ -20,6 +21,9 @@ from conftest import SAMPLE_DATA
 from popinfer.populations import get_population
 from popinfer.reweighting.likelihood import HyperLikelihood
 from stats_helpers import replicated
+
+# K = 20000 draws against closed forms and grids: long (CI runs them; pytest -m 'not slow' skips them).
+pytestmark = pytest.mark.slow
 
 R = 8
 

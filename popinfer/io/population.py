@@ -14,6 +14,13 @@ Layout (README, "HDF5 layout")::
     /objects/ess                    (M, N) f4, attr draw_index (M ≤ 1000 draws)
     /objects/reweighted             (N, R, P) f8  draws under the inferred population
     /objects/independent_summary    (N, P, 5) f8  stage-one mean, sd, q05, q50, q95 (attr columns)
+
+With ``--selection`` (additions; ``source`` then also holds ``injections``: path, SHA-256,
+M_total, detected count, draw prior)::
+
+    /hyper/selection_ln_efficiency      (S,) f8   ln ξ̂(α) at each draw
+    /hyper/selection_effective_draws    (S,) f8   N_eff,sel = ξ̂²/Var[ξ̂] at each draw
+    /hyper/rate                         (S,) f8   R ~ Gamma(N, ξ̂ T) (with --observing-time; attr observing_time)
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from .hdf5 import (check_shapes, discard, file_bytes, mapped, open_popinfer_file
                    root_attributes, strings, temporary_path, write_root_attributes)
 
 SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
+# (S,) datasets of /hyper present only with --selection (and --observing-time).
+OPTIONAL_HYPER = ("selection_ln_efficiency", "selection_effective_draws", "rate")
 
 
 @dataclass
@@ -57,6 +66,10 @@ class PopulationResult:
         when the result comes from or went to a file on disk.
     independent_summary : ndarray, shape (N, P, 5)
     hyperprior, fixed, source, settings : dict
+    selection_ln_efficiency, selection_effective_draws : ndarray, shape (S,), or None
+        ln ξ̂(α) and N_eff,sel at each draw (with ``--selection``).
+    rate : ndarray, shape (S,), or None
+        R at each draw (with ``--observing-time``, in ``settings["observing_time"]``).
     seed : int
     command : str
     attrs : dict
@@ -82,6 +95,9 @@ class PopulationResult:
     seed: int
     command: str = ""
     attrs: dict = field(default_factory=dict)
+    selection_ln_efficiency: np.ndarray = None
+    selection_effective_draws: np.ndarray = None
+    rate: np.ndarray = None
 
     def hyper(self, name):
         """Posterior draws of one hyperparameter, shape (S,)."""
@@ -138,6 +154,11 @@ class PopulationWriter:
             hyper.create_dataset("ln_likelihood_variance", data=result.ln_likelihood_variance)
             if result.autocorr_time is not None:
                 hyper.create_dataset("autocorr_time", data=result.autocorr_time)
+            for name in OPTIONAL_HYPER:
+                if getattr(result, name) is not None:
+                    hyper.create_dataset(name, data=np.asarray(getattr(result, name), dtype=float))
+            if result.rate is not None:
+                hyper["rate"].attrs["observing_time"] = float(result.settings["observing_time"])
             objects = handle["objects"]
             objects.create_dataset("id", data=strings(result.ids))
             self.ess.attrs["draw_index"] = np.asarray(result.ess_draw_index, dtype=np.int64)
@@ -233,6 +254,7 @@ def read_population(path):
                 seed=int(handle.attrs["seed"]),
                 command=str(handle.attrs.get("command", "")),
                 attrs=root_attributes(handle),
+                **{name: handle[f"hyper/{name}"][()] for name in OPTIONAL_HYPER if f"hyper/{name}" in handle},
             )
         except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
             raise FileFormatError(f"{label} is a damaged population file: {exc}. Regenerate it.") from None

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..blocks import BLOCK_ELEMENTS, object_blocks
 from ..distributions import parse_distribution
+from .selection import EFFECTIVE_PER_OBJECT
 
 MAX_ESS_DRAWS = 1000
 # An object is reported when its ESS is below --min-ess at this fraction of the
@@ -44,16 +45,20 @@ def column_medians(ess, objects, elements=BLOCK_ELEMENTS):
     return out
 
 
-def diagnose(ids, low_fraction, ess, variance, n_draws, min_ess):
+def diagnose(ids, low_fraction, ess, variance, n_draws, min_ess, selection_variance=None):
     """Warn, naming objects, when interim draws cannot support the population.
 
     ``low_fraction`` (N,) is each object's share of the M posterior draws with
     ESS < ``min_ess``; ``ess`` (M, N) (array or dataset) is read only for the
-    objects the warning lists.
+    objects the warning lists. ``selection_variance``, the selection term's share
+    N² Var[ξ̂]/ξ̂² of ``variance`` at the same draws, changes the remedy where it dominates.
     """
     median_variance = float(np.median(variance))
     remedy = ("Remedy: rerun stage one with more draws (--samples) or a wider interim prior (--prior), "
               "or restrict the population (--hyperprior) away from the unsupported region.")
+    if selection_variance is not None and np.median(selection_variance) > 0.5 * median_variance:
+        remedy = (f"Most of it (median {float(np.median(selection_variance)):.3g}) is the selection term's "
+                  f"N² Var[ξ̂]/ξ̂²: use more injections (a larger M_total), or a p_draw closer to the population.")
     flagged = low_ess_objects(low_fraction)
     if flagged.size:
         # The ten listed: largest fraction first, then smallest median ESS. Medians are
@@ -109,6 +114,28 @@ def check_interim_support(samples, population, parameters, names, draws, fixed):
                   f"({spec}): {at_median:.2%} at the posterior median, and more than 1 % at {share:.0%} of the "
                   f"posterior draws. Stage-one draws cannot represent that region, so the reweighting is biased "
                   f"(toward populations that stay inside). Rerun stage one with a wider --prior {name}=...")
+
+
+def diagnose_selection(effective_draws, n_objects, injections):
+    """Warn when the injections cannot estimate ξ(α) well: N_eff,sel < 4N at ≥ 1 % of the draws (Farr 2019)."""
+    required = EFFECTIVE_PER_OBJECT * n_objects
+    share = float(np.mean(effective_draws < required))
+    if share >= LOW_ESS_FRACTION:
+        _warn(f"The injections in {injections.source} ({injections.n_detected} detected of M_total = "
+              f"{injections.n_total}) give fewer than 4N = {required:g} effective draws N_eff,sel at {share:.1%} of "
+              f"the posterior draws (median N_eff,sel {np.median(effective_draws):.3g}, smallest "
+              f"{np.min(effective_draws):.3g}): the selection term −N ln ξ̂ is too noisy and biases the fit. "
+              f"Remedy: more injections (a larger M_total), or injections drawn from a p_draw closer to the "
+              f"population; --max-variance 1 keeps the sampler out of hyperparameters where ln L̂ is this noisy.")
+
+
+def selection_at_draws(selection, likelihood, names, draws, n_walkers):
+    """ln ξ̂ and N_eff,sel at every kept draw, each (S,)."""
+    ln_efficiency, effective_draws = np.empty(len(draws)), np.empty(len(draws))
+    for lo in range(0, len(draws), n_walkers):
+        hi = min(lo + n_walkers, len(draws))
+        ln_efficiency[lo:hi], _, effective_draws[lo:hi] = selection.efficiency(likelihood.hyper(names, draws[lo:hi]))
+    return ln_efficiency, effective_draws
 
 
 def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess):

@@ -9,6 +9,8 @@ warnings), ``pooling`` (draws under the inferred population).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..distributions import parse_options, parse_value
@@ -18,12 +20,13 @@ from ..io.population import PopulationResult, PopulationWriter
 from ..populations import get_population
 from ..seeds import resolve_seed
 from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticWarning, check_interim_support,
-                          column_medians, diagnose, likelihood_at_draws)
-from .inputs import check_draws_inside_interim, independent_summary, read_draws
+                          column_medians, diagnose, diagnose_selection, likelihood_at_draws, selection_at_draws)
+from .inputs import check_draws_inside_interim, independent_summary, read_draws, read_selection
 from .likelihood import HyperLikelihood
 from .pooling import partial_pooling
 from .posterior import HyperPosterior, data_scale, resolve_hyperpriors
 from .samplers import DEFAULT_SAMPLER, get_sampler
+from .selection import SelectionTerm, draw_rates
 
 # Former names, kept for code that imports them from here.
 _partial_pooling = partial_pooling
@@ -34,7 +37,8 @@ __all__ = ["fit_population", "HyperPosterior", "PopulationDiagnosticWarning", "L
 @reserves_stdout
 def fit_population(samples, population, output=None, *, parameters=None, hyperpriors=None, fixed=None,
                    min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
-                   n_reweighted=1000, seed=None, overwrite=False, progress=True, command="",
+                   n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
+                   injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
                    sampler=DEFAULT_SAMPLER):
     """Infer the population from stage-one draws (stage two).
 
@@ -67,6 +71,17 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     overwrite, progress : bool
     command : str
         Provenance recorded in the file.
+    selection : str, Path or Injections, optional
+        Detected injections of the survey (``--selection``): adds −N ln ξ̂(α) to ln L and
+        N² Var[ξ̂]/ξ̂² to Var[ln L̂].
+    injections_total : int, optional
+        M_total, injections drawn in all (else the file's attribute or column).
+    draw_priors : list of "NAME=DIST", optional
+        p_draw per parameter, if the injections have no ``log_draw_prior`` column.
+    injections_group : str, optional
+        HDF5 group of the injections.
+    observing_time : float, optional
+        T: also draw the rate R ~ Gamma(N, ξ̂(α) T) at every hyperparameter draw.
     sampler : str or Sampler
         A registered sampler's name (``reweighting.samplers``; default ``emcee``) or a
         sampler object.
@@ -84,27 +99,41 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = read_draws(samples, parameters)
     population = get_population(population, parameters)
+    injections = read_selection(selection, parameters, draw_priors, injections_total, injections_group)
+    if observing_time is not None and not (isinstance(observing_time, (int, float)) and 0 < observing_time < math.inf):
+        raise UsageError(f"--observing-time must be a positive number, got {observing_time!r}.", "--observing-time")
+    if injections is not None:
+        source = {**source, "injections": injections.provenance()}
     fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
     priors = resolve_hyperpriors(population, hyperpriors, fixed, data_scale(theta, parameters))
     names = list(priors)
     sampler.check(names)
     seed = resolve_seed(seed)
-    sampler_seed, reweight_seed = np.random.SeedSequence(seed).spawn(2)
+    sampler_seed, reweight_seed, rate_seed = np.random.SeedSequence(seed).spawn(3)
     check_draws_inside_interim(header.ids, log_interim)
     independent = independent_summary(theta)
     n_draws = log_interim.shape[1]
     # The likelihood takes ln p0 over (reused in place): the draws are held once.
-    likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False, max_variance=max_variance)
+    selection_term = SelectionTerm(population, injections, len(header.ids), fixed) if injections is not None else None
+    likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False, max_variance=max_variance,
+                                 terms=[selection_term] if selection_term else ())
     del log_interim
     posterior = HyperPosterior(likelihood, names, priors)
     try:
         sampled = sampler.sample(posterior, n_samples, sampler_seed, progress)
     except BaseException:
         likelihood.close()
+        if selection_term:
+            selection_term.close()
         raise
     settings = {"sampler": sampler.name, **sampler.settings, "samples": n_samples, "reweighted": n_reweighted,
                 "min_ess": min_ess, "max_variance": max_variance, **sampled.diagnostics,
                 "stage_one_draws": int(n_draws)}
+    if injections is not None:
+        settings["selection"] = {"injections_total": injections.n_total, "detected_injections": injections.n_detected,
+                                 "draw_prior": injections.draw_prior, "group": injections_group}
+    if observing_time is not None:
+        settings["observing_time"] = float(observing_time)
     result = PopulationResult(
         population=population.name, parameters=parameters, hyperparameters=names, hyper_samples=sampled.draws,
         log_posterior=None, log_likelihood=None, ln_likelihood_variance=None, autocorr_time=sampled.autocorr_time,
@@ -112,12 +141,15 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         hyperprior={n: priors[n].spec for n in names}, fixed=fixed, source=source, settings=settings,
         seed=seed, command=command)
     rng = np.random.default_rng(reweight_seed)
-    return _diagnose_and_pool(result, posterior, header, n_walkers, output, overwrite, min_ess, rng)
+    return _diagnose_and_pool(result, posterior, header, n_walkers, output, overwrite, min_ess, rng,
+                              selection_term, injections, observing_time, rate_seed)
 
 
-def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min_ess, rng):
-    """ln L̂, Var[ln L̂] and ESS at the draws, the warnings, and the pooled draws, streamed into
-    ``output`` (or arrays without one); ``group`` draws are evaluated at once."""
+def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min_ess, rng, selection_term=None,
+                       injections=None, observing_time=None, rate_seed=None):
+    """ln L̂, Var[ln L̂] and ESS at the draws (and the selection term's ln ξ̂, N_eff,sel), the
+    warnings, the pooled draws and rates, streamed into ``output`` (or arrays without one);
+    ``group`` draws are evaluated at once."""
     likelihood, names, draws = posterior.likelihood, result.hyperparameters, result.hyper_samples
     n_ess = min(MAX_ESS_DRAWS, len(draws))
     n_reweighted = result.settings["reweighted"]
@@ -129,8 +161,15 @@ def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min
         result.log_likelihood, result.ln_likelihood_variance, result.ess_draw_index, low_fraction = \
             likelihood_at_draws(likelihood, names, draws, group, result.ess, min_ess)
         result.log_posterior = posterior.log_prior(draws) + result.log_likelihood
+        selection_variance = None
+        if selection_term:
+            result.selection_ln_efficiency, result.selection_effective_draws = selection_at_draws(
+                selection_term, likelihood, names, draws, group)
+            diagnose_selection(result.selection_effective_draws, likelihood.n_objects, injections)
+            with np.errstate(divide="ignore"):
+                selection_variance = likelihood.n_objects**2 / result.selection_effective_draws[result.ess_draw_index]
         diagnose(samples.ids, low_fraction, result.ess, result.ln_likelihood_variance[result.ess_draw_index],
-                 likelihood.n_draws, min_ess)
+                 likelihood.n_draws, min_ess, selection_variance)
         check_interim_support(samples, likelihood.population, result.parameters, names, draws, result.fixed)
         partial_pooling(likelihood, names, draws, group, result.reweighted, rng)
     except BaseException:
@@ -139,4 +178,9 @@ def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min
         raise
     finally:
         likelihood.close()
+        if selection_term:
+            selection_term.close()
+    if observing_time is not None:
+        ln_efficiency = result.selection_ln_efficiency if selection_term else np.zeros(len(draws))
+        result.rate = draw_rates(ln_efficiency, likelihood.n_objects, observing_time, np.random.default_rng(rate_seed))
     return writer.finish(result) if writer else result

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..blocks import object_blocks
 from ..errors import InputDataError, UsageError
+from ..injections import Injections, read_injections
 from ..io.hdf5 import open_popinfer_file, spooled_input
 from ..io.samples import Samples, check_finite_draws, read_columns, read_header
 
@@ -75,3 +76,16 @@ def check_draws_inside_interim(ids, log_interim):
         if bad.any():
             raise InputDataError(f"Object {ids[lo + int(np.argmax(bad))]!r} has draws outside its interim "
                                  f"prior's support; the samples file is inconsistent. Regenerate it.")
+
+
+def read_selection(selection, parameters, draw_priors, injections_total, injections_group):
+    """The :class:`Injections` of ``--selection`` (None without it); its options need it."""
+    if selection is None:
+        given = [option for option, value in (("--injections-total", injections_total), ("--draw-prior", draw_priors),
+                                              ("--injections-group", injections_group)) if value]
+        if given:
+            raise UsageError(f"{given[0]} describes injections: it needs --selection INJECTIONS.", given[0])
+        return None
+    if isinstance(selection, Injections):
+        return selection
+    return read_injections(selection, parameters, draw_priors, injections_total, injections_group)

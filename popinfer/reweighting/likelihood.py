@@ -43,15 +43,16 @@ PARALLEL_MIN_ELEMENTS = 2**21
 class LikelihoodTerm(Protocol):
     """An additive term of ln L(α) with its own Monte Carlo variance (the extension point).
 
-    ``term(hyper)`` receives the hyperparameter dict (each value an array (W,),
-    fixed ones included) of walkers whose population term is finite, and returns
-    ``(ln_term, variance_term)``, two arrays (W,): its contribution to ln L̂(α)
-    (−inf where α is impossible for it) and to Var[ln L̂](α) (0 for an exact
-    term). Example: a selection term returns (−N ln ξ̂(α), N² Var[ξ̂]/ξ̂²).
+    ``term(hyper, variance)`` receives the hyperparameter dict (each value an array
+    (W,), fixed ones included) of walkers whose population term is finite, and
+    returns ``(ln_term, variance_term)``, two arrays (W,): its contribution to
+    ln L̂(α) (−inf where α is impossible for it) and to Var[ln L̂](α) (0 for an exact
+    term; it may be None when ``variance`` is False, i.e. not asked for, which
+    spares the work). Example: a selection term returns (−N ln ξ̂(α), N² Var[ξ̂]/ξ̂²).
     Terms are handed to :class:`HyperLikelihood` (``terms=[...]``).
     """
 
-    def __call__(self, hyper: dict) -> tuple: ...
+    def __call__(self, hyper: dict, variance: bool = True) -> tuple: ...
 
 
 @dataclass
@@ -238,10 +239,11 @@ class HyperLikelihood:
         if not rows.size:
             return
         sub = {name: np.asarray(value)[rows] for name, value in hyper.items()}
+        variance = estimate.ln_likelihood_variance is not None
         for term in self.terms:
-            ln_term, variance_term = term(sub)
+            ln_term, variance_term = term(sub, variance)
             estimate.ln_likelihood[rows] += np.asarray(ln_term, dtype=float)
-            if estimate.ln_likelihood_variance is not None:
+            if variance:
                 estimate.ln_likelihood_variance[rows] += np.asarray(variance_term, dtype=float)
 
     def _linear_ok(self, hyper):

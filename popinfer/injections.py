@@ -1,0 +1,235 @@
+"""Reading the injections that measure a survey's selection (``fit-population --selection``).
+
+An injection set is a table of the *detected* injections, one row per injection:
+a column per parameter the population describes, plus either a ``log_draw_prior``
+column (ln p_draw of each row, the joint density the injections were drawn from)
+or a declared draw prior per parameter (``--draw-prior NAME=DIST``), and M_total,
+the number of injections drawn in all, detected or not (``--injections-total``, or
+an ``injections_total`` attribute of an HDF5 group, or a constant
+``injections_total`` column). CSV/TSV/Parquet by extension, or an HDF5 file whose
+group (``--injections-group``, default the root) holds one 1-D dataset per column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .distributions import parse_priors
+from .errors import InputDataError, UsageError
+
+LOG_DRAW_PRIOR = "log_draw_prior"
+TOTAL = "injections_total"
+# Attribute names of M_total in an HDF5 group: ours, and the LVK injection files' name.
+TOTAL_ATTRIBUTES = (TOTAL, "total_generated")
+
+
+@dataclass
+class Injections:
+    """The detected injections of a selection function.
+
+    Attributes
+    ----------
+    source : str
+        The file (and HDF5 group), for messages and provenance.
+    sha256 : str
+        Digest of the file's bytes.
+    parameters : list of str
+        The P parameters, the columns of ``theta``.
+    theta : ndarray, shape (M, P)
+        θ_j of the M detected injections.
+    log_draw_prior : ndarray, shape (M,)
+        ln p_draw(θ_j).
+    n_total : int
+        M_total ≥ M, the injections drawn in all (detected or not).
+    draw_prior : dict
+        Provenance: ``{NAME: DIST}`` or ``{"joint": "column 'log_draw_prior'"}``.
+    """
+
+    source: str
+    sha256: str
+    parameters: list
+    theta: np.ndarray
+    log_draw_prior: np.ndarray
+    n_total: int
+    draw_prior: dict
+
+    @property
+    def n_detected(self):
+        return self.theta.shape[0]
+
+    def provenance(self):
+        return {"path": self.source, "sha256": self.sha256, "injections_total": self.n_total,
+                "detected": self.n_detected, "draw_prior": dict(self.draw_prior)}
+
+
+def _read_frame(path, group):
+    """(pandas DataFrame, attributes dict, label) of the injection table at ``path``."""
+    lower = path.lower()
+    label = path if not group else f"{path} (group {group})"
+    if lower.endswith((".h5", ".hdf5")):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as handle:
+                node = handle[group] if group else handle
+                if not isinstance(node, h5py.Group):
+                    raise InputDataError(f"{label}: {group} is a dataset; name the group holding one dataset per "
+                                         f"column with --injections-group.")
+                columns = {name: node[name][()] for name in node if isinstance(node[name], h5py.Dataset)}
+                attributes = {name: node.attrs[name] for name in node.attrs}
+        except KeyError:
+            raise InputDataError(f"{path} has no group {group!r}; give the group holding the injections with "
+                                 f"--injections-group.") from None
+        except OSError as exc:
+            raise InputDataError(f"Cannot read injections from {label}: {exc}. Is it an HDF5 file?") from None
+        shapes = {name: np.shape(values) for name, values in columns.items()}
+        if not columns or len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
+            raise InputDataError(f"{label} must hold 1-D datasets of equal length, one per column; found "
+                                 f"{shapes or 'none'}.")
+        return pd.DataFrame(columns), attributes, label
+    if group:
+        raise UsageError(f"--injections-group applies to HDF5 files only; {path} is read as a table.",
+                         "--injections-group")
+    try:
+        if lower.endswith(".parquet"):
+            try:
+                frame = pd.read_parquet(path)
+            except ImportError:
+                raise UsageError(f"Reading {path} needs pyarrow: pip install 'popinfer[export]', or give the "
+                                 f"injections as CSV.", "--selection") from None
+        else:
+            separator = "\t" if lower.endswith((".tsv", ".tab")) else ","
+            frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        raise InputDataError(f"Injections file {path!r} does not exist.") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise InputDataError(f"Injections file {path!r} cannot be read: {exc.strerror}.") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        raise InputDataError(f"{path} is not a readable injection table ({exc}); expected a CSV/TSV/Parquet table "
+                             f"with a header and one row per detected injection.") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame, {}, label
+
+
+def _numeric(frame, column, label):
+    """The column as float64; an error names the first row that is not a finite number."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        cell = raw.iloc[row]
+        found = "an empty cell" if isinstance(cell, str) and not cell.strip() else repr(cell)
+        raise InputDataError(f"{label}, row {row + 1}, column {column!r}: expected a finite number, found {found} "
+                             f"({int(bad.sum())} such row(s)). Fix or remove those injections.")
+    return values
+
+
+def _total(frame, attributes, given, n_detected, label):
+    """M_total from ``--injections-total``, an attribute, or a constant column."""
+    found = None
+    for name in TOTAL_ATTRIBUTES:
+        if name in attributes:
+            found, where = np.asarray(attributes[name]).ravel(), f"attribute {name!r}"
+            break
+    if found is None and TOTAL in frame.columns:
+        found, where = np.unique(_numeric(frame, TOTAL, label)), f"column {TOTAL!r}"
+        if found.size != 1:
+            raise InputDataError(f"{label}, column {TOTAL!r}: M_total must be the same on every row; found "
+                                 f"{found.size} different values.")
+    if given is None and found is None:
+        raise UsageError(f"The number of injections drawn in all (detected or not) is unknown: give "
+                         f"--injections-total M, or an {TOTAL!r} attribute or column in {label}.",
+                         "--injections-total")
+    if given is not None:
+        total, where = given, "--injections-total"
+        if found is not None and float(found[0]) != float(given):
+            raise UsageError(f"--injections-total {given} disagrees with {label}'s {where} ({found[0]}); give one.",
+                             "--injections-total")
+    else:
+        total = found[0]
+    option = "--injections-total"
+    try:
+        as_float = float(total)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where} of {label}: M_total must be a whole number, got {total!r}.", option) from None
+    if not math.isfinite(as_float) or as_float != round(as_float) or as_float < 1:
+        raise UsageError(f"{where}: M_total must be a positive whole number, got {total!r}.", option)
+    if as_float < n_detected:
+        raise UsageError(f"{where}: M_total = {int(as_float)} is smaller than the {n_detected} detected injections "
+                         f"in {label}; M_total counts every injection drawn, detected or not.", option)
+    return int(as_float)
+
+
+def read_injections(path, parameters, draw_priors=None, n_total=None, group=None):
+    """Read and check a table of detected injections.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV/TSV/Parquet table, or an HDF5 file (``group`` in it, default the root).
+    parameters : list of str
+        The parameters the population describes (``--parameter``); each must be a column.
+    draw_priors : list of "NAME=DIST" or dict, optional
+        p_draw per parameter, instead of a ``log_draw_prior`` column.
+    n_total : int, optional
+        M_total (``--injections-total``); else the file's attribute or column.
+    group : str, optional
+        HDF5 group holding one dataset per column.
+
+    Returns
+    -------
+    Injections
+    """
+    path = str(path)
+    frame, attributes, label = _read_frame(path, group)
+    if frame.shape[0] == 0:
+        raise InputDataError(f"{label} has no injections (no rows): the selection cannot be estimated from none.")
+    missing = [p for p in parameters if p not in frame.columns]
+    if missing:
+        raise InputDataError(f"{label} has no column {missing[0]!r} for --parameter {missing[0]}: its columns are "
+                             f"{', '.join(map(repr, frame.columns))}. The injections need one column per parameter "
+                             f"the population describes, named as in the samples file.")
+    declared = parse_priors(draw_priors, parameters, {}, "--draw-prior", "the population (--parameter)",
+                            "parameter")
+    has_column = LOG_DRAW_PRIOR in frame.columns
+    if has_column and declared:
+        raise UsageError(f"{label} has a {LOG_DRAW_PRIOR!r} column and --draw-prior was given too: give one.",
+                         "--draw-prior")
+    if not has_column and set(declared) != set(parameters):
+        absent = [p for p in parameters if p not in declared]
+        raise UsageError(f"The draw prior of the injections in {label} is unknown for {', '.join(absent)}: add a "
+                         f"{LOG_DRAW_PRIOR!r} column (ln p_draw of each row) or give --draw-prior NAME=DIST for "
+                         f"every parameter.", "--draw-prior")
+    theta = np.stack([_numeric(frame, p, label) for p in parameters], axis=-1)
+    if has_column:
+        log_draw_prior = _numeric(frame, LOG_DRAW_PRIOR, label)
+        draw_prior = {"joint": f"column {LOG_DRAW_PRIOR!r}"}
+    else:
+        log_draw_prior = np.zeros(theta.shape[0])
+        for i, name in enumerate(parameters):
+            log_draw_prior += declared[name].logpdf(theta[:, i])
+        draw_prior = {name: declared[name].spec for name in parameters}
+        outside = np.flatnonzero(~np.isfinite(log_draw_prior))
+        if outside.size:
+            row = int(outside[0])
+            raise InputDataError(f"{label}, row {row + 1}: the injection lies outside the support of the declared "
+                                 f"draw prior ({', '.join(f'{k}={v}' for k, v in draw_prior.items())}); "
+                                 f"{outside.size} row(s) do. They cannot have been drawn from it: check --draw-prior.")
+    total = _total(frame, attributes, n_total, theta.shape[0], label)
+    return Injections(source=label, sha256=_sha256(path), parameters=list(parameters), theta=theta,
+                      log_draw_prior=log_draw_prior, n_total=total, draw_prior=draw_prior)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
