@@ -361,9 +361,10 @@ def inspect_command(file, debug):
 @main.command("plot")
 @click.argument("file", type=str)
 @click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
-@click.option("--kind", type=click.Choice(["population", "forest", "corner", "diagnostics", "trace"]), default=None,
-              help="Population files: population (default), forest, corner, diagnostics. "
-                   "Samples files: forest (default), trace.")
+@click.option("--kind", type=click.Choice(["population", "forest", "corner", "diagnostics", "predictive", "trace",
+                                          "model"]), default=None,
+              help="Population files: population (default), forest, corner, diagnostics, predictive. "
+                   "Samples files: forest (default), trace. Both: model (the plate diagram).")
 @click.option("--dpi", type=int, default=110, show_default=True, help="Resolution of raster formats.")
 @click.option("--trust-code", is_flag=True,
               help="Import and run the user population the file names, to draw its density (only for files "
@@ -380,10 +381,36 @@ def plot_command(file, output, kind, dpi, trust_code, overwrite, debug):
         popinfer plot eight-pop.h5 -o forest.svg --kind forest
         popinfer plot eight-pop.h5 -o diagnostics.pdf --kind diagnostics
         popinfer plot eight.h5 -o trace.png --kind trace
+        popinfer plot eight-pop.h5 -o check.png --kind predictive
+        popinfer plot eight-pop.h5 -o model.pdf --kind model
     """
     from .plot import plot_file
 
     plot_file(file, output, kind, dpi, trust_code, overwrite)
+
+
+@main.command("compare")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+@handle_errors
+def compare_command(files, fmt, debug):
+    """Rank population files fitted to one samples file.
+
+    By elpd_loo (leave-one-object-out, PSIS, with Δ and its standard error),
+    with ln Z ± error and ln Bayes factors where the file has an evidence
+    (--sampler nested), the number of hyperparameters and the worst
+    diagnostics (smallest ESS, largest Var[ln L], largest Pareto k). Files made
+    from different samples files are refused. Needs ArviZ (the export extra).
+
+    \b
+    Example:
+        popinfer compare normal.h5 studentt.h5 mixture.h5
+        popinfer compare normal.h5 mixture.h5 --format json | jq '.[0].population'
+    """
+    from .comparison import compare_files
+
+    click.echo(compare_files(list(files), fmt), nl=False)
 
 
 @main.command("export")

@@ -355,9 +355,10 @@ def read_selection(selection, parameters, draw_priors, injections_total, injecti
     return read_injections(selection, parameters, draw_priors, injections_total, injections_group)
 
 
-def _likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess):
-    """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS at M evenly spaced
-    draws written row by row into ``sink_ess`` (M, N) (array or dataset).
+def _likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, sink_log_likelihood):
+    """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS and ln L̂_n at M evenly
+    spaced draws written row by row into ``sink_ess`` and ``sink_log_likelihood`` (M, N)
+    (arrays or datasets).
 
     Returns
     -------
@@ -377,6 +378,7 @@ def _likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess)
         for row in np.flatnonzero((ess_index >= lo) & (ess_index < hi)):
             values = ess[ess_index[row] - lo].astype(np.float32)  # as stored
             sink_ess[row] = values
+            sink_log_likelihood[row] = estimate.ln_sum_weights[ess_index[row] - lo] - np.log(likelihood.n_draws)
             low += values < min_ess
     return log_likelihood, variance, ess_index, low / n_ess
 
@@ -511,8 +513,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     try:
         sink_ess = writer.ess if writer else np.empty(shape[1::-1], dtype=np.float32)
         sink_reweighted = writer.reweighted if writer else np.empty(shape[:1] + shape[2:])
+        sink_objects = writer.object_log_likelihood if writer else np.empty(shape[1::-1])
         log_likelihood, variance, ess_index, low_fraction = _likelihood_at_draws(
-            likelihood, names, draws, n_walkers, sink_ess, min_ess)
+            likelihood, names, draws, n_walkers, sink_ess, min_ess, sink_objects)
         log_posterior = posterior.log_prior(draws) + log_likelihood
         selection_ln_efficiency = selection_effective_draws = selection_variance = None
         if selection_term:
@@ -553,5 +556,5 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         reweighted=sink_reweighted, independent_summary=independent,
         hyperprior={n: priors[n].spec for n in names}, fixed=fixed, source=source, settings=settings,
         seed=seed, command=command, selection_ln_efficiency=selection_ln_efficiency,
-        selection_effective_draws=selection_effective_draws, rate=rate)
+        selection_effective_draws=selection_effective_draws, rate=rate, object_log_likelihood=sink_objects)
     return writer.finish(result) if writer else result
