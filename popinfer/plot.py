@@ -368,7 +368,7 @@ def _plate_diagram(n_objects, parameters, interim, data, hyper=None, selection=N
     centre = width / 3
     theta_label = ", ".join(parameters)
     pgm.add_node("theta", fr"$\theta_n$", centre, 2.6, scale=1.2)
-    pgm.add_text(centre + 0.75, 2.55, f"{theta_label}\n(stage one under p0: {interim})", fontsize=7)
+    pgm.add_text(centre + 0.75, 2.45, f"{theta_label}, fitted in stage one\nunder the interim prior p0:\n{interim}", fontsize=7)
     pgm.add_node("data", r"$y_n$", centre, 1.1, observed=True, scale=1.2)
     pgm.add_text(centre + 0.75, 1.05, f"data: {', '.join(data) if data else 'the data table'}", fontsize=7)
     pgm.add_edge("theta", "data")
