@@ -259,6 +259,11 @@ def merge_command(shards, output, overwrite, debug):
 @click.option("--fix", "fixed", multiple=True, metavar="NAME=VALUE", help="Hold a hyperparameter fixed (repeatable).")
 @click.option("--min-ess", type=float, default=20.0, show_default=True, help="Per-object ESS below which a warning fires.")
 @click.option("--max-variance", type=float, default=None, help="Hyperparameters with Var[ln L] above this get ln L = -inf.")
+@click.option("--sampler", type=click.Choice(["emcee", "nested"]), default="emcee", show_default=True,
+              help="Sampler of the hyperparameters: emcee, or nested (UltraNest, the nested extra; also computes "
+                   "the evidence ln Z).")
+@click.option("--live-points", type=int, default=None,
+              help="--sampler nested: minimum number of live points [default: 400].")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
 @click.option("--max-steps", type=int, default=20000, show_default=True,
               help="Cap on steps; the run stops earlier once the chain is >= 50 autocorrelation times.")
@@ -277,8 +282,9 @@ def merge_command(shards, output, overwrite, debug):
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           n_walkers, max_steps, n_samples, n_reweighted, selection, injections_total, draw_priors,
-                           injections_group, observing_time, seed, quiet, overwrite, strict, debug):
+                           sampler, live_points, n_walkers, max_steps, n_samples, n_reweighted, selection,
+                           injections_total, draw_priors, injections_group, observing_time, seed, quiet, overwrite,
+                           strict, debug):
     """Infer the population from stage-one draws (stage two).
 
     Reweights each object's draws by f(θ; α)/p0(θ) (Hogg, Myers & Bovy 2010),
@@ -296,6 +302,7 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
             | popinfer fit-population - -o pop.h5 --population normal
         popinfer fit-population survey.h5 -o survey-pop.h5 --population normal \
             --selection sample_data/survey_injections.csv --injections-total 10000
+        popinfer fit-population eight.h5 -o eight-mixture.h5 --population mixture --sampler nested
     """
     fit_population(
         samples, population, output, parameters=list(parameters), hyperpriors=list(hyperpriors), fixed=list(fixed),
@@ -304,6 +311,7 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
         command=_recorded_command(click.get_current_context()), selection=selection,
         injections_total=injections_total, draw_priors=list(draw_priors), injections_group=injections_group,
         observing_time=observing_time,
+        sampler=sampler, live_points=live_points,
     )
 
 

@@ -113,6 +113,37 @@ def quiet_fit(samples, population, output=None, **options):
 
 
 @pytest.mark.slow
+def test_nested_evidence_and_draws_match_the_eight_schools_grid(eight_exact, eight_oracle, tmp_path):
+    result = quiet_fit(eight_exact, "normal", tmp_path / "nested.h5", hyperpriors=EIGHT_HYPER, seed=3,
+                       sampler="nested", n_samples=2000, n_reweighted=100)
+    exact = eight_oracle.log_evidence()
+    # Error budget: the sampler's own error and the Monte Carlo error of ln L̂ from K draws
+    # (Var[ln L̂] at the posterior median bounds it: Ẑ averages L̂ over the posterior).
+    importance = math.sqrt(float(np.median(result.ln_likelihood_variance)))
+    tolerance = 3.0 * math.hypot(result.log_evidence_error, importance)
+    assert abs(result.log_evidence - exact) < min(tolerance, 0.2), (result.log_evidence, exact, tolerance)
+    # Negative control: a hyperprior mu ~ N(0, 20) (an Occam factor of about e^-0.5) is told apart.
+    wrong = EightSchoolsExact(eight_oracle.y, eight_oracle.sigma, mu_scale=20.0).log_evidence()
+    assert abs(result.log_evidence - wrong) > min(tolerance, 0.2)
+    # It is stored and read back.
+    back = popinfer.read_population(tmp_path / "nested.h5")
+    assert back.log_evidence == result.log_evidence and back.log_evidence_error == result.log_evidence_error
+    assert back.settings["sampler"] == "nested"
+
+    # The draws pass the KS test against the grid posterior; resampling the weighted points
+    # adds its own noise: 1/n_eff = 1/ESS + 1/S.
+    n_effective = 1.0 / (1.0 / result.settings["effective_sample_size"] + 1.0 / len(result.hyper_samples))
+    mu, tau = result.hyper("mu"), result.hyper("sigma")
+    assert ks_pvalue(mu, eight_oracle.mu_cdf, n_effective) > 1e-3
+    assert ks_pvalue(tau, eight_oracle.tau_cdf, n_effective) > 1e-3
+    # Negative controls: a posterior of tau stretched by 30 %, of mu shifted by 1.
+    assert ks_pvalue(tau, lambda x: eight_oracle.tau_cdf(x, stretch=1.3), n_effective) < 1e-3
+    assert ks_pvalue(mu, lambda x: eight_oracle.mu_cdf(x, shift=1.0), n_effective) < 1e-3
+
+
+
+
+@pytest.mark.slow
 def test_emcee_draws_pass_the_same_ks_test(eight_exact, eight_oracle):
     result = quiet_fit(eight_exact, "normal", hyperpriors=EIGHT_HYPER, seed=3, n_samples=2000, n_reweighted=100)
     assert result.log_evidence is None
@@ -164,22 +195,27 @@ def two_group_samples(bimodal, seed, n_objects=30, n_draws=1000):
     return exact_samples(truth + sigma * rng.standard_normal(n_objects), sigma, n_draws, seed=seed + 1)
 
 
-@pytest.fixture(scope="module")
-def compared(tmp_path_factory):
-    """Two normal populations (different hyperpriors) on one samples file, one on another."""
-    root = tmp_path_factory.mktemp("compare")
+def fit_files(root, fits, n_objects, n_draws, **options):
+    """Population files {(shape, name): path} of ``fits`` {name: (population, hyperpriors)} on
+    bimodal and on unimodal objects (one samples file each)."""
     files = {}
     for shape, bimodal in (("bimodal", True), ("unimodal", False)):
         samples_path = root / f"{shape}.h5"
-        write_samples(two_group_samples(bimodal, seed=31 if bimodal else 41, n_objects=12, n_draws=500),
+        write_samples(two_group_samples(bimodal, seed=31 if bimodal else 41, n_objects=n_objects, n_draws=n_draws),
                       str(samples_path))
-        for name, hyper in (("wide", ["mu=normal(0, 10)", "sigma=halfnormal(10)"]),
-                            ("narrow", ["mu=normal(0, 1)", "sigma=halfnormal(1)"])):
+        for name, (population, hyper) in fits.items():
             path = root / f"{shape}-{name}.h5"
-            quiet_fit(str(samples_path), "normal", str(path), hyperpriors=hyper, seed=7, n_samples=500,
-                      n_reweighted=20)
+            quiet_fit(str(samples_path), population, str(path), hyperpriors=hyper, seed=7, **options)
             files[shape, name] = str(path)
     return files
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """Two normal populations (different hyperpriors) on one samples file, one on another."""
+    fits = {"wide": ("normal", ["mu=normal(0, 10)", "sigma=halfnormal(10)"]),
+            "narrow": ("normal", ["mu=normal(0, 1)", "sigma=halfnormal(1)"])}
+    return fit_files(tmp_path_factory.mktemp("compare"), fits, 12, 500, n_samples=500, n_reweighted=20)
 
 
 def test_compare_formats_and_refuses_files_of_different_samples(compared):

@@ -25,8 +25,10 @@ from ..seeds import resolve_seed
 from ..injections import Injections, read_injections
 from .likelihood import HyperLikelihood
 from .selection import EFFECTIVE_PER_OBJECT, SelectionTerm, draw_rates
+from .nested import NestedSampler
 
 MAX_ESS_DRAWS = 1000
+SAMPLERS = ("emcee", "nested")
 # An object is reported when its ESS is below --min-ess at this fraction of the
 # posterior draws or more (a handful of extreme draws alone is not reported).
 LOW_ESS_FRACTION = 0.01
@@ -408,7 +410,8 @@ def _partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=BL
 def fit_population(samples, population, output=None, *, parameters=None, hyperpriors=None, fixed=None,
                    min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
-                   injections_total=None, draw_priors=None, injections_group=None, observing_time=None):
+                   injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
+                   sampler="emcee", live_points=None):
     """Infer the population from stage-one draws (stage two).
 
     Parameters
@@ -450,6 +453,11 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         HDF5 group of the injections.
     observing_time : float, optional
         T: also draw the rate R ~ Gamma(N, ξ̂(α) T) at every hyperparameter draw.
+    sampler : str
+        ``emcee`` (the default) or ``nested`` (UltraNest, :mod:`.nested`; also computes the
+        evidence ln Z, relative to the interim evidence).
+    live_points : int, optional
+        Nested sampling's minimum number of live points (default 400).
 
     Returns
     -------
@@ -459,6 +467,11 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                           ("--reweighted", n_reweighted)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
+    if sampler not in SAMPLERS:
+        raise UsageError(f"--sampler {sampler}: choose one of {', '.join(SAMPLERS)}.", "--sampler")
+    if live_points is not None and sampler != "nested":
+        raise UsageError(f"--live-points is an option of --sampler nested, not of {sampler}.", "--live-points")
+    nested = NestedSampler(live_points or NestedSampler.DEFAULT_LIVE_POINTS) if sampler == "nested" else None
     if output is not None:
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = _read_input(samples, parameters)
@@ -472,7 +485,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     scale = data_scale(theta, parameters)
     priors = resolve_hyperpriors(population, hyperpriors, fixed, scale)
     names = list(priors)
-    if n_walkers < 2 * len(names) + 2 or n_walkers % 2:
+    if nested is not None:
+        nested.check(names)
+    elif n_walkers < 2 * len(names) + 2 or n_walkers % 2:
         raise UsageError(f"--walkers {n_walkers}: need an even number of at least {2 * len(names) + 2}.", "--walkers")
     seed = resolve_seed(seed)
     sampler_seed, reweight_seed, rate_seed = np.random.SeedSequence(seed).spawn(3)
@@ -490,8 +505,12 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     del log_interim
     posterior = HyperPosterior(likelihood, names, priors)
     try:
-        draws, tau, n_steps, converged = sample_hyperparameters(
-            posterior, n_walkers, max_steps, n_samples, sampler_seed, progress)
+        if nested is not None:
+            draws, sampler_diagnostics = nested.sample(posterior, n_samples, sampler_seed, progress)
+            tau, n_steps, converged = np.full(len(names), np.nan), None, True
+        else:
+            draws, tau, n_steps, converged = sample_hyperparameters(
+                posterior, n_walkers, max_steps, n_samples, sampler_seed, progress)
     except PopinferError as exc:
         likelihood.close()
         if selection_term:
@@ -543,12 +562,17 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     settings = {"walkers": n_walkers, "max_steps": max_steps, "samples": n_samples, "reweighted": n_reweighted,
                 "min_ess": min_ess, "max_variance": max_variance, "n_steps": int(n_steps), "converged": converged,
                 "min_autocorr_times": MIN_AUTOCORR_TIMES, "burn_in": "first half of the chain",
+                "stage_one_draws": int(n_draws)} if nested is None else {
+                "sampler": "nested", **nested.settings, "samples": n_samples, "reweighted": n_reweighted,
+                "min_ess": min_ess, "max_variance": max_variance, **sampler_diagnostics,
                 "stage_one_draws": int(n_draws)}
     if injections is not None:
         settings["selection"] = {"injections_total": injections.n_total, "detected_injections": injections.n_detected,
                                  "draw_prior": injections.draw_prior, "group": injections_group}
     if observing_time is not None:
         settings["observing_time"] = float(observing_time)
+    # The evidence has datasets of its own (CONTRACT §5).
+    log_evidence, log_evidence_error = settings.pop("log_evidence", None), settings.pop("log_evidence_error", None)
     result = PopulationResult(
         population=population.name, parameters=parameters, hyperparameters=names, hyper_samples=draws,
         log_posterior=log_posterior, log_likelihood=log_likelihood, ln_likelihood_variance=variance,
@@ -556,5 +580,6 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         reweighted=sink_reweighted, independent_summary=independent,
         hyperprior={n: priors[n].spec for n in names}, fixed=fixed, source=source, settings=settings,
         seed=seed, command=command, selection_ln_efficiency=selection_ln_efficiency,
-        selection_effective_draws=selection_effective_draws, rate=rate, object_log_likelihood=sink_objects)
+        selection_effective_draws=selection_effective_draws, rate=rate, object_log_likelihood=sink_objects,
+        log_evidence=log_evidence, log_evidence_error=log_evidence_error)
     return writer.finish(result) if writer else result
