@@ -262,7 +262,10 @@ def merge_command(shards, output, overwrite, debug):
 @click.option("--min-ess", type=float, default=20.0, show_default=True, help="Per-object ESS below which a warning fires.")
 @click.option("--max-variance", type=float, default=None, help="Hyperparameters with Var[ln L] above this get ln L = -inf.")
 @click.option("--sampler", default="emcee", show_default=True, metavar="NAME",
-              help="Sampler of the hyperparameters: emcee (the registered samplers).")
+              help="Sampler of the hyperparameters: emcee, or nested (UltraNest, the nested extra; also computes "
+                   "the evidence ln Z); samplers are registered in popinfer.reweighting.samplers.")
+@click.option("--live-points", type=int, default=None,
+              help="--sampler nested: minimum number of live points [default: 400].")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
 @click.option("--max-steps", type=int, default=20000, show_default=True,
               help="Cap on steps; the run stops earlier once the chain is >= 50 autocorrelation times.")
@@ -281,8 +284,9 @@ def merge_command(shards, output, overwrite, debug):
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           sampler, n_walkers, max_steps, n_samples, n_reweighted, selection, injections_total, draw_priors,
-                           injections_group, observing_time, seed, quiet, overwrite, strict, debug):
+                           sampler, live_points, n_walkers, max_steps, n_samples, n_reweighted, selection,
+                           injections_total, draw_priors, injections_group, observing_time, seed, quiet, overwrite,
+                           strict, debug):
     """Infer the population from stage-one draws (stage two).
 
     Reweights each object's draws by f(θ; α)/p0(θ) (Hogg, Myers & Bovy 2010),
@@ -300,14 +304,16 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
             | popinfer fit-population - -o pop.h5 --population normal
         popinfer fit-population survey.h5 -o survey-pop.h5 --population normal \
             --selection sample_data/survey_injections.csv --injections-total 10000
+        popinfer fit-population eight.h5 -o eight-mixture.h5 --population mixture --sampler nested
     """
     fit_population(
         samples, population, output, parameters=list(parameters), hyperpriors=list(hyperpriors), fixed=list(fixed),
         min_ess=min_ess, max_variance=max_variance, n_walkers=n_walkers, max_steps=max_steps, n_samples=n_samples,
         n_reweighted=n_reweighted, seed=seed, overwrite=overwrite, progress=not quiet,
-        command=_recorded_command(click.get_current_context()), sampler=sampler, selection=selection,
+        command=_recorded_command(click.get_current_context()), selection=selection,
         injections_total=injections_total, draw_priors=list(draw_priors), injections_group=injections_group,
         observing_time=observing_time,
+        sampler=sampler, live_points=live_points,
     )
 
 
@@ -365,9 +371,10 @@ def inspect_command(file, debug):
 @main.command("plot")
 @click.argument("file", type=str)
 @click.option("-o", "--output", required=True, help="Figure file: .png, .pdf or .svg.")
-@click.option("--kind", type=click.Choice(["population", "forest", "corner", "diagnostics", "trace"]), default=None,
-              help="Population files: population (default), forest, corner, diagnostics. "
-                   "Samples files: forest (default), trace.")
+@click.option("--kind", type=click.Choice(["population", "forest", "corner", "diagnostics", "predictive", "trace",
+                                          "model"]), default=None,
+              help="Population files: population (default), forest, corner, diagnostics, predictive. "
+                   "Samples files: forest (default), trace. Both: model (the plate diagram).")
 @click.option("--dpi", type=int, default=110, show_default=True, help="Resolution of raster formats.")
 @click.option("--trust-code", is_flag=True,
               help="Import and run the user population the file names, to draw its density (only for files "
@@ -384,10 +391,36 @@ def plot_command(file, output, kind, dpi, trust_code, overwrite, debug):
         popinfer plot eight-pop.h5 -o forest.svg --kind forest
         popinfer plot eight-pop.h5 -o diagnostics.pdf --kind diagnostics
         popinfer plot eight.h5 -o trace.png --kind trace
+        popinfer plot eight-pop.h5 -o check.png --kind predictive
+        popinfer plot eight-pop.h5 -o model.pdf --kind model
     """
     from .plot import plot_file
 
     plot_file(file, output, kind, dpi, trust_code, overwrite)
+
+
+@main.command("compare")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
+@handle_errors
+def compare_command(files, fmt, debug):
+    """Rank population files fitted to one samples file.
+
+    By elpd_loo (leave-one-object-out, PSIS, with Δ and its standard error),
+    with ln Z ± error and ln Bayes factors where the file has an evidence
+    (--sampler nested), the number of hyperparameters and the worst
+    diagnostics (smallest ESS, largest Var[ln L], largest Pareto k). Files made
+    from different samples files are refused. Needs ArviZ (the export extra).
+
+    \b
+    Example:
+        popinfer compare normal.h5 studentt.h5 mixture.h5
+        popinfer compare normal.h5 mixture.h5 --format json | jq '.[0].population'
+    """
+    from .comparison import compare_files
+
+    click.echo(compare_files(list(files), fmt), nl=False)
 
 
 @main.command("export")

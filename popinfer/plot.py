@@ -5,9 +5,12 @@ bands over a histogram and rug of the objects' posterior medians), ``forest``
 (independent next to partially pooled intervals), ``corner`` (the hyperparameter
 posterior; the ``corner`` package when installed), ``diagnostics`` (per-object ESS
 across posterior draws and Var[ln L̂] with the warning thresholds; with a selection,
-N_eff,sel against 4N too).
+N_eff,sel against 4N too), ``predictive`` (the posterior predictive check: the
+population's density band over the objects' partially pooled draws, and the empirical
+CDF of the independent estimates against estimates replicated from the population).
 Samples files: ``forest`` and ``trace`` (run length against 50 τ and effective
 draws against K, per object).
+Both: ``model``, the hierarchical model in plate notation (daft, the ``plot`` extra).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from .io.hdf5 import atomic_output, check_output
 from .reweighting.selection import EFFECTIVE_PER_OBJECT as SELECTION_EFFECTIVE_PER_OBJECT
 
 FORMATS = (".png", ".pdf", ".svg")
-KINDS = {"population": ("population", "forest", "corner", "diagnostics"), "samples": ("forest", "trace")}
+KINDS = {"population": ("population", "forest", "corner", "diagnostics", "predictive", "model"),
+         "samples": ("forest", "trace", "model")}
 DENSITY_DRAWS = 400
+REPLICATES = 200
 
 
 def _pyplot():
@@ -73,8 +78,10 @@ def plot_file(path, output, kind=None, dpi=110, trust_code=False, overwrite=Fals
     plt = _pyplot()
     label = "<stdin>" if str(path) == "-" else str(path)
     draw = ({"population": functools.partial(_population, label=label, trust_code=trust_code),
-             "forest": _forest_population, "corner": _corner, "diagnostics": _diagnostics}
-            if file_kind == "population" else {"forest": _forest_samples, "trace": _trace})
+             "forest": _forest_population, "corner": _corner, "diagnostics": _diagnostics,
+             "predictive": functools.partial(_predictive, label=label, trust_code=trust_code),
+             "model": _model_population}
+            if file_kind == "population" else {"forest": _forest_samples, "trace": _trace, "model": _model_samples})
     figure = draw[kind](content, plt)
     try:
         with atomic_output(output, overwrite) as temporary:
@@ -92,14 +99,29 @@ def _hyper_dicts(result, count):
     return hyper
 
 
-def _population(result, plt, label, trust_code):
+def _trusted_population(result, label, trust_code):
+    """The file's population, or None (with a warning) when it names code that is not trusted."""
     from .populations import population_of_file
 
     try:
-        population = population_of_file(result.population, result.parameters, label, trust_code)
+        return population_of_file(result.population, result.parameters, label, trust_code)
     except UntrustedCodeError as exc:
-        warnings.warn(f"{exc} The population density is left out of the figure.", UserWarning, stacklevel=2)
-        population = None
+        warnings.warn(f"{exc} The population density is left out of the figure.", UserWarning, stacklevel=3)
+        return None
+
+
+def _density_on_grid(population, hyper, index, grid):
+    """f(θ; α_m) of parameter ``index`` on ``grid`` for every draw m, shape (G, M)
+    (the marginal when the population describes several parameters)."""
+    if len(population.parameters) == 1:
+        with np.errstate(all="ignore"):
+            return np.exp(population.log_density(grid[None, :, None], hyper)[0])
+    return np.stack([population.marginal({k: v[m] for k, v in hyper.items()}, index).pdf(grid)
+                     for m in range(len(next(iter(hyper.values()))))], axis=1)
+
+
+def _population(result, plt, label, trust_code):
+    population = _trusted_population(result, label, trust_code)
     hyper = _hyper_dicts(result, DENSITY_DRAWS)
     n_params = len(result.parameters)
     figure, axes = plt.subplots(1, n_params, figsize=(5.5 * n_params, 3.8), squeeze=False)
@@ -111,14 +133,7 @@ def _population(result, plt, label, trust_code):
         low = min(medians.min(), result.independent_summary[:, index, 2].min()) - 0.1 * spread
         high = max(medians.max(), result.independent_summary[:, index, 4].max()) + 0.1 * spread
         grid = np.linspace(low, high, 300)
-        if population is None:
-            density = None
-        elif n_params == 1:
-            with np.errstate(all="ignore"):
-                density = np.exp(population.log_density(grid[None, :, None], hyper)[0])  # (G, M)
-        else:
-            density = np.stack([population.marginal({k: v[m] for k, v in hyper.items()}, index).pdf(grid)
-                                for m in range(len(next(iter(hyper.values()))))], axis=1)
+        density = None if population is None else _density_on_grid(population, hyper, index, grid)
         axis.hist(medians, bins=min(30, max(5, len(medians) // 3)), density=True, color="0.85",
                   label="independent posterior medians")
         if density is not None:
@@ -252,4 +267,150 @@ def _trace(samples, plt):
     right.set_xlabel("effectively independent draws per object")
     right.legend(fontsize=8, frameon=False)
     figure.tight_layout()
+    return figure
+
+
+def _predictive(result, plt, label, trust_code):
+    """Posterior predictive check, one column per parameter.
+
+    Top: the population density f(θ; α) over the posterior (median and 90 % band)
+    against a histogram of all objects' partially pooled draws (the deconvolved
+    distribution). Bottom: the empirical CDF of the objects' independent (stage-one)
+    posterior medians against those of replicated data sets, each made of N new
+    objects θ̃_n ~ f(θ; α) (α a posterior draw, the inverse CDF on a fine grid) measured
+    with each object's own independent posterior sd as Gaussian noise. Observed curves
+    outside the replicated band show a misfit (a second mode, a heavy tail).
+    """
+    population = _trusted_population(result, label, trust_code)
+    rng = np.random.default_rng(0)  # a figure, not an inference: fixed, so the file is reproducible
+    n_params = len(result.parameters)
+    figure, axes = plt.subplots(2, n_params, figsize=(5.5 * n_params, 7.0), squeeze=False)
+    for index, name in enumerate(result.parameters):
+        top, bottom = axes[0][index], axes[1][index]
+        medians, sds = result.independent_summary[:, index, 3], result.independent_summary[:, index, 1]
+        pooled = np.asarray(result.reweighted[:, :, index]).ravel()
+        low, high = np.quantile(np.concatenate([pooled, medians]), [0.0, 1.0])
+        spread = max(high - low, 1e-12)
+        grid = np.linspace(low - 0.15 * spread, high + 0.15 * spread, 400)
+        top.hist(pooled, bins=60, range=(grid[0], grid[-1]), density=True, color="0.8",
+                 label="objects' pooled draws (all objects)")
+        if population is not None:
+            density = _density_on_grid(population, _hyper_dicts(result, DENSITY_DRAWS), index, grid)
+            q05, q50, q95 = np.quantile(density, [0.05, 0.5, 0.95], axis=1)
+            top.fill_between(grid, q05, q95, color="#4c72b0", alpha=0.3, lw=0, label="population, 90 % band")
+            top.plot(grid, q50, color="#1f3b73", lw=1.5, label="population, posterior median")
+        top.set_xlabel(name)
+        top.set_ylabel("density")
+        top.set_title(f"{result.population}: population against pooled draws")
+        top.legend(fontsize=7, frameon=False)
+
+        observed = np.sort(medians)
+        levels = np.arange(1, observed.size + 1) / observed.size
+        if population is not None:
+            wide = np.linspace(low - 3 * spread, high + 3 * spread, 4000)
+            hyper = _hyper_dicts(result, REPLICATES)
+            density = np.nan_to_num(_density_on_grid(population, hyper, index, wide))  # (G, M)
+            cumulative = np.cumsum(density, axis=0)
+            cumulative /= np.where(cumulative[-1] > 0, cumulative[-1], 1.0)
+            replicated = np.empty((density.shape[1], medians.size))
+            for m in range(density.shape[1]):
+                theta = np.interp(rng.random(medians.size), cumulative[:, m], wide)
+                replicated[m] = np.sort(theta + sds * rng.standard_normal(medians.size))
+            r05, r50, r95 = np.quantile(replicated, [0.05, 0.5, 0.95], axis=0)
+            bottom.fill_betweenx(levels, r05, r95, color="#4c72b0", alpha=0.3, lw=0, step="post",
+                                 label="replicated estimates, 90 % band")
+            bottom.step(r50, levels, where="post", color="#1f3b73", lw=1.2, label="replicated, median")
+        bottom.step(observed, levels, where="post", color="k", lw=1.5, label="independent medians (observed)")
+        bottom.set_xlabel(f"{name}: independent posterior median")
+        bottom.set_ylabel("empirical CDF")
+        bottom.legend(fontsize=7, frameon=False, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def _daft():
+    try:
+        import daft
+    except ImportError:
+        raise PopinferError("popinfer plot --kind model needs daft, which is not installed. Install the plot extra: "
+                            "pip install 'popinfer[plot]'.") from None
+    return daft
+
+
+def _stage_one_of(result):
+    """(model, interim prior dict, data columns) from the samples file a population file names,
+    when it is still at its recorded path; None otherwise."""
+    from .io.hdf5 import open_popinfer_file
+    from .io.samples import read_header
+
+    path = result.source.get("path", "")
+    if not path or path.startswith("<") or not Path(path).is_file():
+        return None
+    try:
+        with open_popinfer_file(path, "samples") as handle:
+            header = read_header(handle, path)
+    except PopinferError:
+        return None
+    return header.model, header.interim_prior, list(header.settings.get("columns", {}).values())
+
+
+def _plate_diagram(n_objects, parameters, interim, data, hyper=None, selection=None):
+    """The hierarchical model in plate notation (daft).
+
+    ``hyper`` lists (name, label, held) of hyperparameters (label: its hyperprior, or
+    the held value); ``interim`` the interim prior text; ``data`` the data columns;
+    ``selection`` a note on the injections (a detection node), or None.
+    """
+    daft = _daft()
+    hyper = hyper or []
+    width = max(7.0, 1.6 * len(hyper) + 1.5)
+    pgm = daft.PGM(shape=(width, 5.6 if hyper else 3.6), origin=(0, 0), node_unit=1.1)
+    centre = width / 3
+    theta_label = ", ".join(parameters)
+    pgm.add_node("theta", fr"$\theta_n$", centre, 2.6, scale=1.2)
+    pgm.add_text(centre + 0.75, 2.45, f"{theta_label}, fitted in stage one\nunder the interim prior p0:\n{interim}", fontsize=7)
+    pgm.add_node("data", r"$y_n$", centre, 1.1, observed=True, scale=1.2)
+    pgm.add_text(centre + 0.75, 1.05, f"data: {', '.join(data) if data else 'the data table'}", fontsize=7)
+    pgm.add_edge("theta", "data")
+    pgm.add_plate([0.3, 0.4, width - 0.6, 3.0], label=f"n = 1 … N (N = {n_objects} objects)", fontsize=8)
+    for i, (name, label, fixed) in enumerate(hyper):
+        x = (i + 0.5) * width / len(hyper)
+        node = f"hyper_{i}"
+        pgm.add_node(node, name, x, 4.4, fixed=fixed, scale=1.0 if not fixed else 1.5,
+                     offset=(0, 8) if fixed else (0, 0), fontsize=8)
+        pgm.add_text(x - 0.6, 5.05, label, fontsize=6)
+        pgm.add_edge(node, "theta")
+        if selection is not None:
+            pgm.add_edge(node, "selection")
+    if selection is not None:
+        pgm.add_node("selection", "det", width - 0.45, 2.6, observed=True, scale=0.9, fontsize=7)
+        pgm.add_text(width - 1.2, 3.2, selection, fontsize=6)
+    pgm.render()
+    return pgm.figure
+
+
+def _model_population(result, plt):
+    stage_one = _stage_one_of(result)
+    if stage_one is None:
+        interim, data = "see the samples file", []
+    else:
+        model, interim_prior, data = stage_one
+        interim = "; ".join(f"{p} ~ {interim_prior.get(p, '?')}" for p in result.parameters)
+    hyper = [(name, f"~ {result.hyperprior[name]}", False) for name in result.hyperparameters]
+    hyper += [(name, f"{name} = {value:g}", True) for name, value in result.fixed.items()]
+    selection = result.settings.get("selection")
+    if isinstance(selection, dict):
+        selection = (f"selection: {selection.get('detected_injections', '?')} of "
+                     f"{selection.get('injections_total', '?')} injections detected")
+    figure = _plate_diagram(len(result.ids), result.parameters, interim, data, hyper,
+                            f"{selection}" if selection else None)
+    figure.suptitle(f"population {result.population} of {', '.join(result.parameters)}", fontsize=9)
+    return figure
+
+
+def _model_samples(samples, plt):
+    interim = "; ".join(f"{p} ~ {samples.interim_prior.get(p, '?')}" for p in samples.parameters)
+    data = list(samples.settings.get("columns", {}).values())
+    figure = _plate_diagram(samples.n_objects, samples.parameters, interim, data)
+    figure.suptitle(f"stage one: model {samples.model}", fontsize=9)
     return figure

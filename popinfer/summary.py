@@ -100,6 +100,8 @@ def population_summary(result):
         "ln_likelihood_variance_median": float(np.median(variance)),
         "ln_likelihood_variance_max": float(np.max(variance)),
         "min_ess": float(result.ess.min()),
+        "log_evidence": result.log_evidence,
+        "log_evidence_error": result.log_evidence_error,
         "objects_below_min_ess": len(low_ess_objects((result.ess < result.settings.get("min_ess", 20)).mean(axis=0))),
     }
     if result.selection_effective_draws is not None:
@@ -149,7 +151,10 @@ def format_population(tables, fmt, table=None):
     lines = [f"population: {diagnostics['population']} of {', '.join(diagnostics['parameters'])}"
              + (f" (fixed: {diagnostics['fixed']})" if diagnostics["fixed"] else ""),
              (f"chain: {diagnostics['n_steps']} steps, converged: {diagnostics['converged']}; "
-              if diagnostics["n_steps"] is not None else f"sampler: {diagnostics['sampler']}; ") +
+              if diagnostics["n_steps"] is not None else
+              f"{diagnostics['sampler']}: ln Z = {diagnostics['log_evidence']:.3f} ± "
+              f"{diagnostics['log_evidence_error']:.3f} (relative to the interim evidence); "
+              if diagnostics["log_evidence"] is not None else f"sampler: {diagnostics['sampler']}; ") +
              f"Var[ln L̂] median {diagnostics['ln_likelihood_variance_median']:.3g}, "
              f"max {diagnostics['ln_likelihood_variance_max']:.3g}; smallest ESS {diagnostics['min_ess']:.3g} "
              f"of K = {diagnostics['stage_one_draws']}"]

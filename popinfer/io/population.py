@@ -12,6 +12,7 @@ Layout (README, "HDF5 layout")::
     /hyper/autocorr_time            (H,) f8   only from samplers that have one (emcee)
     /objects/id                     (N,) str
     /objects/ess                    (M, N) f4, attr draw_index (M ≤ 1000 draws)
+    /objects/log_likelihood         (M, N) f8  ln L̂_n(α) of every object at the same draws (for PSIS-LOO)
     /objects/reweighted             (N, R, P) f8  draws under the inferred population
     /objects/independent_summary    (N, P, 5) f8  stage-one mean, sd, q05, q50, q95 (attr columns)
 
@@ -21,6 +22,8 @@ M_total, detected count, draw prior)::
     /hyper/selection_ln_efficiency      (S,) f8   ln ξ̂(α) at each draw
     /hyper/selection_effective_draws    (S,) f8   N_eff,sel = ξ̂²/Var[ξ̂] at each draw
     /hyper/rate                         (S,) f8   R ~ Gamma(N, ξ̂ T) (with --observing-time; attr observing_time)
+    /hyper/log_evidence             () f8  ln Z relative to the interim evidence (samplers that compute it)
+    /hyper/log_evidence_error       () f8  its error estimate
 """
 
 from __future__ import annotations
@@ -73,6 +76,12 @@ class PopulationResult:
     seed : int
     command : str
     attrs : dict
+    object_log_likelihood : ndarray, shape (M, N), or None
+        ln L̂_n(α) = ln (1/K) Σ_k w_nk of every object at the draws ``ess_draw_index``
+        (None in files written before it was stored).
+    log_evidence, log_evidence_error : float or None
+        ln Z of the population relative to the interim prior's evidence, and its error,
+        from samplers that compute it (nested sampling).
     """
 
     population: str
@@ -98,6 +107,9 @@ class PopulationResult:
     selection_ln_efficiency: np.ndarray = None
     selection_effective_draws: np.ndarray = None
     rate: np.ndarray = None
+    object_log_likelihood: np.ndarray = None
+    log_evidence: float = None
+    log_evidence_error: float = None
 
     def hyper(self, name):
         """Posterior draws of one hyperparameter, shape (S,)."""
@@ -130,6 +142,8 @@ class PopulationWriter:
             objects = self.handle.create_group("objects")
             # Contiguous (unchunked) datasets: the finished file can be memory-mapped.
             self.ess = objects.create_dataset("ess", shape=(n_ess, n_objects), dtype="f4")
+            self.object_log_likelihood = objects.create_dataset("log_likelihood", shape=(n_ess, n_objects),
+                                                                dtype="f8")
             self.reweighted = objects.create_dataset("reweighted", shape=(n_objects, n_reweighted, n_parameters),
                                                      dtype="f8")
         except BaseException:
@@ -162,14 +176,19 @@ class PopulationWriter:
             objects = handle["objects"]
             objects.create_dataset("id", data=strings(result.ids))
             self.ess.attrs["draw_index"] = np.asarray(result.ess_draw_index, dtype=np.int64)
+            self.object_log_likelihood.attrs["draw_index"] = np.asarray(result.ess_draw_index, dtype=np.int64)
+            if result.log_evidence is not None:
+                hyper.create_dataset("log_evidence", data=float(result.log_evidence))
+                hyper.create_dataset("log_evidence_error", data=float(result.log_evidence_error))
             self.reweighted.attrs["parameters"] = strings(result.parameters)
             summary = objects.create_dataset("independent_summary", data=result.independent_summary)
             summary.attrs["columns"] = strings(SUMMARY_COLUMNS)
             handle.close()
             # Mapped before publishing: the mapping outlives the temporary name (stdout, link).
             with h5py.File(self.temporary, "r") as reread:
-                for name in ("ess", "reweighted"):
-                    dataset = reread["objects"][name]
+                for name, stored in (("ess", "ess"), ("reweighted", "reweighted"),
+                                     ("object_log_likelihood", "log_likelihood")):
+                    dataset = reread["objects"][stored]
                     view = mapped(dataset, self.temporary)
                     setattr(result, name, dataset[()] if view is None else view)
             publish(self.temporary, self.path, self.overwrite)
@@ -189,6 +208,10 @@ def write_population(result, path, overwrite=False):
     writer = PopulationWriter(path, (n_objects, len(result.ess), n_reweighted, n_parameters), overwrite)
     try:
         writer.ess[...] = np.asarray(result.ess, dtype=np.float32)
+        if result.object_log_likelihood is not None:
+            writer.object_log_likelihood[...] = result.object_log_likelihood
+        else:
+            writer.object_log_likelihood[...] = np.nan
         writer.reweighted[...] = result.reweighted
     except BaseException:
         writer.abort()
@@ -227,6 +250,10 @@ def _check_layout(handle, label):
     })
 
 
+def _scalar(handle, name):
+    return float(handle[name][()]) if name in handle else None
+
+
 def read_population(path):
     """Read a population file (``-`` reads stdin) into a :class:`PopulationResult`."""
     label = "<stdin>" if str(path) == "-" or not isinstance(path, (str, os.PathLike)) else str(path)
@@ -255,6 +282,10 @@ def read_population(path):
                 command=str(handle.attrs.get("command", "")),
                 attrs=root_attributes(handle),
                 **{name: handle[f"hyper/{name}"][()] for name in OPTIONAL_HYPER if f"hyper/{name}" in handle},
+                object_log_likelihood=(_large(handle["objects/log_likelihood"], path)
+                                       if "objects/log_likelihood" in handle else None),
+                log_evidence=_scalar(handle, "hyper/log_evidence"),
+                log_evidence_error=_scalar(handle, "hyper/log_evidence_error"),
             )
         except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
             raise FileFormatError(f"{label} is a damaged population file: {exc}. Regenerate it.") from None

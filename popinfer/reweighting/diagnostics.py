@@ -138,7 +138,7 @@ def selection_at_draws(selection, likelihood, names, draws, n_walkers):
     return ln_efficiency, effective_draws
 
 
-def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess):
+def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, sink_log_likelihood):
     """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS at M evenly spaced
     draws written row by row into ``sink_ess`` (M, N) (array or dataset).
 
@@ -160,5 +160,6 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess):
         for row in np.flatnonzero((ess_index >= lo) & (ess_index < hi)):
             values = ess[ess_index[row] - lo].astype(np.float32)  # as stored
             sink_ess[row] = values
+            sink_log_likelihood[row] = estimate.ln_sum_weights[ess_index[row] - lo] - np.log(likelihood.n_draws)
             low += values < min_ess
     return log_likelihood, variance, ess_index, low / n_ess

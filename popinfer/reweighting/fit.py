@@ -39,7 +39,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                    min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
                    injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
-                   sampler=DEFAULT_SAMPLER):
+                   sampler=DEFAULT_SAMPLER, live_points=None):
     """Infer the population from stage-one draws (stage two).
 
     Parameters
@@ -94,7 +94,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                           ("--reweighted", n_reweighted)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
-    sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps})
+    if live_points is not None and sampler != "nested":
+        raise UsageError(f"--live-points is an option of --sampler nested, not of {sampler}.", "--live-points")
+    sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "live_points": live_points})
     if output is not None:
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = read_draws(samples, parameters)
@@ -134,12 +136,14 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                                  "draw_prior": injections.draw_prior, "group": injections_group}
     if observing_time is not None:
         settings["observing_time"] = float(observing_time)
+    # The evidence has datasets of its own (README, "HDF5 layout").
+    log_evidence, log_evidence_error = settings.pop("log_evidence", None), settings.pop("log_evidence_error", None)
     result = PopulationResult(
         population=population.name, parameters=parameters, hyperparameters=names, hyper_samples=sampled.draws,
         log_posterior=None, log_likelihood=None, ln_likelihood_variance=None, autocorr_time=sampled.autocorr_time,
         ids=list(header.ids), ess=None, ess_draw_index=None, reweighted=None, independent_summary=independent,
         hyperprior={n: priors[n].spec for n in names}, fixed=fixed, source=source, settings=settings,
-        seed=seed, command=command)
+        seed=seed, command=command, log_evidence=log_evidence, log_evidence_error=log_evidence_error)
     rng = np.random.default_rng(reweight_seed)
     return _diagnose_and_pool(result, posterior, header, n_walkers, output, overwrite, min_ess, rng,
                               selection_term, injections, observing_time, rate_seed)
@@ -158,8 +162,9 @@ def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min
     try:
         result.ess = writer.ess if writer else np.empty(shape[1::-1], dtype=np.float32)
         result.reweighted = writer.reweighted if writer else np.empty(shape[:1] + shape[2:])
+        result.object_log_likelihood = writer.object_log_likelihood if writer else np.empty(shape[1::-1])
         result.log_likelihood, result.ln_likelihood_variance, result.ess_draw_index, low_fraction = \
-            likelihood_at_draws(likelihood, names, draws, group, result.ess, min_ess)
+            likelihood_at_draws(likelihood, names, draws, group, result.ess, min_ess, result.object_log_likelihood)
         result.log_posterior = posterior.log_prior(draws) + result.log_likelihood
         selection_variance = None
         if selection_term:

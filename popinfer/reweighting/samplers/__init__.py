@@ -36,7 +36,31 @@ def get_sampler(sampler, options):
     return SAMPLERS[sampler](options)
 
 
+class _Nested:
+    """UltraNest (``reweighting.nested``) behind the sampler interface; the evidence goes to
+    the diagnostics (``log_evidence``, ``log_evidence_error``)."""
+
+    name = "nested"
+
+    def __init__(self, live_points):
+        from ..nested import NestedSampler
+
+        self.sampler = NestedSampler(live_points or NestedSampler.DEFAULT_LIVE_POINTS)
+
+    @property
+    def settings(self):
+        return self.sampler.settings
+
+    def check(self, names):
+        self.sampler.check(names)
+
+    def sample(self, posterior, n_samples, seed, progress=False):
+        draws, diagnostics = self.sampler.sample(posterior, n_samples, seed, progress)
+        return SamplerResult(draws, dict(diagnostics))
+
+
 register_sampler("emcee", lambda options: EmceeSampler(options["n_walkers"], options["max_steps"]))
+register_sampler("nested", lambda options: _Nested(options.get("live_points")))
 
 __all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "EmceeSampler", "Sampler", "SamplerResult", "get_sampler",
            "register_sampler"]
