@@ -89,12 +89,28 @@ def run(args, **kwargs):
     return CliRunner().invoke(main, args, **kwargs)
 
 
+_started = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A failed assertion must not leave a run blocked on a gate for ever."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def process(args, cwd, gate=None, **env):
     environment = dict(os.environ, SOURCE_DATE_EPOCH="1700000000", PYTHONUNBUFFERED="1", **env)
     if gate is not None:
         environment["POPINFER_TEST_GATE"] = str(gate)
-    return subprocess.Popen([sys.executable, "-m", "popinfer", *args], cwd=cwd, env=environment,
+    proc = subprocess.Popen([sys.executable, "-m", "popinfer", *args], cwd=cwd, env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _started.append(proc)
+    return proc
 
 
 def wait_for_line(proc, text):
