@@ -241,6 +241,47 @@ def test_compare_formats_and_refuses_files_of_different_samples(compared):
     assert "Traceback" not in mixed.output
 
 
+NESTED_HYPER = {
+    "normal": ["mu=normal(0, 5)", "sigma=halfnormal(5)"],
+    "mixture": ["weight=uniform(0, 1)", "mu1=normal(0, 5)", "mu2=normal(0, 5)", "sigma1=halfnormal(5)",
+                "sigma2=halfnormal(5)"],
+}
+
+
+@pytest.fixture(scope="module")
+def nested_compared(tmp_path_factory):
+    """normal and mixture by nested sampling, on bimodal and on unimodal objects (files on disk)."""
+    fits = {name: (name, hyper) for name, hyper in NESTED_HYPER.items()}
+    return fit_files(tmp_path_factory.mktemp("nested"), fits, 16, 300, sampler="nested", live_points=100,
+                     n_samples=500, n_reweighted=10)
+
+
+def by_population(rows):
+    return {row["population"]: row for row in rows}
+
+
+def compare_json(*files):
+    result = CliRunner().invoke(main, ["compare", *files, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_compare_ranks_the_mixture_first_on_bimodal_objects_only(nested_compared):
+    rows = compare_json(nested_compared["bimodal", "normal"], nested_compared["bimodal", "mixture"])
+    mixture, normal = by_population(rows)["mixture"], by_population(rows)["normal"]
+    assert rows[0]["population"] == "mixture" and mixture["rank"] == 1
+    # The normal's Δelpd is beyond 3 of its standard errors, its ln B beyond 3 of its errors.
+    assert normal["delta_elpd_loo"] > 3 * normal["delta_elpd_loo_se"]
+    assert mixture["log_bayes_factor"] == 0.0 and -normal["log_bayes_factor"] > 3 * normal["log_bayes_factor_error"]
+
+    rows = compare_json(nested_compared["unimodal", "normal"], nested_compared["unimodal", "mixture"])
+    mixture, normal = by_population(rows)["mixture"], by_population(rows)["normal"]
+    log_b = mixture["log_evidence"] - normal["log_evidence"]
+    error = math.hypot(mixture["log_evidence_error"], normal["log_evidence_error"])
+    assert log_b < 2 * error  # the evidence does not favour the mixture (Occam's factor)
+
+
 def test_compare_of_emcee_files_has_null_evidence_and_names_high_k(tmp_path):
     samples = exact_samples([-1.0, 0.0, 0.5, 1.0, 40.0], [1.0] * 5, 1000, seed=3)
     write_samples(samples, str(tmp_path / "s.h5"))
