@@ -300,9 +300,9 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
     Example:
         popinfer fit-population eight.h5 -o eight-pop.h5 --population normal \\
             --hyperprior "mu=normal(0, 5)" --hyperprior "sigma=halfcauchy(5)" --seed 2
-        popinfer fit-individuals data.csv -o - --model normal --quiet \\
+        popinfer fit-individuals sample_data/eight_schools.csv -o - --model normal --quiet \\
             | popinfer fit-population - -o pop.h5 --population normal
-        popinfer fit-population survey.h5 -o survey-pop.h5 --population normal \
+        popinfer fit-population survey.h5 -o survey-pop.h5 --population normal \\
             --selection sample_data/survey_injections.csv --injections-total 10000
         popinfer fit-population eight.h5 -o eight-mixture.h5 --population mixture --sampler nested
     """
@@ -478,8 +478,8 @@ def import_samples_command(data, output, id_column, parameters, priors, log_prio
 
     \b
     Example:
-        popinfer import-samples stan_draws.csv -o samples.h5 --id-column star \\
-            --prior "ecc=uniform(0, 1)" --prior "period=loguniform(1, 1000)"
+        popinfer import-samples sample_data/stan_draws.csv -o samples.h5 --id-column star \\
+            --prior "ecc=uniform(0, 1)"
         popinfer import-samples draws.csv -o - | popinfer fit-population - -o pop.h5 --population beta
     """
     from .importing import import_samples
