@@ -102,6 +102,23 @@ FAMILIES = {
     "studentt": (("nu", "mu", "sigma"), _studentt, _positive("nu", "sigma")),
 }
 
+# name -> d ln p(x)/dx on the support's interior, given the arguments (grammar order); the
+# gradient-based sampler needs it (``reweighting.transforms``).
+LOGPDF_GRADIENTS = {
+    "uniform": lambda x, low, high: np.zeros_like(x),
+    "loguniform": lambda x, low, high: -1.0 / x,
+    "normal": lambda x, mu, sigma: -(x - mu) / sigma**2,
+    "truncnormal": lambda x, mu, sigma, low, high: -(x - mu) / sigma**2,
+    "halfnormal": lambda x, sigma: -x / sigma**2,
+    "halfcauchy": lambda x, scale: -2.0 * x / (scale**2 + x * x),
+    "cauchy": lambda x, loc, scale: -2.0 * (x - loc) / (scale**2 + (x - loc) ** 2),
+    "exponential": lambda x, rate: np.full_like(x, -rate),
+    "lognormal": lambda x, mu, sigma: -(1.0 + (np.log(x) - mu) / sigma**2) / x,
+    "beta": lambda x, a, b: (a - 1.0) / x - (b - 1.0) / (1.0 - x),
+    "gamma": lambda x, shape, rate: (shape - 1.0) / x - rate,
+    "studentt": lambda x, nu, mu, sigma: -(nu + 1.0) * (x - mu) / (nu * sigma**2 + (x - mu) ** 2),
+}
+
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$", re.DOTALL)
 
 
@@ -158,6 +175,17 @@ class Distribution:
             out = np.asarray(self._frozen.logpdf(x), dtype=float)
         # scipy gives nan for some families exactly at an open boundary.
         return np.where(np.isnan(out) & ~np.isnan(x), -np.inf, out)
+
+    def logpdf_gradient(self, x):
+        """d ln p(x)/dx at ``x`` (array) inside the support (0 outside it, where ln p is -inf)."""
+        x = np.asarray(x, dtype=float)
+        low, high = self.support
+        inside = (x > low) & (x < high)
+        safe = np.where(inside, x, 0.5 * (low + high) if np.isfinite(low + high) else
+                        (low + 1.0 if np.isfinite(low) else (high - 1.0 if np.isfinite(high) else 0.0)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gradient = LOGPDF_GRADIENTS[self.family](safe, *self.args)
+        return np.where(inside, gradient, 0.0)
 
     def sample(self, rng, size=None):
         """Draw from the distribution with the generator ``rng``."""

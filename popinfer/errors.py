@@ -48,3 +48,8 @@ class UntrustedCodeError(UsageError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived; raised (like Ctrl-C's KeyboardInterrupt) so that cleanup runs."""
+
+
+class GradientUnavailableError(UsageError):
+    """A gradient-based sampler was asked for where d ln L̂/dα is not available (a population
+    or a likelihood term without gradients)."""

@@ -14,6 +14,12 @@ hyperparameters also offer a *linear form*: ln f = T(θ)·η(α) + A(α) + b(θ)
 where the features T and the base term b are computed once per draw and η, A
 once per walker. The likelihood kernel then costs one small matrix product per
 chunk instead of the full density.
+
+Gradients of ln L̂ with respect to α (for gradient-based samplers) come from one of two
+optional pieces: the linear form's ``coefficient_gradients`` (∂η/∂α and ∂A/∂α, so that
+d ln L̂_n/dα = E_w̃n[T]·∂η/∂α + ∂A/∂α), or ``log_density_gradient`` (∂ ln f/∂α at
+every draw, so that d ln L̂_n/dα = E_w̃n[∂ ln f/∂α]), w̃ the object's self-normalised
+weights. A population with neither has no gradient (samplers that need one refuse it).
 """
 
 from __future__ import annotations
@@ -38,11 +44,15 @@ class LinearForm:
         θ (n, K, P) -> b (n, K), -inf outside the (fixed) support.
     coefficients : callable
         hyper dict of (W,) arrays -> (η (J, W), A (W,)).
+    coefficient_gradients : callable, optional
+        hyper dict of (W,) arrays -> dict hyperparameter name -> (∂η/∂α (J, W), ∂A/∂α (W,)),
+        for every hyperparameter the form does not hold fixed.
     """
 
     features: object
     base: object
     coefficients: object
+    coefficient_gradients: object = None
 
 
 class Population(ABC):
@@ -73,6 +83,11 @@ class Population(ABC):
         ``center`` (per parameter) is subtracted from θ inside the features to
         limit cancellation.
         """
+        return None
+
+    def log_density_gradient(self, theta, hyper):
+        """∂ ln f(θ; α)/∂α: dict hyperparameter name -> array (n, K, W) (finite; any value
+        where f = 0), or None when the population does not provide it."""
         return None
 
     def valid(self, hyper):

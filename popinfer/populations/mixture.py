@@ -43,6 +43,24 @@ class MixturePopulation(Population):
             parts.append(np.log(w) - 0.5 * z * z - np.log(sigma) - 0.5 * LOG_2PI)
         return np.where(ok, np.logaddexp(*parts), -np.inf)
 
+    def log_density_gradient(self, theta, hyper):
+        ok = self.valid(hyper)
+        x = _x(theta)
+        weight = np.where(ok, hyper["weight"], 0.5)
+        parts, scaled = [], []
+        for w, mu, sigma in ((weight, hyper["mu1"], hyper["sigma1"]), (1 - weight, hyper["mu2"], hyper["sigma2"])):
+            sigma = np.where(ok, sigma, 1.0)
+            z = (x - mu) / sigma
+            parts.append(np.log(w) - 0.5 * z * z - np.log(sigma) - 0.5 * LOG_2PI)
+            scaled.append((z, sigma))
+        first = np.exp(parts[0] - np.logaddexp(*parts))  # the first component's responsibility r₁
+        gradient = {"weight": first / weight - (1.0 - first) / (1.0 - weight)}
+        for index, share in ((1, first), (2, 1.0 - first)):
+            z, sigma = scaled[index - 1]
+            gradient[f"mu{index}"] = share * z / sigma
+            gradient[f"sigma{index}"] = share * (z * z - 1.0) / sigma
+        return gradient
+
     def valid(self, hyper):
         return ((hyper["weight"] > 0) & (hyper["weight"] < 1) & (hyper["sigma1"] > 0) & (hyper["sigma2"] > 0)
                 & (hyper["mu1"] < hyper["mu2"]))

@@ -86,7 +86,44 @@ class MvNormalPopulation(Population):
             eta = np.concatenate([np.stack(quadratic), linear.T])
             return eta, np.where(ok, offset, -np.inf)
 
-        return LinearForm(features, lambda theta: np.zeros(theta.shape[:-1]), coefficients)
+        def coefficient_gradients(hyper):
+            # dΣ per hyperparameter, then dΣ⁻¹ = −Σ⁻¹ dΣ Σ⁻¹ and d ln|Σ| = tr(Σ⁻¹ dΣ).
+            mu, precision, _, ok = self._moments(hyper)
+            m = mu - center
+            sigma = np.stack([np.where(ok, hyper[f"sigma_{p}"], 1.0) for p in self.parameters], axis=-1)
+            covariance = np.linalg.inv(precision)
+            correlation = covariance / (sigma[:, :, None] * sigma[:, None, :])
+            n_walkers = len(mu)
+            gradients = {}
+            for index, p in enumerate(self.parameters):
+                d_mu = np.zeros((n_walkers, P))
+                d_mu[:, index] = 1.0
+                gradients[f"mu_{p}"] = (d_mu, None)
+                d_cov = np.zeros((n_walkers, P, P))
+                d_cov[:, index, :] += correlation[:, index, :] * sigma
+                d_cov[:, :, index] += sigma * correlation[:, :, index]
+                gradients[f"sigma_{p}"] = (None, d_cov)
+            for i, j in self.pairs:
+                d_cov = np.zeros((n_walkers, P, P))
+                d_cov[:, i, j] = d_cov[:, j, i] = sigma[:, i] * sigma[:, j]
+                gradients[f"rho_{self.parameters[i]}_{self.parameters[j]}"] = (None, d_cov)
+            out = {}
+            linear = np.einsum("wij,wj->wi", precision, m)
+            for name, (d_mu, d_cov) in gradients.items():
+                if d_cov is None:
+                    d_linear = np.einsum("wij,wj->wi", precision, d_mu)
+                    d_quadratic = [np.zeros(n_walkers) for _ in upper]
+                    d_offset = -np.einsum("wi,wi->w", d_mu, linear)
+                else:
+                    d_precision = -np.einsum("wij,wjk,wkl->wil", precision, d_cov, precision)
+                    d_linear = np.einsum("wij,wj->wi", d_precision, m)
+                    d_quadratic = [np.where(i == j, -0.5, -1.0) * d_precision[:, i, j] for i, j in upper]
+                    d_offset = (-0.5 * np.einsum("wi,wij,wj->w", m, d_precision, m)
+                                - 0.5 * np.einsum("wij,wji->w", precision, d_cov))
+                out[name] = (np.concatenate([np.stack(d_quadratic), d_linear.T]), d_offset)
+            return out
+
+        return LinearForm(features, lambda theta: np.zeros(theta.shape[:-1]), coefficients, coefficient_gradients)
 
     def default_hyperpriors(self, scale):
         priors = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
-from scipy.special import betaln, gammaln
+from scipy.special import betaln, digamma, gammaln
 
 from .base import LOG_2PI, LinearForm, Population
 
@@ -69,7 +69,13 @@ class NormalPopulation(Population):
             eta = np.stack([-0.5 * precision, mu * precision])
             return eta, -0.5 * mu * mu * precision - np.log(sigma) - 0.5 * LOG_2PI
 
-        return LinearForm(features, lambda theta: np.zeros(theta.shape[:-1]), coefficients)
+        def coefficient_gradients(hyper):
+            mu, sigma = hyper["mu"] - c, hyper["sigma"]
+            precision, cube = 1.0 / sigma**2, 1.0 / sigma**3
+            return {"mu": (np.stack([np.zeros_like(mu), precision]), -mu * precision),
+                    "sigma": (np.stack([cube, -2.0 * mu * cube]), mu * mu * cube - 1.0 / sigma)}
+
+        return LinearForm(features, lambda theta: np.zeros(theta.shape[:-1]), coefficients, coefficient_gradients)
 
     def default_hyperpriors(self, scale):
         return _scale_priors(scale[self.parameters[0]])
@@ -99,6 +105,20 @@ class TruncNormalPopulation(Population):
         a, b = (low - mu) / sigma, (high - mu) / sigma
         return stats.norm.logpdf(x, mu, sigma) - stats.truncnorm.logpdf(x, a, b, loc=mu, scale=sigma)
 
+    @classmethod
+    def log_mass_gradient(cls, mu, sigma, low, high):
+        """(∂/∂μ, ∂/∂σ) of ln(Φ(β) − Φ(α)), α = (low − μ)/σ, β = (high − μ)/σ:
+        (φ(α) − φ(β))/(σ m) and (α φ(α) − β φ(β))/(σ m), m the mass (ratios in log space)."""
+        log_mass = cls.log_mass(mu, sigma, low, high)
+        parts = []
+        for bound, sign in ((low, 1.0), (high, -1.0)):
+            z = (bound - mu) / sigma
+            finite = np.isfinite(z)
+            ratio = np.where(finite, np.exp(stats.norm.logpdf(np.where(finite, z, 0.0)) - log_mass), 0.0)
+            parts.append((sign * ratio, sign * np.where(finite, z, 0.0) * ratio))
+        (a_mu, a_sigma), (b_mu, b_sigma) = parts
+        return (a_mu + b_mu) / sigma, (a_sigma + b_sigma) / sigma
+
     def log_density(self, theta, hyper):
         mu, sigma, low, high = (hyper[k] for k in self.hyperparameters)
         ok = self.valid(hyper)
@@ -125,7 +145,13 @@ class TruncNormalPopulation(Population):
             eta, offset = inner.coefficients(hyper)
             return eta, offset - self.log_mass(hyper["mu"], hyper["sigma"], low, high)
 
-        return LinearForm(inner.features, base, coefficients)
+        def coefficient_gradients(hyper):
+            gradients = inner.coefficient_gradients(hyper)
+            d_mu, d_sigma = self.log_mass_gradient(hyper["mu"], hyper["sigma"], low, high)
+            return {"mu": (gradients["mu"][0], gradients["mu"][1] - d_mu),
+                    "sigma": (gradients["sigma"][0], gradients["sigma"][1] - d_sigma)}
+
+        return LinearForm(inner.features, base, coefficients, coefficient_gradients)
 
     def default_hyperpriors(self, scale):
         return _scale_priors(scale[self.parameters[0]])
@@ -171,7 +197,8 @@ class LogNormalPopulation(Population):
             x = theta[..., 0]
             return np.where(x > 0, -log_theta(theta)[..., 0], -np.inf)
 
-        return LinearForm(lambda theta: inner.features(log_theta(theta)), base, inner.coefficients)
+        return LinearForm(lambda theta: inner.features(log_theta(theta)), base, inner.coefficients,
+                          inner.coefficient_gradients)
 
     def default_hyperpriors(self, scale):
         return _scale_priors(scale[self.parameters[0]], "log_location", "log_spread")
@@ -220,7 +247,12 @@ class BetaPopulation(Population):
             a, b = hyper["a"], hyper["b"]
             return np.stack([a - 1, b - 1]), -betaln(a, b)
 
-        return LinearForm(features, base, coefficients)
+        def coefficient_gradients(hyper):
+            a, b = hyper["a"], hyper["b"]
+            one, zero, both = np.ones_like(a), np.zeros_like(a), digamma(a + b)
+            return {"a": (np.stack([one, zero]), both - digamma(a)), "b": (np.stack([zero, one]), both - digamma(b))}
+
+        return LinearForm(features, base, coefficients, coefficient_gradients)
 
     def default_hyperpriors(self, scale):
         return {"a": "lognormal(0.0, 2.0)", "b": "lognormal(0.0, 2.0)"}
@@ -266,7 +298,13 @@ class GammaPopulation(Population):
             shape, rate = hyper["shape"], hyper["rate"]
             return np.stack([shape - 1, -rate]), shape * np.log(rate) - gammaln(shape)
 
-        return LinearForm(features, base, coefficients)
+        def coefficient_gradients(hyper):
+            shape, rate = hyper["shape"], hyper["rate"]
+            one, zero = np.ones_like(shape), np.zeros_like(shape)
+            return {"shape": (np.stack([one, zero]), np.log(rate) - digamma(shape)),
+                    "rate": (np.stack([zero, -one]), shape / rate)}
+
+        return LinearForm(features, base, coefficients, coefficient_gradients)
 
     def default_hyperpriors(self, scale):
         location = max(scale[self.parameters[0]]["location"], 1e-300)
@@ -288,6 +326,22 @@ def _log_powerlaw_norm(alpha, low, high):
     other = np.where(positive, log_low, log_high)
     general = b * top + np.log(-np.expm1(b * (other - top))) - np.log(np.abs(b))
     return np.where(small, np.log(span) + beta * log_low + 0.5 * beta * span, general)
+
+
+def _log_powerlaw_norm_gradient(alpha, low, high):
+    """d/dα ln ∫_low^high θ^α dθ = E[ln θ] under the power law: with s = ln θ on [L, H] and
+    β = α + 1, the mean of s under a density ∝ e^(βs), (H − r L)/(1 − r) − 1/β with
+    r = e^(−β(H − L)) for β > 0 (mirrored for β < 0), and (L + H)/2 + β(H − L)²/12 near β = 0."""
+    beta = alpha + 1.0
+    log_low, log_high = np.log(low), np.log(high)
+    span = log_high - log_low
+    small = np.abs(beta * span) < 1e-3
+    b = np.where(small, 1.0, beta)
+    top = np.where(b > 0, log_high, log_low)
+    other = np.where(b > 0, log_low, log_high)
+    ratio = np.exp(-np.abs(b) * span)
+    general = (top - ratio * other) / (1.0 - ratio) - 1.0 / b
+    return np.where(small, 0.5 * (log_low + log_high) + beta * span * span / 12.0, general)
 
 
 class _PowerLaw:
@@ -345,7 +399,11 @@ class PowerLawPopulation(Population):
             alpha = hyper["alpha"]
             return alpha[None, :], -_log_powerlaw_norm(alpha, low, high)
 
-        return LinearForm(features, base, coefficients)
+        def coefficient_gradients(hyper):
+            alpha = hyper["alpha"]
+            return {"alpha": (np.ones_like(alpha)[None, :], -_log_powerlaw_norm_gradient(alpha, low, high))}
+
+        return LinearForm(features, base, coefficients, coefficient_gradients)
 
     def default_hyperpriors(self, scale):
         return {"alpha": "normal(0.0, 5.0)"}
@@ -409,6 +467,15 @@ class StudentTPopulation(Population):
 
     def valid(self, hyper):
         return (hyper["nu"] > 0) & (hyper["sigma"] > 0)
+
+    def log_density_gradient(self, theta, hyper):
+        ok = self.valid(hyper)
+        nu, mu, sigma = np.where(ok, hyper["nu"], 1.0), hyper["mu"], np.where(ok, hyper["sigma"], 1.0)
+        z = (_x(theta) - mu) / sigma
+        share = (nu + 1) / (nu + z * z)  # (ν + 1)/(ν + z²)
+        d_nu = (0.5 * (digamma(0.5 * (nu + 1)) - digamma(0.5 * nu)) - 0.5 / nu - 0.5 * np.log1p(z * z / nu)
+                + 0.5 * share * z * z / nu)
+        return {"nu": d_nu, "mu": share * z / sigma, "sigma": (share * z * z - 1.0) / sigma}
 
     def default_hyperpriors(self, scale):
         return {"nu": "gamma(2.0, 0.1)", **_scale_priors(scale[self.parameters[0]])}

@@ -19,6 +19,15 @@ the posterior, the sampler and the diagnostics all go through it. Further
 additive terms of ln L (e.g. a selection term −N ln ξ̂(α)) plug in as
 :class:`LikelihoodTerm` objects: each returns its contribution to ln L̂ and to
 Var[ln L̂], which are added to the population term's.
+
+Gradients (for gradient-based samplers) come from the same kernel pass: with the
+self-normalised weights w̃_nk = w_nk / Σ_k w_nk,
+
+    d ln L̂_n/dα = Σ_k w̃_nk ∂ ln f(θ_nk; α)/∂α
+                = E_w̃n[T]·∂η/∂α + ∂A/∂α          for a linear form T(θ)·η(α) + A(α) + b(θ)
+
+(the population supplies ∂η/∂α and ∂A/∂α, or ∂ ln f/∂α per draw; see ``populations.base``).
+:meth:`HyperLikelihood.ln_likelihood_and_gradient` is ln L̂ and its gradient at one point.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Optional, Protocol
 import numpy as np
 
 from ..blocks import object_blocks
+from ..errors import GradientUnavailableError
 
 # Linear-form terms larger than this (in magnitude) would lose more than ~1e-10 of
 # absolute precision to cancellation; walkers beyond it use the direct density.
@@ -54,6 +64,11 @@ class LikelihoodTerm(Protocol):
 
     def __call__(self, hyper: dict, variance: bool = True) -> tuple: ...
 
+    # Optional: a term with gradients also offers
+    #   gradient(hyper, names, variance=True) -> (ln_term (W,), variance_term (W,) or None, d ln_term/dα (W, H)),
+    # the derivative over the hyperparameters ``names`` (in that column order). A term
+    # without it makes gradient-based samplers refuse the run (GradientUnavailableError).
+
 
 @dataclass
 class LikelihoodEstimate:
@@ -72,6 +87,8 @@ class LikelihoodEstimate:
         ESS_n = (Σ_k w_nk)² / Σ_k w_nk² (0 where α is invalid).
     ln_likelihood_variance : ndarray, shape (W,), or None
         Var[ln L̂] ≈ Σ_n (1/ESS_n − 1/K) + Σ of the additional terms' variances.
+    gradient : ndarray, shape (W, H), or None
+        d ln L̂/dα over the hyperparameters asked for (0 where ln L̂ is −inf).
     """
 
     ln_likelihood: np.ndarray
@@ -79,6 +96,7 @@ class LikelihoodEstimate:
     ln_sum_squared_weights: Optional[np.ndarray] = None
     ess: Optional[np.ndarray] = None
     ln_likelihood_variance: Optional[np.ndarray] = None
+    gradient: Optional[np.ndarray] = None
 
 
 class HyperLikelihood:
@@ -150,7 +168,58 @@ class HyperLikelihood:
         """ln L̂ for every walker, shape (W,) (no variance cut)."""
         return self.ln_likelihood_and_variance(hyper, variance=False, cut=False).ln_likelihood
 
-    def ln_likelihood_and_variance(self, hyper, variance=True, cut=True):
+    @property
+    def sampled_names(self):
+        """The population's hyperparameters that are not held fixed, in its order (the column
+        order of ``values`` in :meth:`ln_likelihood_and_gradient`)."""
+        return [name for name in self.population.hyperparameters if name not in self.fixed]
+
+    def gradient_unavailable(self):
+        """None when d ln L̂/dα is available for the sampled hyperparameters; else a sentence saying why not."""
+        from ..populations.base import Population
+
+        population = self.population
+        linear = self.form is not None and self.form.coefficient_gradients is not None
+        direct = type(population).log_density_gradient is not Population.log_density_gradient
+        if not (linear or direct):
+            held = "" if self.form is not None or not self.fixed else " with these --fix values"
+            return (f"the population {population.name!r}{held} has no gradient of ln f(θ; α) with respect to its "
+                    f"hyperparameters ({', '.join(self.sampled_names)})")
+        for term in self.terms:
+            if not hasattr(term, "gradient"):
+                return f"the likelihood term {type(term).__name__} has no gradient"
+        return None
+
+    def ln_likelihood_and_gradient(self, values):
+        """ln L̂(α) and d ln L̂/dα at one point, from the same kernel pass.
+
+        Parameters
+        ----------
+        values : array (H,)
+            The sampled hyperparameters α, in :attr:`sampled_names` order (fixed ones are added).
+
+        Returns
+        -------
+        (float, ndarray (H,))
+            ln L̂ (with the additional terms and the ``--max-variance`` cut; −inf where α is
+            invalid) and its gradient (zeros where ln L̂ is −inf).
+
+        Raises
+        ------
+        GradientUnavailableError
+            The population or a likelihood term has no gradient (use ``--sampler emcee``).
+        """
+        reason = self.gradient_unavailable()
+        if reason is not None:
+            raise GradientUnavailableError(
+                f"--sampler nuts needs the gradient of ln L̂, but {reason}. Use --sampler emcee (or a backend "
+                f"with automatic differentiation, where available).", "--sampler")
+        names = self.sampled_names
+        values = np.asarray(values, dtype=float).reshape(1, len(names))
+        estimate = self.ln_likelihood_and_variance(self.hyper(names, values), variance=False, gradient=names)
+        return float(estimate.ln_likelihood[0]), estimate.gradient[0]
+
+    def ln_likelihood_and_variance(self, hyper, variance=True, cut=True, gradient=None):
         """ln L̂(α), the per-object terms and Var[ln L̂](α) for every walker: the one place
         where they are assembled.
 
@@ -163,37 +232,53 @@ class HyperLikelihood:
         cut : bool
             Apply ``max_variance`` (ln L̂ = −inf where Var[ln L̂] > V). The diagnostics at
             posterior draws report the estimate itself (``cut=False``).
+        gradient : list of str, optional
+            Also compute d ln L̂/dα over these hyperparameters (see :meth:`gradient_unavailable`).
 
         Returns
         -------
         LikelihoodEstimate
         """
         apply_cut = cut and self.max_variance is not None
-        first, squares = self.per_object(hyper, second=variance or apply_cut)
+        first, squares, derivative = self._per_object(hyper, variance or apply_cut, gradient)
         ln_likelihood = first.sum(axis=1) - self.n_objects * np.log(self.n_draws)  # HMB 2010, eq. 9
         estimate = LikelihoodEstimate(ln_likelihood, first, squares)
+        if derivative is not None:
+            estimate.gradient = derivative.sum(axis=1)
         if squares is not None:
             estimate.ess, estimate.ln_likelihood_variance = self.variance(first, squares)
         if self.terms:
-            self._add_terms(hyper, estimate)
+            self._add_terms(hyper, estimate, gradient)
         if apply_cut:
             estimate.ln_likelihood = np.where(estimate.ln_likelihood_variance <= self.max_variance,
                                               estimate.ln_likelihood, -np.inf)
+        if estimate.gradient is not None:
+            estimate.gradient[~np.isfinite(estimate.ln_likelihood)] = 0.0
         return estimate
 
     def per_object(self, hyper, second=False):
         """ln Σ_k w_nk (and ln Σ_k w_nk² if ``second``), each (W, N); -inf for invalid α."""
+        return self._per_object(hyper, second)[:2]
+
+    def per_object_gradient(self, hyper, names, second=False):
+        """As :meth:`per_object`, plus d ln Σ_k w_nk/dα over the hyperparameters ``names``, (W, N, H)."""
+        return self._per_object(hyper, second, list(names))
+
+    def _per_object(self, hyper, second=False, gradient=None):
         n_walkers = len(next(iter(hyper.values())))
         first = np.full((n_walkers, self.n_objects), -np.inf)
         squares = np.full((n_walkers, self.n_objects), -np.inf) if second else None
+        derivative = np.zeros((n_walkers, self.n_objects, len(gradient))) if gradient is not None else None
         valid = np.asarray(self.population.valid(hyper), dtype=bool)
         for walkers, linear in self._plan(hyper, valid):
             sub = {k: v[walkers] for k, v in hyper.items()}
-            f, s = self._evaluate(sub, linear, second)
+            f, s, d = self._evaluate(sub, linear, second, gradient)
             first[walkers] = f
             if second:
                 squares[walkers] = s
-        return first, squares
+            if gradient is not None:
+                derivative[walkers] = d
+        return first, squares, derivative
 
     def variance(self, first, squares):
         """(ESS (W, N), Var[ln L̂] (W,)) of the population term, from :meth:`per_object` output."""
@@ -233,15 +318,20 @@ class HyperLikelihood:
             self._pool = None
 
     # -- kernel ---------------------------------------------------------------
-    def _add_terms(self, hyper, estimate):
-        """Add every :class:`LikelihoodTerm` to ``estimate`` at the walkers whose ln L̂ is finite."""
+    def _add_terms(self, hyper, estimate, gradient=None):
+        """Add every :class:`LikelihoodTerm` (and, with ``gradient``, its derivative) to ``estimate``
+        at the walkers whose ln L̂ is finite."""
         rows = np.flatnonzero(np.isfinite(estimate.ln_likelihood))
         if not rows.size:
             return
         sub = {name: np.asarray(value)[rows] for name, value in hyper.items()}
         variance = estimate.ln_likelihood_variance is not None
         for term in self.terms:
-            ln_term, variance_term = term(sub, variance)
+            if gradient is not None:
+                ln_term, variance_term, derivative = term.gradient(sub, gradient, variance)
+                estimate.gradient[rows] += np.asarray(derivative, dtype=float)
+            else:
+                ln_term, variance_term = term(sub, variance)
             estimate.ln_likelihood[rows] += np.asarray(ln_term, dtype=float)
             if variance:
                 estimate.ln_likelihood_variance[rows] += np.asarray(variance_term, dtype=float)
@@ -295,10 +385,16 @@ class HyperLikelihood:
             for chunk in chunks:
                 work(chunk)
 
-    def _shifted(self, lo, hi, hyper, eta, offset):
-        """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum."""
+    def _shifted(self, lo, hi, hyper, eta, offset, features=None):
+        """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum.
+
+        ``features``, if given, is a list that receives the chunk's features T (n, J, K) when
+        they were computed on the way (the linear form)."""
         if eta is not None:
-            log_weight = eta.T @ self._features(lo, hi)  # (n, W, K); the offset A(α) is added after the sum
+            extended = self._features(lo, hi)
+            if features is not None:
+                features.append(extended[:, :-1, :])
+            log_weight = eta.T @ extended  # (n, W, K); the offset A(α) is added after the sum
         else:
             log_weight = self.population.log_density(self.theta[lo:hi], hyper).transpose(0, 2, 1)
             log_weight = log_weight + self._neg_log_interim(lo, hi)[:, None, :]
@@ -312,25 +408,62 @@ class HyperLikelihood:
         eta, offset = self.form.coefficients(hyper)
         return np.concatenate([np.atleast_2d(eta).reshape(-1, len(offset)), np.ones((1, len(offset)))]), offset
 
-    def _evaluate(self, hyper, linear, second):
+    def _derivative_coefficients(self, hyper, names):
+        """Per hyperparameter in ``names``: (∂η/∂α (J, W), ∂A/∂α (W,)) of the linear form, or None
+        when the gradient comes from ``log_density_gradient``."""
+        if self.form is None or self.form.coefficient_gradients is None:
+            return None
+        gradients = self.form.coefficient_gradients(hyper)
+        return [gradients[name] for name in names]
+
+    def _chunk_derivative(self, lo, hi, hyper, names, weights, total, features, coefficients):
+        """d ln Σ_k w_nk/dα of objects lo:hi, (W, n, H), from the chunk's (shifted, exponentiated)
+        weights (n, W, K) and their sums ``total`` (n, W)."""
+        n_walkers = weights.shape[1]
+        out = np.zeros((n_walkers, hi - lo, len(names)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(total > 0, 1.0 / total, 0.0)  # (n, W)
+        if coefficients is not None:
+            features = features[0] if features else self.form.features(self.theta[lo:hi])
+            mean = np.einsum("nwk,njk->nwj", weights, features) * scale[:, :, None]  # E_w̃[T] (n, W, J)
+            for h, (d_eta, d_offset) in enumerate(coefficients):
+                out[:, :, h] = np.einsum("nwj,jw->wn", mean, np.asarray(d_eta).reshape(mean.shape[2], n_walkers))
+                out[:, :, h] += np.asarray(d_offset)[:, None]
+        else:
+            per_draw = self.population.log_density_gradient(self.theta[lo:hi], hyper)
+            for h, name in enumerate(names):
+                values = np.where(weights > 0, np.broadcast_to(per_draw[name], weights.shape[:1] + weights.shape[2:]
+                                                               + weights.shape[1:2]).transpose(0, 2, 1), 0.0)
+                out[:, :, h] = (np.einsum("nwk,nwk->nw", weights, values) * scale).T
+        return out
+
+    def _evaluate(self, hyper, linear, second, gradient=None):
         n_walkers = len(next(iter(hyper.values())))
         first = np.empty((n_walkers, self.n_objects))
         squares = np.empty((n_walkers, self.n_objects)) if second else None
+        derivative = np.zeros((n_walkers, self.n_objects, len(gradient))) if gradient is not None else None
+        coefficients = self._derivative_coefficients(hyper, gradient) if gradient is not None else None
         eta, offset = self._coefficients(hyper) if linear else (None, np.zeros(n_walkers))
 
         def work(bounds):
             lo, hi = bounds
-            shifted, peak = self._shifted(lo, hi, hyper, eta, offset)
+            features = [] if gradient is not None else None
+            shifted, peak = self._shifted(lo, hi, hyper, eta, offset, features)
             np.exp(shifted, out=shifted)
+            total = shifted.sum(axis=2)
+            if gradient is not None:
+                derivative[:, lo:hi] = self._chunk_derivative(lo, hi, hyper, gradient, shifted,
+                                                              np.where(np.isfinite(peak), total, 0.0), features,
+                                                              coefficients)
             with np.errstate(divide="ignore", invalid="ignore"):
-                first[:, lo:hi] = np.where(np.isfinite(peak), np.log(shifted.sum(axis=2)) + peak + offset, -np.inf).T
+                first[:, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + offset, -np.inf).T
                 if second:
                     np.square(shifted, out=shifted)
                     squares[:, lo:hi] = np.where(np.isfinite(peak), np.log(shifted.sum(axis=2)) + 2.0 * (peak + offset),
                                                  -np.inf).T
 
         self._map(work, self._chunks(n_walkers), n_walkers)
-        return first, squares
+        return first, squares, derivative
 
 
 def reference_log_likelihood(population, theta, log_interim_prior, hyper):

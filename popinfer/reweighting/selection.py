@@ -100,6 +100,24 @@ class SelectionTerm:
                 return ln_sum - math.log(self.n_total), None, None
             return selection_statistics(ln_sum, logsumexp(squares, axis=1), self.n_total)
 
+    def gradient(self, hyper, names, variance=True):
+        """As :meth:`__call__`, plus d(−N ln ξ̂)/dα over ``names``, (W, H): with the injections'
+        self-normalised weights ṽ_j, d ln ξ̂/dα = Σ_j ṽ_j ∂ ln f(θ_j; α)/∂α, assembled from the
+        blocks' gradients weighted by their shares of Σ_j v_j (the ``gradient`` of a LikelihoodTerm)."""
+        first, squares, derivative = self.kernel.per_object_gradient(hyper, names, second=variance)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ln_sum = logsumexp(first, axis=1)
+            shares = np.where(np.isfinite(ln_sum)[:, None], np.exp(first - ln_sum[:, None]), 0.0)  # (W, B)
+        d_ln_efficiency = np.einsum("wb,wbh->wh", shares, derivative)
+        if variance:
+            ln_efficiency, relative_variance, _ = selection_statistics(ln_sum, logsumexp(squares, axis=1), self.n_total)
+        else:
+            ln_efficiency, relative_variance = ln_sum - math.log(self.n_total), None
+        finite = np.isfinite(ln_efficiency)
+        term = np.where(finite, -self.n_objects * ln_efficiency, -np.inf)
+        variance_term = None if relative_variance is None else self.n_objects**2 * relative_variance
+        return term, variance_term, np.where(finite[:, None], -self.n_objects * d_ln_efficiency, 0.0)
+
     def __call__(self, hyper, variance=True):
         """(−N ln ξ̂ (W,), N² Var[ξ̂]/ξ̂² (W,) or None unless ``variance``): the term's share
         of ln L̂ and of Var[ln L̂] (a ``LikelihoodTerm`` of :class:`HyperLikelihood`).

@@ -1,0 +1,175 @@
+"""Unconstrained coordinates of the hyperparameters, for gradient-based samplers.
+
+Each sampled hyperparameter x gets a coordinate u on the whole real line, chosen from
+its hyperprior's support (README, "Samplers"):
+
+| support | x(u) | ln |dx/du| |
+|---|---|---|
+| (−∞, ∞) | u | 0 |
+| (a, ∞) | a + eᵘ | u |
+| (−∞, b) | b − eᵘ | u |
+| (a, b) | a + (b − a) σ(u), σ the logistic function | ln(b − a) + ln σ(u) + ln σ(−u) |
+
+The density of u is p(x(u)) |dx/du| (change of variables), so a sampler of u that
+targets ln p(x(u) | data) + ln |dx/du| draws x from p(x | data)
+(Stan Reference Manual, "Constraint transforms").
+
+:class:`UnconstrainedPosterior` is ln p(u | data) and its gradient. It asks the
+likelihood for ln L̂ and its gradient only through
+``likelihood.ln_likelihood_and_gradient(values)`` (values in ``posterior.names``
+order), so any object offering that method (the numpy kernel, an autodiff backend)
+serves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+
+@dataclass(frozen=True)
+class Transform:
+    """x(u) of one hyperparameter, from its support (low, high), either end possibly infinite.
+
+    Attributes
+    ----------
+    low, high : float
+        The support of x.
+    """
+
+    low: float
+    high: float
+
+    @property
+    def kind(self):
+        """``identity``, ``log`` (a, ∞), ``negative-log`` (−∞, b) or ``logit`` (a, b)."""
+        finite_low, finite_high = math.isfinite(self.low), math.isfinite(self.high)
+        if finite_low and finite_high:
+            return "logit"
+        if finite_low:
+            return "log"
+        if finite_high:
+            return "negative-log"
+        return "identity"
+
+    def to_constrained(self, u):
+        """x(u) (±inf where eᵘ overflows: the density is 0 there)."""
+        u = np.asarray(u, dtype=float)
+        kind = self.kind
+        with np.errstate(over="ignore"):
+            if kind == "identity":
+                return u.copy()
+            if kind == "log":
+                return self.low + np.exp(u)
+            if kind == "negative-log":
+                return self.high - np.exp(u)
+            return self.low + (self.high - self.low) * expit(u)
+
+    def to_unconstrained(self, x):
+        """u(x), the inverse of :meth:`to_constrained` (±inf at a finite end of the support)."""
+        x = np.asarray(x, dtype=float)
+        kind = self.kind
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if kind == "identity":
+                return x.copy()
+            if kind == "log":
+                return np.log(x - self.low)
+            if kind == "negative-log":
+                return np.log(self.high - x)
+            return np.log(x - self.low) - np.log(self.high - x)
+
+    def log_jacobian(self, u):
+        """ln |dx/du|."""
+        u = np.asarray(u, dtype=float)
+        kind = self.kind
+        if kind == "identity":
+            return np.zeros_like(u)
+        if kind in ("log", "negative-log"):
+            return u.copy()
+        # ln σ(u) + ln σ(−u) = −softplus(−u) − softplus(u)
+        return math.log(self.high - self.low) - np.logaddexp(0.0, u) - np.logaddexp(0.0, -u)
+
+    def derivative(self, u):
+        """dx/du."""
+        u = np.asarray(u, dtype=float)
+        kind = self.kind
+        if kind == "identity":
+            return np.ones_like(u)
+        with np.errstate(over="ignore"):
+            if kind == "log":
+                return np.exp(u)
+            if kind == "negative-log":
+                return -np.exp(u)
+        return (self.high - self.low) * expit(u) * expit(-u)
+
+    def log_jacobian_gradient(self, u):
+        """d ln |dx/du| / du."""
+        u = np.asarray(u, dtype=float)
+        kind = self.kind
+        if kind == "identity":
+            return np.zeros_like(u)
+        if kind in ("log", "negative-log"):
+            return np.ones_like(u)
+        return expit(-u) - expit(u)
+
+
+def transform_for(distribution):
+    """The :class:`Transform` of a hyperprior (a :class:`~popinfer.distributions.Distribution`)."""
+    low, high = distribution.support
+    return Transform(float(low), float(high))
+
+
+class UnconstrainedPosterior:
+    """ln p(u | data) = ln p(x(u) | data) + Σ_h ln |dx_h/du_h| and its gradient.
+
+    Parameters
+    ----------
+    posterior : popinfer.reweighting.posterior.HyperPosterior
+        Its ``priors`` give the transforms and the prior's gradient; its ``likelihood``
+        gives ln L̂ and d ln L̂/dx through ``ln_likelihood_and_gradient`` only.
+    """
+
+    def __init__(self, posterior):
+        self.posterior = posterior
+        self.names = list(posterior.names)
+        self.priors = list(posterior.priors)
+        self.transforms = [transform_for(prior) for prior in self.priors]
+        self.likelihood = posterior.likelihood
+        self.evaluations = 0
+
+    @property
+    def n_dim(self):
+        return len(self.names)
+
+    def to_constrained(self, u):
+        """x of ``u`` (..., H)."""
+        u = np.asarray(u, dtype=float)
+        return np.stack([t.to_constrained(u[..., i]) for i, t in enumerate(self.transforms)], axis=-1)
+
+    def to_unconstrained(self, x):
+        """u of ``x`` (..., H)."""
+        x = np.asarray(x, dtype=float)
+        return np.stack([t.to_unconstrained(x[..., i]) for i, t in enumerate(self.transforms)], axis=-1)
+
+    def log_density_and_gradient(self, u):
+        """(ln p(u | data), d ln p/du (H,)) at one point ``u`` (H,); (−inf, zeros) where the
+        prior or the likelihood vanishes."""
+        u = np.asarray(u, dtype=float)
+        self.evaluations += 1
+        x = self.to_constrained(u)
+        with np.errstate(over="ignore", invalid="ignore"):
+            log_prior = float(sum(prior.logpdf(x[i]) for i, prior in enumerate(self.priors)))
+        if not math.isfinite(log_prior):
+            return -math.inf, np.zeros_like(u)
+        ln_likelihood, gradient = self.likelihood.ln_likelihood_and_gradient(x)
+        if not math.isfinite(ln_likelihood):
+            return -math.inf, np.zeros_like(u)
+        log_jacobian = float(sum(t.log_jacobian(u[i]) for i, t in enumerate(self.transforms)))
+        gradient_x = np.asarray(gradient, dtype=float) + np.array(
+            [prior.logpdf_gradient(x[i]) for i, prior in enumerate(self.priors)], dtype=float)
+        gradient_u = gradient_x * np.array([t.derivative(u[i]) for i, t in enumerate(self.transforms)]) + np.array(
+            [t.log_jacobian_gradient(u[i]) for i, t in enumerate(self.transforms)])
+        return log_prior + ln_likelihood + log_jacobian, gradient_u
