@@ -461,7 +461,8 @@ def export_command(file, output, to, table, formula_safe, overwrite, debug):
               help="Interim prior the draws of one parameter were made under (repeatable).")
 @click.option("--log-prior-column", default=None, help="Column with ln p0 of each draw [default: log_prior].")
 @click.option("--samples", "n_draws", type=int, default=None,
-              help="Draws kept per object [default: the smallest count of any object].")
+              help="Draws kept per object, subsampling objects with more [default: every draw, each object its own "
+                   "count].")
 @click.option("--hdf5-group", default=None, help="For an HDF5 input: the group holding one dataset per column.")
 @click.option("--seed", type=SEED, default=0, show_default=True,
               help=f"Seeds the subsampling of objects with extra draws, 0 to {MAX_SEED}.")
@@ -473,8 +474,9 @@ def import_samples_command(data, output, id_column, parameters, priors, log_prio
     """Turn posterior draws made elsewhere into a samples file for stage two.
 
     DATA is a long table, one row per draw: object id, parameter columns, and a
-    log_prior column or --prior for every parameter. Objects with more than K
-    draws are subsampled (seeded); fewer is an error.
+    log_prior column or --prior for every parameter. Every object keeps all its
+    draws (the file records each object's count); with --samples K, objects with
+    more than K draws are subsampled (seeded) and fewer is an error.
 
     \b
     Example:

@@ -46,8 +46,13 @@ def _long_table(ids, parameters, draws):
 
 
 def samples_table(samples):
-    """Long table of stage-one draws: object, draw, parameter, value."""
-    return _long_table(samples.ids, samples.parameters, samples.samples)
+    """Long table of stage-one draws: object, draw, parameter, value (an object's padded
+    draws k ≥ K_n, in a ragged file, are left out)."""
+    table = _long_table(samples.ids, samples.parameters, samples.samples)
+    if samples.draw_counts is None:
+        return table
+    counts = np.repeat(samples.object_draw_counts, samples.n_draws * len(samples.parameters))
+    return table[table["draw"].to_numpy() < counts].reset_index(drop=True)
 
 
 def hyper_table(result):

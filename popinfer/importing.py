@@ -7,10 +7,11 @@ parameter (``--prior NAME=DIST``). CSV/TSV by extension, ``-`` for CSV on stdin,
 or an HDF5 file whose group (``--hdf5-group``, default the root) holds one 1-D
 dataset per column.
 
-Unequal draw counts: every object keeps K draws, K = ``--samples`` or by default
-the smallest count of any object. Objects with more are subsampled without
-replacement (seeded by ``--seed``, original order kept); an object with fewer
-than K is an error naming it.
+Unequal draw counts: by default every object keeps all its draws, K_n of them
+(a ragged samples file: ``/objects/n_draws``, the tail padded with NaN). With
+``--samples K`` every object keeps exactly K: objects with more are subsampled
+without replacement (seeded by ``--seed``, original order kept); an object with
+fewer than K is an error naming it.
 
 With a ``log_prior`` column the interim prior cannot be split per parameter: the
 joint value is stored in the first parameter's column of ``/log_interim_prior``
@@ -68,7 +69,7 @@ def import_samples(data, output=None, *, id_column=None, parameters=None, priors
     log_prior_column : str, optional
         Column holding ln p0 of each draw (default ``log_prior`` if present).
     n_draws : int, optional
-        K draws kept per object (default: the smallest count).
+        K draws kept per object (default: every draw, each object its own count K_n).
     seed : int
         Seeds the subsampling of objects with more than K draws.
 
@@ -113,29 +114,43 @@ def import_samples(data, output=None, *, id_column=None, parameters=None, priors
 
     values = np.stack([table.numeric_column(p) for p in parameters], axis=-1)  # rows sorted by object
     counts = np.diff(table.starts)
-    if n_draws is None:
-        n_draws = int(counts.min())
-    short = np.flatnonzero(counts < n_draws)
+    draw_counts = None
+    if n_draws is None:  # every object keeps all its draws: a ragged file when the counts differ
+        n_draws = int(counts.max())
+        draw_counts = counts.astype(np.int64) if (counts < n_draws).any() else None
+    short = np.flatnonzero(counts < n_draws) if draw_counts is None else np.zeros(0, int)
     if short.size:
         listed = ", ".join(f"{table.ids[i]!r} ({counts[i]})" for i in short[:10])
         raise InputDataError(f"{table.source}: {short.size} object(s) have fewer than --samples {n_draws} draws: "
-                             f"{listed}. Lower --samples, or drop those objects.")
+                             f"{listed}. Lower --samples, leave it out (every object keeps its own count), or "
+                             f"drop those objects.")
     rng = np.random.default_rng(seed)
-    keep = np.concatenate([table.starts[n] + (np.arange(counts[n]) if counts[n] == n_draws else
-                                              np.sort(rng.choice(counts[n], n_draws, replace=False)))
-                           for n in range(table.n_objects)])
-    draws = values[keep].reshape(table.n_objects, n_draws, len(parameters))
-    log_interim = np.zeros_like(draws)
+    kept = np.minimum(counts, n_draws)
+    keep = [table.starts[n] + (np.arange(counts[n]) if counts[n] <= n_draws else
+                               np.sort(rng.choice(counts[n], n_draws, replace=False)))
+            for n in range(table.n_objects)]
+    rows = np.concatenate(keep)
+    # object n's draws at [n, :K_n]; the rest is padding (NaN)
+    slot = np.concatenate([n * n_draws + np.arange(kept[n]) for n in range(table.n_objects)])
+    draws = np.full((table.n_objects * n_draws, len(parameters)), np.nan)
+    draws[slot] = values[rows]
+    draws = draws.reshape(table.n_objects, n_draws, len(parameters))
+    log_interim = np.zeros((table.n_objects * n_draws, len(parameters)))
+    log_interim[np.setdiff1d(np.arange(len(log_interim)), slot)] = np.nan
+    log_interim = log_interim.reshape(draws.shape)
+    padding = np.isnan(draws[:, :, 0])
     if log_prior_column is not None:
-        log_interim[:, :, 0] = table.numeric_column(log_prior_column)[keep].reshape(table.n_objects, n_draws)
+        column = np.full(table.n_objects * n_draws, np.nan)
+        column[slot] = table.numeric_column(log_prior_column)[rows]
+        log_interim[:, :, 0] = column.reshape(table.n_objects, n_draws)
         interim = {"joint": f"column {log_prior_column!r} of the input"}
     else:
         for d, name in enumerate(parameters):
-            log_interim[:, :, d] = declared[name].logpdf(draws[:, :, d])
-        outside = ~np.isfinite(log_interim).all(axis=(1, 2))
+            log_interim[:, :, d] = np.where(padding, np.nan, declared[name].logpdf(draws[:, :, d]))
+        outside = ~(np.isfinite(log_interim) | padding[:, :, None]).all(axis=(1, 2))
         if outside.any():
             n = int(np.flatnonzero(outside)[0])
-            d = int(np.flatnonzero(~np.isfinite(log_interim[n]).all(axis=0))[0])
+            d = int(np.flatnonzero(~(np.isfinite(log_interim[n]) | padding[n][:, None]).all(axis=0))[0])
             raise InputDataError(
                 f"{table.source}: object {table.ids[n]!r} has draws of {parameters[d]} outside the support of its "
                 f"declared interim prior {declared[parameters[d]].spec}; the draws cannot come from that prior.")
@@ -143,7 +158,7 @@ def import_samples(data, output=None, *, id_column=None, parameters=None, priors
     nan = np.full(table.n_objects, np.nan)
     samples = Samples(
         ids=list(table.ids), parameters=list(parameters), samples=draws, log_interim_prior=log_interim,
-        log_likelihood=np.full((table.n_objects, n_draws), np.nan),
+        log_likelihood=np.full((table.n_objects, n_draws), np.nan), draw_counts=draw_counts,
         diagnostics={"acceptance_fraction": nan, "autocorr_time": np.full((table.n_objects, len(parameters)), np.nan),
                      "n_steps": np.zeros(table.n_objects, dtype=np.int64),
                      "converged": np.ones(table.n_objects, dtype=bool), "effective_draws": nan},

@@ -182,9 +182,9 @@ def _forest_population(result, plt):
 
 
 def _forest_samples(samples, plt):
-    draws = samples.samples[:, :, 0]
+    draws = samples.samples[:, :, 0]  # NaN at a ragged file's padded draws
     return _forest(samples.ids, samples.parameters[0],
-                   (draws.mean(axis=1), *np.quantile(draws, [0.05, 0.95], axis=1)), None, plt)
+                   (np.nanmean(draws, axis=1), *np.nanquantile(draws, [0.05, 0.95], axis=1)), None, plt)
 
 
 def _corner(result, plt):

@@ -24,17 +24,19 @@ def samples_summary(samples):
     -------
     pandas.DataFrame
         Columns ``object, parameter, mean, sd, q05, q50, q95, autocorr_time,
-        n_steps, acceptance_fraction, converged``.
+        n_steps, acceptance_fraction, converged, n_draws`` (K_n, the object's draws).
     """
     n_objects, n_draws, n_dim = samples.samples.shape
     draws = samples.samples.transpose(0, 2, 1).reshape(n_objects * n_dim, n_draws)
-    q = np.quantile(draws, QUANTILES, axis=1)
+    ragged = samples.draw_counts is not None  # padded draws are NaN: left out
+    mean, std, quantile = (np.nanmean, np.nanstd, np.nanquantile) if ragged else (np.mean, np.std, np.quantile)
+    q = quantile(draws, QUANTILES, axis=1)
     diagnostics = samples.diagnostics
     return pd.DataFrame({
         "object": np.repeat(samples.ids, n_dim),
         "parameter": np.tile(samples.parameters, n_objects),
-        "mean": draws.mean(axis=1),
-        "sd": draws.std(axis=1, ddof=1),
+        "mean": mean(draws, axis=1),
+        "sd": std(draws, axis=1, ddof=1),
         "q05": q[0],
         "q50": q[1],
         "q95": q[2],
@@ -42,6 +44,7 @@ def samples_summary(samples):
         "n_steps": np.repeat(diagnostics["n_steps"], n_dim),
         "acceptance_fraction": np.repeat(diagnostics["acceptance_fraction"], n_dim),
         "converged": np.repeat(diagnostics["converged"].astype(bool), n_dim),
+        "n_draws": np.repeat(samples.object_draw_counts, n_dim),
     })
 
 

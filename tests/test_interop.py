@@ -130,7 +130,8 @@ def test_import_samples_with_declared_priors_and_unequal_counts(in_tmp):
         for value in rng.beta(centre * 20, (1 - centre) * 20, count):
             rows.append({"object": name, "p": value})
     pd.DataFrame(rows).to_csv("draws.csv", index=False)
-    result = run(["import-samples", "draws.csv", "-o", "imported.h5", "--prior", "p=uniform(0, 1)", "--seed", "3"])
+    result = run(["import-samples", "draws.csv", "-o", "imported.h5", "--prior", "p=uniform(0, 1)", "--seed", "3",
+                  "--samples", "250"])
     assert result.exit_code == 0, result.stderr
     samples = popinfer.read_samples("imported.h5")
     assert samples.ids == ["a", "b", "c"] and samples.samples.shape == (3, 250, 1)
@@ -140,7 +141,7 @@ def test_import_samples_with_declared_priors_and_unequal_counts(in_tmp):
     original_a = frame[frame["object"] == "a"]["p"].to_numpy()
     assert np.isin(kept_a, original_a).all() and len(np.unique(kept_a)) == 250  # without replacement
     assert samples.interim_prior == {"p": "uniform(0.0, 1.0)"} and samples.settings["samples"] == 250
-    again = popinfer.importing.import_samples("draws.csv", priors=["p=uniform(0, 1)"], seed=3)
+    again = popinfer.importing.import_samples("draws.csv", priors=["p=uniform(0, 1)"], seed=3, n_draws=250)
     np.testing.assert_array_equal(again.samples, samples.samples)  # seeded
     pop = run(["fit-population", "imported.h5", "-o", "pop.h5", "--population", "beta", "--quiet", "--seed", "1",
                "--samples", "500", "--reweighted", "10"])

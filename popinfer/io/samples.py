@@ -14,6 +14,14 @@ Layout (README, "HDF5 layout")::
     /diagnostics/converged               (N,) bool
     /diagnostics/effective_draws         (N,) f8   n_steps·W/(2τ): effectively independent
                                                    positions in the kept half (an addition)
+    /objects/n_draws                     (N,) i8   K_n ≤ K, the object's own draw count (an addition,
+                                                   only in files where some K_n < K); draws k ≥ K_n
+                                                   are padding, stored as NaN; without it K_n = K
+    /objects/joint_interim_prior         (N, D) bool  columns whose interim density is one joint,
+                                                   non-factorised density, stored in the first such
+                                                   column of /log_interim_prior (0 in the others)
+                                                   (an addition; without it: every column factorised,
+                                                   or all joint if settings.joint_interim_prior)
 
 A run in progress writes a *checkpoint* with the same datasets preallocated and
 an attribute ``batches_committed`` that is bumped only after a batch's rows are
@@ -30,6 +38,7 @@ import json
 import os
 import shlex
 from dataclasses import dataclass, field
+from typing import Optional
 
 import h5py
 import numpy as np
@@ -74,6 +83,12 @@ class Samples:
     command : str
     attrs : dict
         Every root attribute as read (``created``, ``popinfer_version``, ...).
+    draw_counts : ndarray of int, shape (N,), or None
+        K_n, each object's own number of draws (None: all K). Draws k ≥ K_n are
+        padding: NaN in ``samples``, ``log_interim_prior`` and ``log_likelihood``.
+    joint_interim : ndarray of bool, shape (N, D), or None
+        Columns whose interim density is one joint density, held in the first such
+        column of ``log_interim_prior`` (zeros in the others); None: factorised.
     """
 
     ids: list
@@ -88,6 +103,8 @@ class Samples:
     seed: int
     command: str = ""
     attrs: dict = field(default_factory=dict)
+    draw_counts: Optional[np.ndarray] = None
+    joint_interim: Optional[np.ndarray] = None
 
     @property
     def n_objects(self):
@@ -95,7 +112,13 @@ class Samples:
 
     @property
     def n_draws(self):
+        """K, the largest number of draws of any object (the second axis of ``samples``)."""
         return self.samples.shape[1]
+
+    @property
+    def object_draw_counts(self):
+        """K_n of every object, (N,) int64 (all K when the file is not ragged)."""
+        return counts_or_full(self.draw_counts, self.samples.shape[0], self.samples.shape[1])
 
     def object_index(self, object_id):
         return self.ids.index(str(object_id))
@@ -111,12 +134,31 @@ def _root_extra(model, parameters, interim_prior, settings):
 
 
 ID_BLOCK = 2**16  # ids written this many at a time: memory independent of N
+DRAW_COUNTS = "objects/n_draws"
+JOINT_INTERIM = "objects/joint_interim_prior"
 
 
-def create_layout(handle, n_objects, n_draws, parameters, ids):
+def counts_or_full(draw_counts, n_objects, n_draws):
+    """K_n of every object: ``draw_counts`` as int64, or K for all when it is None."""
+    if draw_counts is None:
+        return np.full(n_objects, n_draws, dtype=np.int64)
+    return np.asarray(draw_counts, dtype=np.int64)
+
+
+def padding_mask(draw_counts, n_draws):
+    """(N, K) bool: True at the padded draws k ≥ K_n."""
+    return np.arange(n_draws)[None, :] >= np.asarray(draw_counts)[:, None]
+
+
+def is_ragged(draw_counts, n_draws):
+    return draw_counts is not None and bool(np.any(np.asarray(draw_counts) < n_draws))
+
+
+def create_layout(handle, n_objects, n_draws, parameters, ids, ragged=False, joint=False):
     """Create the datasets of a samples file (filled later or at once).
 
     ``ids`` is any sequence sliceable by blocks (a list, or an h5py dataset of strings).
+    ``ragged`` adds ``/objects/n_draws``, ``joint`` ``/objects/joint_interim_prior``.
     """
     n_dim = len(parameters)
     id_dataset = handle.create_group("objects").create_dataset("id", shape=(n_objects,), dtype=STRING)
@@ -130,6 +172,10 @@ def create_layout(handle, n_objects, n_draws, parameters, ids):
     group = handle.create_group("diagnostics")
     for name, (dtype, extra) in DIAGNOSTICS.items():
         group.create_dataset(name, shape=(n_objects,) + ((n_dim,) if extra else ()), dtype=dtype)
+    if ragged:
+        handle.create_dataset(DRAW_COUNTS, shape=(n_objects,), dtype="i8")
+    if joint:
+        handle.create_dataset(JOINT_INTERIM, shape=(n_objects, n_dim), dtype="bool")
 
 
 def layout_bytes(n_objects, n_draws, n_dim):
@@ -138,10 +184,21 @@ def layout_bytes(n_objects, n_draws, n_dim):
 
 
 def _row_datasets(handle):
-    """(key, dataset) of every per-object dataset but the ids, in a fixed order."""
+    """(key, dataset) of every per-object dataset but the ids, in a fixed order (the
+    optional draw counts and joint-interim flags last, where the file has them)."""
     return [("samples", handle["samples"]), ("log_interim_prior", handle["log_interim_prior"]),
             ("log_likelihood", handle["log_likelihood"])] + [(name, handle["diagnostics"][name])
-                                                             for name in DIAGNOSTICS]
+                                                             for name in DIAGNOSTICS] + [
+        (key, handle[path]) for key, path in (("draw_counts", DRAW_COUNTS), ("joint_interim", JOINT_INTERIM))
+        if path in handle]
+
+
+def _optional_rows(key, result, dataset):
+    """A row block of an optional dataset, its default when ``result`` lacks it (or holds None)."""
+    rows = result["samples"].shape[0]
+    if key == "draw_counts":
+        return np.full(rows, result["samples"].shape[1], dtype=np.int64)
+    return np.zeros((rows,) + dataset.shape[1:], dtype=bool)
 
 
 def write_rows(handle, start, result):
@@ -150,10 +207,26 @@ def write_rows(handle, start, result):
     stop = start + result["samples"].shape[0]
     digest = hashlib.sha256()
     for key, dataset in _row_datasets(handle):
-        values = np.ascontiguousarray(result[key], dtype=dataset.dtype)
+        value = result.get(key)
+        if value is None:
+            value = _optional_rows(key, result, dataset)
+        values = np.ascontiguousarray(value, dtype=dataset.dtype)
         dataset[start:stop] = values
         digest.update(memoryview(values).cast("B"))  # no copy
     return digest.hexdigest()
+
+
+def masked(array, draw_counts):
+    """A copy of ``array`` (N, K, ...) with the padded draws k ≥ K_n set to NaN (or
+    ``array`` itself when nothing is padded)."""
+    if draw_counts is None:
+        return array
+    pad = padding_mask(draw_counts, array.shape[1])
+    if not pad.any():
+        return array
+    out = np.array(array, dtype=float)
+    out[pad] = np.nan
+    return out
 
 
 def read_rows(handle, start, stop):
@@ -165,14 +238,14 @@ def read_rows(handle, start, stop):
     return rows, digest.hexdigest()
 
 
-def _new_file(path, samples, extra_attrs, ids, n_draws):
+def _new_file(path, samples, extra_attrs, ids, n_draws, ragged=False, joint=False):
     """An open h5py file at ``path`` with the root attributes and datasets of ``samples``."""
     handle = h5py.File(path, "w")
     write_root_attributes(handle, "samples", samples.command, samples.seed,
                           _root_extra(samples.model, samples.parameters, samples.interim_prior, samples.settings))
     for key, value in (extra_attrs or {}).items():
         handle.attrs[key] = value
-    create_layout(handle, len(ids), n_draws, samples.parameters, ids)
+    create_layout(handle, len(ids), n_draws, samples.parameters, ids, ragged, joint)
     return handle
 
 
@@ -183,28 +256,38 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None):
     """
     reserve_space(path, layout_bytes(samples.n_objects, samples.n_draws, len(samples.parameters)))
     temporary, handle = temporary_path(path), None
+    ragged = is_ragged(samples.draw_counts, samples.n_draws)
+    counts = samples.draw_counts if ragged else None
+    joint = samples.joint_interim is not None and bool(np.any(samples.joint_interim))
     try:
-        with _new_file(temporary, samples, extra_attrs, samples.ids, samples.n_draws) as handle:
-            write_rows(handle, 0, {"samples": samples.samples, "log_interim_prior": samples.log_interim_prior,
-                                   "log_likelihood": samples.log_likelihood, **samples.diagnostics})
+        with _new_file(temporary, samples, extra_attrs, samples.ids, samples.n_draws, ragged, joint) as handle:
+            write_rows(handle, 0, {"samples": masked(samples.samples, counts),
+                                   "log_interim_prior": masked(samples.log_interim_prior, counts),
+                                   "log_likelihood": masked(samples.log_likelihood, counts), **samples.diagnostics,
+                                   "draw_counts": counts, "joint_interim": samples.joint_interim if joint else None})
         publish(temporary, path, overwrite)
     except BaseException:
         discard(handle, temporary)
         raise
 
 
-def check_finite_draws(draws, ids, label, offset=0):
+def check_finite_draws(draws, ids, label, offset=0, draw_counts=None):
     """Refuse NaN or ±inf draws, naming the first object that has one.
 
-    ``draws`` holds objects ``offset, offset + 1, ...`` along axis 0; ``ids`` all ids.
+    ``draws`` holds objects ``offset, offset + 1, ...`` along axis 0; ``ids`` all ids;
+    ``draw_counts`` (K_n of those objects) exempts the padded draws k ≥ K_n.
 
     Raises
     ------
     FileFormatError
     """
     row = first_nonfinite_row(draws)
+    if row is not None and draw_counts is not None:
+        pad = padding_mask(draw_counts, draws.shape[1])
+        bad = ~(np.isfinite(draws).reshape(draws.shape[:2] + (-1,)).all(axis=2) | pad).any(axis=1)
+        row = int(np.argmax(bad)) if bad.any() else None
     if row is not None:
-        values = np.asarray(draws[row]).reshape(-1)
+        values = np.asarray(draws[row][:None if draw_counts is None else int(draw_counts[row])]).reshape(-1)
         bad = values[~np.isfinite(values)][0]
         raise FileFormatError(
             f"{label}: object {ids[offset + row]!r} has a non-finite draw ({bad}) in /samples. Draws must be "
@@ -217,7 +300,7 @@ def samples_from_handle(handle, label):
     header = read_header(handle, label)
     try:
         draws = handle["samples"][()]
-        check_finite_draws(draws, header.ids, label)
+        check_finite_draws(draws, header.ids, label, draw_counts=header.draw_counts)
         return Samples(
             ids=header.ids,
             parameters=header.parameters,
@@ -231,6 +314,8 @@ def samples_from_handle(handle, label):
             seed=header.seed,
             command=str(handle.attrs.get("command", "")),
             attrs=root_attributes(handle),
+            draw_counts=header.draw_counts,
+            joint_interim=header.joint_interim,
         )
     except (KeyError, OSError, ValueError) as exc:
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
@@ -248,6 +333,41 @@ class SamplesHeader:
     interim_prior: dict
     settings: dict
     seed: int
+    draw_counts: Optional[np.ndarray] = None
+    joint_interim: Optional[np.ndarray] = None
+
+    @property
+    def object_draw_counts(self):
+        return counts_or_full(self.draw_counts, self.n_objects, self.n_draws)
+
+
+def _read_draw_counts(handle, label, n_objects, n_draws):
+    """``/objects/n_draws`` checked (1 ≤ K_n ≤ K), or None when the file has none."""
+    if DRAW_COUNTS not in handle:
+        return None
+    counts = handle[DRAW_COUNTS][()]
+    if counts.shape != (n_objects,) or counts.dtype.kind not in "iu":
+        raise FileFormatError(f"{label} is a damaged samples file: /{DRAW_COUNTS} has shape {counts.shape} and type "
+                              f"{counts.dtype}, expected ({n_objects},) integers. Regenerate it.")
+    bad = np.flatnonzero((counts < 1) | (counts > n_draws))
+    if bad.size:
+        raise FileFormatError(f"{label} is a damaged samples file: /{DRAW_COUNTS} gives object "
+                              f"{int(bad[0])} {int(counts[bad[0]])} draws, expected 1 to K = {n_draws}. "
+                              f"Regenerate it.")
+    return counts.astype(np.int64)
+
+
+def _read_joint_interim(handle, label, settings, n_objects, n_dim):
+    """(N, D) bool of the joint interim columns, or None when every column is factorised."""
+    if JOINT_INTERIM in handle:
+        joint = handle[JOINT_INTERIM][()]
+        if joint.shape != (n_objects, n_dim):
+            raise FileFormatError(f"{label} is a damaged samples file: /{JOINT_INTERIM} has shape {joint.shape}, "
+                                  f"expected {(n_objects, n_dim)}. Regenerate it.")
+        return joint.astype(bool)
+    if settings.get("joint_interim_prior"):  # import-samples with a log_prior column: all columns, every object
+        return np.ones((n_objects, n_dim), dtype=bool)
+    return None
 
 
 def read_header(handle, label):
@@ -270,12 +390,15 @@ def read_header(handle, label):
             **{f"/diagnostics/{name}": (diagnostics[name].shape, (n_objects,) + ((n_dim,) if extra else ()))
                for name, (_, extra) in DIAGNOSTICS.items() if name in diagnostics},
         })
+        settings = read_json_attr(handle, "settings", label, "samples")
         return SamplesHeader(
             ids=ids, parameters=parameters,
             n_objects=int(n_objects), n_draws=int(n_draws), model=str(handle.attrs["model"]),
             interim_prior=read_json_attr(handle, "interim_prior", label, "samples"),
-            settings=read_json_attr(handle, "settings", label, "samples"),
-            seed=int(handle.attrs["seed"]))
+            settings=settings,
+            seed=int(handle.attrs["seed"]),
+            draw_counts=_read_draw_counts(handle, label, n_objects, n_draws),
+            joint_interim=_read_joint_interim(handle, label, settings, n_objects, n_dim))
     except (KeyError, OSError, ValueError, json.JSONDecodeError) as exc:
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
 
@@ -289,20 +412,24 @@ def read_columns(handle, columns, label):
     Returns
     -------
     theta : ndarray, shape (N, K, P)
+        NaN at the padded draws k ≥ K_n of a ragged file.
     log_interim_prior : ndarray, shape (N, K)
-        Σ over the P columns of ln p0 (the interim prior is a product of 1-D priors).
+        Σ over the P columns of ln p0 (the interim prior is a product of 1-D priors, or
+        a joint density held in the first of its columns).
     """
     try:
         samples, priors = handle["samples"], handle["log_interim_prior"]
         n_objects, n_draws, n_dim = samples.shape
         if priors.shape != samples.shape:
             raise ValueError(f"log_interim_prior has shape {priors.shape}, samples {samples.shape}")
+        counts = _read_draw_counts(handle, label, n_objects, n_draws)
         theta = np.empty((n_objects, n_draws, len(columns)))
         log_interim = np.empty((n_objects, n_draws))
         for lo, hi in object_blocks(n_objects, n_draws * n_dim):
             theta[lo:hi] = samples[lo:hi][:, :, columns]
             if first_nonfinite_row(theta[lo:hi]) is not None:
-                check_finite_draws(theta[lo:hi], list(handle["objects/id"].asstr()[()]), label, offset=lo)
+                check_finite_draws(theta[lo:hi], list(handle["objects/id"].asstr()[()]), label, offset=lo,
+                                   draw_counts=None if counts is None else counts[lo:hi])
             np.sum(priors[lo:hi][:, :, columns], axis=-1, out=log_interim[lo:hi])
     except (KeyError, OSError, ValueError) as exc:
         raise FileFormatError(f"{label} is a damaged samples file: {exc}. Regenerate it.") from None
@@ -536,13 +663,16 @@ def _mapped_samples(path, header):
             view = mapped(dataset, path)
             return dataset[()] if view is None else view
 
+        n_objects, n_draws, n_dim = handle["samples"].shape
         return Samples(
             ids=list(handle["objects/id"].asstr()[()]), parameters=list(header.parameters),
             samples=array(handle["samples"]), log_interim_prior=array(handle["log_interim_prior"]),
             log_likelihood=array(handle["log_likelihood"]),
             diagnostics={name: array(handle["diagnostics"][name]) for name in DIAGNOSTICS},
             model=header.model, interim_prior=header.interim_prior, settings=header.settings, seed=header.seed,
-            command=header.command, attrs=root_attributes(handle))
+            command=header.command, attrs=root_attributes(handle),
+            draw_counts=_read_draw_counts(handle, path, n_objects, n_draws),
+            joint_interim=_read_joint_interim(handle, path, header.settings, n_objects, n_dim))
 
 
 def _with_output(command, output):
@@ -618,18 +748,29 @@ def merge_shards(paths, output=None, overwrite=False):
             np.concatenate([getattr(part, key) for part in parts])
             for key in ("samples", "log_interim_prior", "log_likelihood"))
         header.diagnostics = {k: np.concatenate([part.diagnostics[k] for part in parts]) for k in DIAGNOSTICS}
+        if any(part.draw_counts is not None for part in parts):
+            header.draw_counts = np.concatenate([part.object_draw_counts for part in parts])
+        if any(part.joint_interim is not None for part in parts):
+            header.joint_interim = np.concatenate([
+                part.joint_interim if part.joint_interim is not None else np.zeros(part.samples.shape[::2], bool)
+                for part in parts])
         return header
     reserve_space(output, layout_bytes(n_objects, top.n_draws, len(top.parameters)))
     temporary, handle = temporary_path(output), None
     try:
-        with _new_file(temporary, header, None, header.ids, top.n_draws) as handle:
+        ragged = any(shard[4].draw_counts is not None for shard in ordered)
+        joint = any(shard[4].joint_interim is not None for shard in ordered)
+        with _new_file(temporary, header, None, header.ids, top.n_draws, ragged, joint) as handle:
             offset = 0
             for shard in ordered:
                 label, size = shard[5], shard[4].n_objects
                 with open_popinfer_file(label, "samples") as source:
                     for lo, hi in object_blocks(size, top.n_draws * len(top.parameters)):
                         rows, _ = read_rows(source, lo, hi)
-                        check_finite_draws(rows["samples"], shard[4].ids, label, offset=lo)
+                        check_finite_draws(rows["samples"], shard[4].ids, label, offset=lo,
+                                           draw_counts=rows.get("draw_counts"))
+                        if joint and "joint_interim" not in rows and shard[4].joint_interim is not None:
+                            rows["joint_interim"] = shard[4].joint_interim[lo:hi]
                         write_rows(handle, offset + lo, rows)
                 offset += size
         result = _mapped_samples(temporary, header)

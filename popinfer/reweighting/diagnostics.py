@@ -68,11 +68,14 @@ def diagnose(ids, low_fraction, ess, variance, n_draws, min_ess, selection_varia
         candidates = flagged[fractions >= cutoff]
         medians = column_medians(ess, candidates)
         worst = [(candidates[i], medians[i]) for i in np.lexsort((medians, -low_fraction[candidates]))[:10]]
-        listed = "; ".join(f"{ids[n]!r}: median ESS {median:.3g}, ESS < {min_ess:g} at "
-                           f"{low_fraction[n]:.1%} of posterior draws" for n, median in worst)
+        counts = np.broadcast_to(n_draws, (len(ids),))  # K, or each object's own K_n
+        ragged = bool(np.any(counts != counts[0]))
+        listed = "; ".join(f"{ids[n]!r}: median ESS {median:.3g}" + (f" of K_n = {counts[n]}" if ragged else "") +
+                           f", ESS < {min_ess:g} at {low_fraction[n]:.1%} of posterior draws" for n, median in worst)
         count = int(flagged.size)
         more = f" and {count - len(worst)} more" if count > len(worst) else ""
-        _warn(f"{count} of {len(ids)} object(s) have fewer than {min_ess:g} effective draws (of K = {n_draws}) "
+        of_k = f"K_n = {counts.min()} to {counts.max()}" if ragged else f"K = {counts[0]}"
+        _warn(f"{count} of {len(ids)} object(s) have fewer than {min_ess:g} effective draws (of {of_k}) "
               f"over part of the hyperparameter posterior: {listed}{more}. Var[ln L̂] has median "
               f"{median_variance:.3g} (max {float(np.max(variance)):.3g}; keep it below ~1). {remedy}")
     elif median_variance > VARIANCE_WARNING:
@@ -160,6 +163,6 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, 
         for row in np.flatnonzero((ess_index >= lo) & (ess_index < hi)):
             values = ess[ess_index[row] - lo].astype(np.float32)  # as stored
             sink_ess[row] = values
-            sink_log_likelihood[row] = estimate.ln_sum_weights[ess_index[row] - lo] - np.log(likelihood.n_draws)
+            sink_log_likelihood[row] = estimate.ln_sum_weights[ess_index[row] - lo] - np.log(likelihood.draw_counts)
             low += values < min_ess
     return log_likelihood, variance, ess_index, low / n_ess

@@ -112,13 +112,13 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     sampler.check(names)
     seed = resolve_seed(seed)
     sampler_seed, reweight_seed, rate_seed = np.random.SeedSequence(seed).spawn(3)
-    check_draws_inside_interim(header.ids, log_interim)
+    check_draws_inside_interim(header.ids, log_interim, header.draw_counts)
     independent = independent_summary(theta)
     n_draws = log_interim.shape[1]
     # The likelihood takes ln p0 over (reused in place): the draws are held once.
     selection_term = SelectionTerm(population, injections, len(header.ids), fixed) if injections is not None else None
     likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False, max_variance=max_variance,
-                                 terms=[selection_term] if selection_term else ())
+                                 terms=[selection_term] if selection_term else (), draw_counts=header.draw_counts)
     del log_interim
     posterior = HyperPosterior(likelihood, names, priors)
     try:
@@ -174,7 +174,7 @@ def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min
             with np.errstate(divide="ignore"):
                 selection_variance = likelihood.n_objects**2 / result.selection_effective_draws[result.ess_draw_index]
         diagnose(samples.ids, low_fraction, result.ess, result.ln_likelihood_variance[result.ess_draw_index],
-                 likelihood.n_draws, min_ess, selection_variance)
+                 likelihood.draw_counts, min_ess, selection_variance)
         check_interim_support(samples, likelihood.population, result.parameters, names, draws, result.fixed)
         partial_pooling(likelihood, names, draws, group, result.reweighted, rng)
     except BaseException:

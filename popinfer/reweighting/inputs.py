@@ -21,7 +21,7 @@ def read_draws(samples, parameters):
         parameters = choose_parameters(samples, parameters)
         columns = [samples.parameters.index(p) for p in parameters]
         theta = np.ascontiguousarray(samples.samples[:, :, columns], dtype=float)
-        check_finite_draws(theta, samples.ids, "The samples")
+        check_finite_draws(theta, samples.ids, "The samples", draw_counts=samples.draw_counts)
         log_interim = samples.log_interim_prior[:, :, columns].sum(axis=-1)
         return samples, parameters, theta, log_interim, {"path": "<memory>", "sha256": ""}
     label = "<stdin>" if str(samples) == "-" else str(samples)
@@ -51,28 +51,46 @@ def choose_parameters(samples, parameters):
             )
     if len(set(parameters)) != len(parameters):
         raise UsageError("--parameter names a parameter twice.", "--parameter")
-    if samples.settings.get("joint_interim_prior") and set(parameters) != set(samples.parameters):
-        raise UsageError(
-            f"These samples carry one joint interim prior (a log_prior column), which cannot be divided out for "
-            f"a subset: the population must describe all of {', '.join(samples.parameters)}.", "--parameter")
+    joint = getattr(samples, "joint_interim", None)
+    if joint is not None:
+        # A joint interim density (import-samples' log_prior column, or refine's mixture) is divided
+        # out whole or not at all: its columns must all be described, or none of them.
+        chosen = np.isin(samples.parameters, parameters)
+        split = np.flatnonzero((joint & chosen).any(axis=1) & (joint & ~chosen).any(axis=1))
+        if split.size:
+            columns = [p for p, j in zip(samples.parameters, joint[split[0]]) if j]
+            raise UsageError(
+                f"Object {samples.ids[split[0]]!r} (and {split.size - 1} more) carries one joint interim prior of "
+                f"{', '.join(columns)} (a log_prior column, or a refined fit's mixture prior), which cannot be "
+                f"divided out for a subset: the population must describe all of {', '.join(columns)}, or none.",
+                "--parameter")
     return parameters
 
 
 def independent_summary(theta):
-    """Stage-one mean, sd, 5/50/95 % quantiles per object and parameter, (N, P, 5), by blocks."""
+    """Stage-one mean, sd, 5/50/95 % quantiles per object and parameter, (N, P, 5), by blocks
+    (NaN padding of a ragged file left out)."""
     out = np.empty((theta.shape[0], theta.shape[-1], 5))
     for lo, hi in object_blocks(theta.shape[0], theta[0].size):
         block = theta[lo:hi]
-        out[lo:hi] = np.stack([block.mean(axis=1), block.std(axis=1, ddof=1),
-                               *np.quantile(block, (0.05, 0.5, 0.95), axis=1)], axis=-1)
+        if np.isnan(block).any():
+            out[lo:hi] = np.stack([np.nanmean(block, axis=1), np.nanstd(block, axis=1, ddof=1),
+                                   *np.nanquantile(block, (0.05, 0.5, 0.95), axis=1)], axis=-1)
+        else:
+            out[lo:hi] = np.stack([block.mean(axis=1), block.std(axis=1, ddof=1),
+                                   *np.quantile(block, (0.05, 0.5, 0.95), axis=1)], axis=-1)
     return out
 
 
-def check_draws_inside_interim(ids, log_interim):
-    """Refuse draws outside their interim prior's support (ln p0 = −inf): an inconsistent file."""
+def check_draws_inside_interim(ids, log_interim, draw_counts=None):
+    """Refuse draws outside their interim prior's support (ln p0 = −inf): an inconsistent file
+    (the padded draws k ≥ K_n of a ragged file are not checked)."""
     n_objects, n_draws = log_interim.shape
     for lo, hi in object_blocks(n_objects, n_draws):
-        bad = ~np.isfinite(log_interim[lo:hi]).all(axis=1)
+        finite = np.isfinite(log_interim[lo:hi])
+        if draw_counts is not None:
+            finite |= np.arange(n_draws)[None, :] >= np.asarray(draw_counts[lo:hi])[:, None]
+        bad = ~finite.all(axis=1)
         if bad.any():
             raise InputDataError(f"Object {ids[lo + int(np.argmax(bad))]!r} has draws outside its interim "
                                  f"prior's support; the samples file is inconsistent. Regenerate it.")

@@ -119,13 +119,17 @@ class HyperLikelihood:
         V of ``--max-variance``: hyperparameters with Var[ln L̂] > V get ln L = −inf.
     terms : list of LikelihoodTerm, optional
         Further additive terms of ln L (and of its variance), e.g. selection effects.
+    draw_counts : ndarray of int, shape (N,), optional
+        K_n, each object's own number of draws (default: all K). The padded draws
+        k ≥ K_n get weight 0 (their θ is replaced by the object's first draw, in place
+        with ``copy=False``), and ln K_n, 1/K_n are the object's own in ln L̂ and Var[ln L̂].
 
     Memory: the draws and one (N, K) row (-ln p0, or with a linear form -ln p0 + b(θ))
     are held once; everything else (features, weights) exists one chunk at a time.
     """
 
     def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None, copy=True,
-                 max_variance=None, terms=()):
+                 max_variance=None, terms=(), draw_counts=None):
         self.population = population
         self.max_variance = max_variance
         self.terms = list(terms)
@@ -134,6 +138,9 @@ class HyperLikelihood:
         log_interim_prior = np.asarray(log_interim_prior, dtype=float)
         # With copy=False the caller hands its array over and it is reused in place.
         self.base = np.negative(log_interim_prior, out=None if copy else log_interim_prior)
+        self.draw_counts = np.full(self.n_objects, self.n_draws) if draw_counts is None else np.asarray(draw_counts)
+        self._log_draws = float(np.sum(np.log(self.draw_counts)))  # Σ_n ln K_n
+        self._mask_padding(copy)
         self.fixed = dict(fixed or {})
         self.threads = threads or os.cpu_count() or 1
         self._pool = None
@@ -241,7 +248,7 @@ class HyperLikelihood:
         """
         apply_cut = cut and self.max_variance is not None
         first, squares, derivative = self._per_object(hyper, variance or apply_cut, gradient)
-        ln_likelihood = first.sum(axis=1) - self.n_objects * np.log(self.n_draws)  # HMB 2010, eq. 9
+        ln_likelihood = first.sum(axis=1) - self._log_draws  # HMB 2010, eq. 9, with each object's own K_n
         estimate = LikelihoodEstimate(ln_likelihood, first, squares)
         if derivative is not None:
             estimate.gradient = derivative.sum(axis=1)
@@ -286,7 +293,7 @@ class HyperLikelihood:
             ess = np.exp(2.0 * first - squares)
         ess = np.where(np.isfinite(first), ess, 0.0)
         with np.errstate(divide="ignore"):
-            var = np.sum(1.0 / ess - 1.0 / self.n_draws, axis=1)
+            var = np.sum(1.0 / ess - 1.0 / self.draw_counts, axis=1)
         return ess, var
 
     def resample(self, hyper, uniforms, lo=0, hi=None):
@@ -307,7 +314,7 @@ class HyperLikelihood:
             np.cumsum(cumulative, axis=2, out=cumulative)
             target = uniforms[:, a - lo:b - lo].T * cumulative[:, :, -1]  # (n, W)
             index = (cumulative < target[:, :, None]).sum(axis=2)
-            out[:, a - lo:b - lo] = np.minimum(index, self.n_draws - 1).T
+            out[:, a - lo:b - lo] = np.minimum(index, self.draw_counts[a:b, None] - 1).T
 
         self._map(work, self._chunks(len(uniforms), lo, hi), len(uniforms))
         return out
@@ -318,6 +325,17 @@ class HyperLikelihood:
             self._pool = None
 
     # -- kernel ---------------------------------------------------------------
+    def _mask_padding(self, copy):
+        """Give the padded draws k ≥ K_n weight 0: −ln p0 = −inf there, θ a finite stand-in."""
+        pad = np.arange(self.n_draws)[None, :] >= self.draw_counts[:, None]
+        if not pad.any():
+            return
+        if copy:
+            self.theta = self.theta.copy()
+        rows, draws = np.nonzero(pad)
+        self.theta[rows, draws] = self.theta[rows, 0]
+        self.base[rows, draws] = -np.inf
+
     def _add_terms(self, hyper, estimate, gradient=None):
         """Add every :class:`LikelihoodTerm` (and, with ``gradient``, its derivative) to ``estimate``
         at the walkers whose ln L̂ is finite."""

@@ -21,13 +21,15 @@ def data_scale(theta, parameters):
     positive = np.ones(theta.shape[-1], dtype=bool)
     for lo, hi in object_blocks(n_objects, theta[0].size):
         block = theta[lo:hi]
-        stats["median"].append(np.median(block, axis=1))
-        stats["sd"].append(np.std(block, axis=1))
-        positive &= np.all(block > 0, axis=(0, 1))
+        padded = np.isnan(block)  # the padding of a ragged file
+        median, std = (np.nanmedian, np.nanstd) if padded.any() else (np.median, np.std)
+        stats["median"].append(median(block, axis=1))
+        stats["sd"].append(std(block, axis=1))
+        positive &= np.all((block > 0) | padded, axis=(0, 1))
         with np.errstate(divide="ignore", invalid="ignore"):
             log_block = np.log(block)
-        stats["log_median"].append(np.median(log_block, axis=1))
-        stats["log_sd"].append(np.std(log_block, axis=1))
+        stats["log_median"].append(median(log_block, axis=1))
+        stats["log_sd"].append(std(log_block, axis=1))
     stats = {key: np.concatenate(value) for key, value in stats.items()}  # each (N, P)
     scale = {}
     for i, name in enumerate(parameters):
