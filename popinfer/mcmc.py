@@ -75,7 +75,8 @@ def initial_positions(target, n_walkers, rng):
     Parameters
     ----------
     target : object
-        ``priors`` (D distributions with ``sample``), ``n_blocks`` (B: objects in
+        ``priors`` (D distributions with ``sample``) or ``draw_prior(rng, size)`` (joint draws
+        (*size, D)), ``n_blocks`` (B: objects in
         stage one, 1 in stage two), ``evaluate(theta)`` for theta (n, B, D) returning
         (ln prior, ln L), each (n, B), and ``initialisation_error(blocks, n_tried,
         n_walkers)`` returning the :class:`InitialisationError` (worded for its stage)
@@ -92,7 +93,8 @@ def initial_positions(target, n_walkers, rng):
     n_candidates = INIT_CANDIDATES_PER_WALKER * n_walkers
     pool_theta, pool_keys, pool_lp = [], [], []
     for _ in range(INIT_MAX_ROUNDS):
-        theta = np.stack(
+        draw = getattr(target, "draw_prior", None)  # a joint prior draws itself
+        theta = draw(rng, (n_candidates, n_blocks)) if draw is not None else np.stack(
             [np.asarray(p.sample(rng, size=(n_candidates, n_blocks)), dtype=float) for p in target.priors],
             axis=-1,
         )

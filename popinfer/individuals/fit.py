@@ -88,7 +88,8 @@ def _warn_unconverged(ids, diagnostics, n_draws):
 @reserves_stdout
 def fit_individuals(data, model, output=None, *, priors=None, fixed=None, columns=None, id_column=None,
                     n_draws=4000, n_walkers=None, max_steps=20000, workers=1, seed=None, batch_size=None,
-                    resume=False, overwrite=False, progress=True, command="", shard=None, scheduler=None):
+                    resume=False, overwrite=False, progress=True, command="", shard=None, scheduler=None,
+                    interim_mixture=None):
     """Fit every object on its own under the interim prior p0 (stage one).
 
     Parameters
@@ -133,6 +134,11 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
         ``(i, n)``: fit only the i-th (1-based) of n deterministic slices of the
         batches, into a shard file that ``merge_shards`` joins with the others
         into the file an unsharded run would write.
+    interim_mixture : popinfer.interim.MixtureSpec, optional
+        Fit under the defensive mixture p0' = λ p0 + (1 − λ) q instead of p0 (what
+        ``refine`` does; in memory only: no ``output``). The result's
+        ``log_interim_prior`` holds ln p0' (joint over the population's parameters,
+        marked in ``joint_interim``).
 
     Returns
     -------
@@ -141,6 +147,8 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     column_map = parse_options(columns, _parse_column, "--column")
     fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
     _check_counts(n_draws=n_draws, max_steps=max_steps, workers=workers, batch_size=batch_size)
+    if interim_mixture is not None and output is not None:
+        raise UsageError("A fit under a mixture interim prior is returned in memory (no output); refine writes it.")
     if output is not None:
         check_output(output, overwrite, inputs=[data])
         if resume and str(output) == "-":
@@ -162,9 +170,12 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     if seed is None and resume and output is not None and str(output) != "-":
         seed = Checkpoint.recorded_seed(f"{output}.partial")  # the seed a run without --seed drew
     plan = RunPlan(table, model, model_columns, prior_by_name, fixed, n_draws, n_walkers, max_steps, batch_size,
-                   resolve_seed(seed), shard, command)
+                   resolve_seed(seed), shard, command, interim_mixture)
     checkpoint, scratch, first_batch = _start_checkpoint(plan, output, resume, overwrite)
     samples = _run(plan, checkpoint, scratch, first_batch, output, overwrite, workers, progress, scheduler)
+    if interim_mixture is not None:
+        samples.joint_interim = np.zeros((samples.n_objects, len(names)), dtype=bool)
+        samples.joint_interim[:, plan.priors.joint_columns] = True
     _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
     return samples
 
@@ -196,7 +207,7 @@ class RunPlan:
     run's fingerprint (what a resumed run or a shard must match)."""
 
     def __init__(self, table, model, model_columns, prior_by_name, fixed, n_draws, n_walkers, max_steps, batch_size,
-                 seed, shard, command):
+                 seed, shard, command, interim_mixture=None):
         self.table, self.model, self.model_columns, self.fixed = table, model, model_columns, fixed
         self.names = list(prior_by_name)
         self.priors = [prior_by_name[n] for n in self.names]
@@ -215,9 +226,14 @@ class RunPlan:
             "data": {"source": table.source, "sha256": table.sha256},
         }
         self.interim_prior = {name: prior.spec for name, prior in prior_by_name.items()}
+        mixture = None
+        if interim_mixture is not None:  # p0' = λ p0 + (1 − λ) q in place of p0
+            self.priors = interim_mixture.build(self.names, self.priors)
+            self.settings["interim_mixture"] = interim_mixture.describe()
+            mixture = interim_mixture.fingerprint()
         self.fingerprint = hashlib.sha256(json.dumps(
             {"data": _digest(table, model_columns), "model": model.describe(), "priors": self.interim_prior,
-             "fixed": fixed,
+             **({"interim_mixture": mixture} if mixture else {}), "fixed": fixed,
              "settings": {k: self.settings[k] for k in ("samples", "walkers", "max_steps", "batch_size")},
              "seed": seed}, sort_keys=True).encode()).hexdigest()
         n_objects = table.n_objects

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..autocorr import integrated_time
 from ..errors import ModelError
+from ..interim import factorised
 from ..mcmc import MIN_AUTOCORR_TIMES, InitialisationError, first_check, initial_positions, minimum_steps, next_check
 from .moves import BlockStretchMove
 
@@ -48,8 +49,9 @@ class BatchPosterior:
     model : popinfer.models.Model
     data : object
         ``model.prepare(columns, starts)`` for the batch.
-    priors : list of Distribution
-        Interim prior p0 of each sampled parameter, in order.
+    priors : list of Distribution, or an interim prior object
+        Interim prior p0 of each sampled parameter, in order, or an object of
+        ``popinfer.interim`` (e.g. the defensive mixture p0' of ``refine``).
     names : list of str
         Sampled parameter names (D of them).
     fixed : dict of str -> float
@@ -62,6 +64,7 @@ class BatchPosterior:
         self.model = model
         self.data = data
         self.priors = priors
+        self.interim = factorised(priors)
         self.names = list(names)
         self.fixed = dict(fixed)
         self.ids = list(ids)
@@ -86,8 +89,13 @@ class BatchPosterior:
         )
 
     def log_prior(self, theta):
-        """ln p0 of each parameter, shape ``theta.shape`` (..., n_objects, D)."""
-        return np.stack([prior.logpdf(theta[..., d]) for d, prior in enumerate(self.priors)], axis=-1)
+        """ln p0 of each parameter (as stored: a joint density in the first of its columns),
+        shape ``theta.shape`` (..., n_objects, D)."""
+        return self.interim.log_density(theta)
+
+    def draw_prior(self, rng, size):
+        """Draws of the interim prior, (*size, D) (``mcmc.initial_positions``)."""
+        return self.interim.sample(rng, size)
 
     def log_likelihood(self, theta, valid):
         """ln L at ``theta`` (n, n_objects, D) where ``valid``; -inf elsewhere."""

@@ -1,0 +1,168 @@
+"""Interim priors of stage one: the factorised p0 of the prior grammar, and the defensive
+mixture p0' = λ p0 + (1 − λ) q that ``refine`` fits flagged objects under.
+
+An interim prior offers ``log_density(theta)`` for θ (..., D), returning (..., D): the
+log density *as stored* in ``/log_interim_prior``, one column per parameter for a
+factorised prior; a joint density sits in the first of its columns (0 in the others,
+``joint_columns`` says which), so that summing the described columns always gives the
+density stage two divides out. ``sample(rng, size)`` draws (*size, D) from it (to start
+the walkers).
+
+Defensive mixture (Hesterberg 1995; Owen & Zhou 2000): with q the population's
+posterior predictive, a mixture over hyperparameter draws α_s of a population file,
+
+    p0'(θ) = [λ p0_P(θ_P) + (1 − λ) (1/S) Σ_s f(θ_P; α_s) 1{θ_P ∈ supp p0_P}] · Π_{d∉P} p0_d(θ_d)
+
+over the P parameters the population describes. It is dense where the population is
+(so few draws go where f(θ; α) is negligible), and never below λ p0, so the weights
+f/p0' stay bounded by f/(λ p0): support is kept wherever p0 had it. q is restricted to
+p0's support, so the draws never leave it; p0' then integrates to c ≤ 1 (c = 1 unless
+the population reaches outside p0's support), a constant per object that shifts ln L̂
+by a constant, as the interim evidence does, and so cancels in the posterior of α.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+from scipy.special import logsumexp
+
+# Hyperparameter draws per q evaluation chunk: rows × S stays under this many elements.
+Q_CHUNK_ELEMENTS = 2**21
+
+
+class FactorisedInterimPrior:
+    """p0(θ) = Π_d p0_d(θ_d), one :class:`~popinfer.distributions.Distribution` per column."""
+
+    joint_columns = None
+
+    def __init__(self, priors):
+        self.priors = list(priors)
+
+    def sample(self, rng, size):
+        return np.stack([np.asarray(p.sample(rng, size=size), dtype=float) for p in self.priors], axis=-1)
+
+    def log_density(self, theta):
+        return np.stack([prior.logpdf(theta[..., d]) for d, prior in enumerate(self.priors)], axis=-1)
+
+
+class DefensiveMixturePrior:
+    """p0' = λ p0 + (1 − λ) q over the described columns (see the module docstring).
+
+    Parameters
+    ----------
+    priors : list of Distribution
+        p0_d of every sampled column (D).
+    columns : list of int
+        Indices of the P described columns (the population's parameters, in its order).
+    population : popinfer.populations.Population
+        f(θ_P; α).
+    hyper : dict of str -> ndarray (S,)
+        The α_s of q (held hyperparameters included).
+    weight : float
+        λ, the share of p0, 0 < λ < 1.
+    """
+
+    def __init__(self, priors, columns, population, hyper, weight):
+        if not 0.0 < weight < 1.0:
+            raise ValueError(f"the defensive weight λ must lie in (0, 1), got {weight}")
+        self.priors = list(priors)
+        self.columns = list(columns)
+        self.population = population
+        self.hyper = {name: np.asarray(value, dtype=float) for name, value in hyper.items()}
+        self.n_components = len(next(iter(self.hyper.values())))
+        self.weight = float(weight)
+        self.joint_columns = list(self.columns)
+
+    # -- densities -------------------------------------------------------------
+    def log_predictive(self, theta_described):
+        """ln q(θ_P) = ln (1/S) Σ_s f(θ_P; α_s), for θ_P (..., P), returning (...)."""
+        shape = theta_described.shape[:-1]
+        flat = theta_described.reshape(-1, 1, theta_described.shape[-1])
+        out = np.empty(len(flat))
+        rows = max(1, Q_CHUNK_ELEMENTS // self.n_components)
+        for lo in range(0, len(flat), rows):
+            log_f = self.population.log_density(flat[lo:lo + rows], self.hyper)[:, 0, :]  # (rows, S)
+            out[lo:lo + rows] = logsumexp(log_f, axis=1) - math.log(self.n_components)
+        return out.reshape(shape)
+
+    def log_density(self, theta):
+        """ln p0' as stored: factorised columns as such, the joint value in the first described column."""
+        theta = np.asarray(theta, dtype=float)
+        out = np.stack([prior.logpdf(theta[..., d]) for d, prior in enumerate(self.priors)], axis=-1)
+        log_base = out[..., self.columns].sum(axis=-1)  # ln p0_P(θ_P)
+        inside = np.isfinite(log_base)
+        log_mixture = np.full(log_base.shape, -np.inf)
+        if inside.any():
+            log_q = self.log_predictive(theta[inside][:, self.columns])
+            log_mixture[inside] = np.logaddexp(math.log(self.weight) + log_base[inside],
+                                               math.log1p(-self.weight) + log_q)
+        out[..., self.columns] = 0.0
+        out[..., self.columns[0]] = log_mixture
+        return out
+
+    # -- draws -----------------------------------------------------------------
+    def sample(self, rng, size):
+        """Draws of p0' (to start walkers): p0 with probability λ, else θ_P from f(·; α_s)
+        for a random s (through the population's ``marginal``; one-parameter populations).
+        Populations without a marginal give p0 draws (the walkers then start from p0's
+        likelihood-weighted candidates, as a plain fit does)."""
+        theta = np.stack([np.asarray(p.sample(rng, size=size), dtype=float) for p in self.priors], axis=-1)
+        from_q = rng.random(size) >= self.weight
+        component = rng.integers(self.n_components, size=size)
+        if len(self.columns) == 1 and from_q.any():
+            chosen = {name: value[component[from_q]] for name, value in self.hyper.items()}
+            marginal = self.population.marginal(chosen, 0)
+            if marginal is not None:
+                theta[..., self.columns[0]][from_q] = marginal.rvs(random_state=rng)
+        return theta
+
+
+def factorised(priors):
+    """``priors`` as an interim prior object (a list of distributions is factorised)."""
+    return priors if hasattr(priors, "log_density") else FactorisedInterimPrior(priors)
+
+
+class MixtureSpec:
+    """What ``refine`` asks stage one for: p0' built from a population and hyperparameter
+    draws, once the sampled columns and their p0 are known (``fit_individuals(...,
+    interim_mixture=spec)``).
+
+    Parameters
+    ----------
+    population : popinfer.populations.Population
+    hyper : dict of str -> ndarray (S,)
+        α_s (held hyperparameters included).
+    weight : float
+        λ.
+    source : dict
+        Provenance of the α_s (the population file's path and SHA-256).
+    """
+
+    def __init__(self, population, hyper, weight, source):
+        self.population, self.hyper, self.weight, self.source = population, hyper, float(weight), dict(source)
+
+    def build(self, names, priors):
+        """The :class:`DefensiveMixturePrior` over the sampled columns ``names`` (p0 ``priors``)."""
+        missing = [p for p in self.population.parameters if p not in names]
+        if missing:
+            raise ValueError(f"the population describes {', '.join(missing)}, which the fit does not sample")
+        columns = [list(names).index(p) for p in self.population.parameters]
+        return DefensiveMixturePrior(priors, columns, self.population, self.hyper, self.weight)
+
+    def describe(self):
+        """Settings entry ``interim_mixture``: λ, S, the population, its parameters, the source."""
+        return {"weight": self.weight, "components": len(next(iter(self.hyper.values()))),
+                "population": self.population.name, "parameters": list(self.population.parameters),
+                "source": self.source}
+
+    def fingerprint(self):
+        """A digest of everything that decides p0' (for a resumed run's check)."""
+        digest = hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode())
+        for name in sorted(self.hyper):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(self.hyper[name], dtype=float).tobytes())
+        return digest.hexdigest()

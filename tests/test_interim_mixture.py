@@ -1,0 +1,90 @@
+"""The defensive-mixture interim prior p0' = λ p0 + (1 − λ) q that refine fits under: its
+stored density is exact (the refined ln L̂ equals the closed-form marginal likelihood within
+its reported Var[ln L̂]), and storing the old p0 instead is caught."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from scipy.special import logsumexp
+
+import popinfer
+from popinfer.interim import DefensiveMixturePrior, MixtureSpec
+from popinfer.distributions import parse_distribution
+from popinfer.populations import get_population
+from popinfer.reweighting.inputs import read_draws
+from popinfer.reweighting.likelihood import HyperLikelihood
+
+LOW, HIGH = -1000.0, 1000.0  # the normal model's default interim prior of theta
+WEIGHT = 0.2
+
+
+def normal_normal(seed=11, n_objects=20):
+    rng = np.random.default_rng(seed)
+    sigma = rng.uniform(0.5, 2.0, n_objects)
+    y = rng.normal(1.0, 0.5, n_objects) + sigma * rng.normal(size=n_objects)
+    frame = pd.DataFrame({"id": [f"o{i}" for i in range(n_objects)], "y": y, "sigma": sigma})
+    components = {"mu": rng.normal(1.0, 0.3, 40), "sigma": np.exp(rng.normal(np.log(0.5), 0.5, 40))}
+    return frame, components
+
+
+def exact_shift(frame, components):
+    """Σ_n ln Z0'_n, the interim evidence under p0' of each object's normalised likelihood N(y; θ, σ)."""
+    y, sigma = frame["y"].to_numpy()[:, None], frame["sigma"].to_numpy()[:, None]
+    z_base = (stats.norm.cdf((HIGH - y) / sigma) - stats.norm.cdf((LOW - y) / sigma))[:, 0] / (HIGH - LOW)
+    z_q = np.exp(logsumexp(stats.norm.logpdf(y, components["mu"], np.sqrt(sigma**2 + components["sigma"]**2)),
+                           axis=1) - np.log(len(components["mu"])))
+    return np.sum(np.log(WEIGHT * z_base + (1 - WEIGHT) * z_q))
+
+
+def exact_marginal(frame, mu, tau):
+    return np.sum(stats.norm.logpdf(frame["y"], mu, np.sqrt(frame["sigma"]**2 + tau**2)))
+
+
+@pytest.fixture(scope="module")
+def refitted():
+    frame, components = normal_normal()
+    spec = MixtureSpec(get_population("normal", ["theta"]), components, WEIGHT, {"path": "<test>", "sha256": ""})
+    samples = popinfer.fit_individuals(frame, "normal", n_draws=2000, seed=5, progress=False, interim_mixture=spec)
+    return frame, components, samples
+
+
+def test_mixture_density_matches_its_definition():
+    _, components = normal_normal()
+    prior = parse_distribution("uniform(-1000, 1000)")
+    mixture = DefensiveMixturePrior([prior], [0], get_population("normal", ["theta"]), components, WEIGHT)
+    theta = np.array([-3.0, 0.0, 1.0, 2.5, 999.0, 1001.0])[:, None]
+    q = stats.norm.pdf(theta, components["mu"], components["sigma"]).mean(axis=1)
+    expected = np.log(WEIGHT / 2000 + (1 - WEIGHT) * q)
+    expected[-1] = -np.inf  # outside p0's support
+    np.testing.assert_allclose(mixture.log_density(theta)[:, 0], expected, rtol=1e-12)
+    draws = mixture.sample(np.random.default_rng(1), (20000,))[:, 0]
+    inner = np.abs(draws) < 50  # q's share is 1 − λ (p0 puts 5 % of its λ there)
+    assert abs(inner.mean() - (1 - WEIGHT + WEIGHT * 0.05)) < 4 * np.sqrt(0.2 * 0.8 / 20000)
+
+
+def test_refined_ln_likelihood_equals_the_exact_marginal_likelihood(refitted):
+    frame, components, samples = refitted
+    assert samples.joint_interim[:, 0].all() and samples.settings["interim_mixture"]["weight"] == WEIGHT
+    header, parameters, theta, log_interim, _ = read_draws(samples, None)
+    likelihood = HyperLikelihood(get_population("normal", parameters), theta, log_interim)
+    mus, taus = np.array([1.0, 0.5, 1.5, 1.0]), np.array([0.5, 0.2, 0.8, 0.05])
+    estimate = likelihood.ln_likelihood_and_variance({"mu": mus, "sigma": taus}, cut=False)
+    shift = exact_shift(frame, components)
+    for w, (mu, tau) in enumerate(zip(mus, taus)):
+        exact = exact_marginal(frame, mu, tau) - shift
+        variance = estimate.ln_likelihood_variance[w]
+        assert variance < 0.5
+        # ln L̂ is unbiased for L, so ln L̂ is low by ≈ Var/2; 4 standard deviations around that
+        assert abs(estimate.ln_likelihood[w] + 0.5 * variance - exact) < 4 * np.sqrt(variance) + 1e-3, (mu, tau)
+
+
+def test_negative_control_storing_the_old_interim_prior_is_caught(refitted):
+    frame, components, samples = refitted
+    header, parameters, theta, _, _ = read_draws(samples, None)
+    old = np.full(theta.shape[:2], -np.log(HIGH - LOW))  # ln p0 instead of ln p0'
+    likelihood = HyperLikelihood(get_population("normal", parameters), theta, old)
+    estimate = likelihood.ln_likelihood_and_variance({"mu": np.array([1.0]), "sigma": np.array([0.5])}, cut=False)
+    exact = exact_marginal(frame, 1.0, 0.5) - exact_shift(frame, components)
+    assert abs(estimate.ln_likelihood[0] + 0.5 * estimate.ln_likelihood_variance[0] - exact) > \
+        4 * np.sqrt(estimate.ln_likelihood_variance[0]) + 1e-3
