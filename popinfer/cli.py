@@ -262,10 +262,13 @@ def merge_command(shards, output, overwrite, debug):
 @click.option("--min-ess", type=float, default=20.0, show_default=True, help="Per-object ESS below which a warning fires.")
 @click.option("--max-variance", type=float, default=None, help="Hyperparameters with Var[ln L] above this get ln L = -inf.")
 @click.option("--sampler", default="emcee", show_default=True, metavar="NAME",
-              help="Sampler of the hyperparameters: emcee, or nested (UltraNest, the nested extra; also computes "
-                   "the evidence ln Z); samplers are registered in popinfer.reweighting.samplers.")
+              help="Sampler of the hyperparameters: emcee, nuts (nutpie's NUTS on gradients of ln L, the nuts "
+                   "extra), or nested (UltraNest, the nested extra; also computes the evidence ln Z); samplers are "
+                   "registered in popinfer.reweighting.samplers.")
 @click.option("--live-points", type=int, default=None,
               help="--sampler nested: minimum number of live points [default: 400].")
+@click.option("--chains", type=int, default=None, help="--sampler nuts: independent chains [default: 4].")
+@click.option("--tune", type=int, default=None, help="--sampler nuts: adaptation steps per chain [default: 400].")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
 @click.option("--max-steps", type=int, default=20000, show_default=True,
               help="Cap on steps; the run stops earlier once the chain is >= 50 autocorrelation times.")
@@ -284,7 +287,7 @@ def merge_command(shards, output, overwrite, debug):
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           sampler, live_points, n_walkers, max_steps, n_samples, n_reweighted, selection,
+                           sampler, live_points, chains, tune, n_walkers, max_steps, n_samples, n_reweighted, selection,
                            injections_total, draw_priors, injections_group, observing_time, seed, quiet, overwrite,
                            strict, debug):
     """Infer the population from stage-one draws (stage two).
@@ -305,6 +308,7 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
         popinfer fit-population survey.h5 -o survey-pop.h5 --population normal \\
             --selection sample_data/survey_injections.csv --injections-total 10000
         popinfer fit-population eight.h5 -o eight-mixture.h5 --population mixture --sampler nested
+        popinfer fit-population eight.h5 -o eight-nuts.h5 --population normal --sampler nuts --seed 2
     """
     fit_population(
         samples, population, output, parameters=list(parameters), hyperpriors=list(hyperpriors), fixed=list(fixed),
@@ -313,7 +317,7 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
         command=_recorded_command(click.get_current_context()), selection=selection,
         injections_total=injections_total, draw_priors=list(draw_priors), injections_group=injections_group,
         observing_time=observing_time,
-        sampler=sampler, live_points=live_points,
+        sampler=sampler, live_points=live_points, chains=chains, tune=tune,
     )
 
 

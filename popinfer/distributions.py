@@ -162,8 +162,10 @@ class Distribution:
     @property
     def support(self):
         """(low, high) of the support, possibly infinite."""
-        low, high = self._frozen.support()
-        return float(low), float(high)
+        if "_support" not in self.__dict__:
+            low, high = self._frozen.support()
+            object.__setattr__(self, "_support", (float(low), float(high)))
+        return self._support
 
     def logpdf(self, x):
         """Log density at ``x`` (array); ``-inf`` outside the support."""

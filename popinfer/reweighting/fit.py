@@ -39,7 +39,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                    min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
                    injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
-                   sampler=DEFAULT_SAMPLER, live_points=None):
+                   sampler=DEFAULT_SAMPLER, live_points=None, chains=None, tune=None):
     """Infer the population from stage-one draws (stage two).
 
     Parameters
@@ -85,6 +85,10 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     sampler : str or Sampler
         A registered sampler's name (``reweighting.samplers``; default ``emcee``) or a
         sampler object.
+    live_points : int, optional
+        ``sampler="nested"``: minimum number of live points.
+    chains, tune : int, optional
+        ``sampler="nuts"``: independent chains (default 4) and adaptation steps per chain (default 400).
 
     Returns
     -------
@@ -94,9 +98,12 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                           ("--reweighted", n_reweighted)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
-    if live_points is not None and sampler != "nested":
-        raise UsageError(f"--live-points is an option of --sampler nested, not of {sampler}.", "--live-points")
-    sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "live_points": live_points})
+    for option, value, owner in (("--live-points", live_points, "nested"), ("--chains", chains, "nuts"),
+                                 ("--tune", tune, "nuts")):
+        if value is not None and sampler != owner:
+            raise UsageError(f"{option} is an option of --sampler {owner}, not of {sampler}.", option)
+    sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "live_points": live_points,
+                                    "chains": chains, "tune": tune})
     if output is not None:
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = read_draws(samples, parameters)

@@ -48,6 +48,9 @@ LINEAR_FORM_LIMIT = 1e5
 CHUNK_ELEMENTS = 2**19
 OUTSIDE = -1e300
 PARALLEL_MIN_ELEMENTS = 2**21
+# Gradient-based samplers evaluate one point per call, so recomputing the features per call
+# costs as much as the kernel itself: they are then kept, up to this size.
+FEATURE_CACHE_BYTES = 256 * 2**20
 
 
 class LikelihoodTerm(Protocol):
@@ -144,6 +147,7 @@ class HyperLikelihood:
         self.fixed = dict(fixed or {})
         self.threads = threads or os.cpu_count() or 1
         self._pool = None
+        self._feature_cache = None
         self.form = population.linear_form(self.fixed, self._center())
         if self.form is not None:
             # The base row -ln p0 + b(θ) (coefficient 1) is kept in place of -ln p0, floored at
@@ -223,6 +227,7 @@ class HyperLikelihood:
                 f"with automatic differentiation, where available).", "--sampler")
         names = self.sampled_names
         values = np.asarray(values, dtype=float).reshape(1, len(names))
+        self._keep_features()
         estimate = self.ln_likelihood_and_variance(self.hyper(names, values), variance=False, gradient=names)
         return float(estimate.ln_likelihood[0]), estimate.gradient[0]
 
@@ -378,8 +383,18 @@ class HyperLikelihood:
     def _blocks(self):
         return object_blocks(self.n_objects, self.n_draws * self.theta.shape[-1])
 
+    def _keep_features(self):
+        """Keep every object's features (the :meth:`_features` rows) when they fit FEATURE_CACHE_BYTES."""
+        if self.form is None or self._feature_cache is not None:
+            return
+        n_rows = self.form.features(self.theta[:1]).shape[1] + 1
+        if n_rows * self.base.size * 8 <= FEATURE_CACHE_BYTES:
+            self._feature_cache = np.concatenate([self._features(lo, hi) for lo, hi in self._blocks()])
+
     def _features(self, lo, hi):
         """(n, J + 1, K): the features of objects lo:hi and, as the last row, the base term."""
+        if self._feature_cache is not None:
+            return self._feature_cache[lo:hi]
         features = self.form.features(self.theta[lo:hi])
         return np.concatenate([features, self.base[lo:hi, None, :]], axis=1)
 

@@ -139,6 +139,15 @@ class UnconstrainedPosterior:
         self.transforms = [transform_for(prior) for prior in self.priors]
         self.likelihood = posterior.likelihood
         self.evaluations = 0
+        # The transforms of all coordinates at once (one pass of numpy per evaluation).
+        kinds = np.array([t.kind for t in self.transforms])
+        self._log = kinds == "log"
+        self._negative_log = kinds == "negative-log"
+        self._logit = kinds == "logit"
+        self._identity = kinds == "identity"
+        self._low = np.array([t.low if np.isfinite(t.low) else 0.0 for t in self.transforms])
+        self._high = np.array([t.high if np.isfinite(t.high) else 0.0 for t in self.transforms])
+        self._width = np.where(self._logit, self._high - self._low, 1.0)
 
     @property
     def n_dim(self):
@@ -154,12 +163,26 @@ class UnconstrainedPosterior:
         x = np.asarray(x, dtype=float)
         return np.stack([t.to_unconstrained(x[..., i]) for i, t in enumerate(self.transforms)], axis=-1)
 
+    def _transform(self, u):
+        """x(u), dx/du, Σ ln |dx/du| and d ln |dx/du|/du at one point (the table of the module docstring)."""
+        with np.errstate(over="ignore"):
+            exp_u = np.exp(u)
+        sigmoid, complement = expit(u), expit(-u)
+        x = np.where(self._log, self._low + exp_u, np.where(self._negative_log, self._high - exp_u, np.where(
+            self._logit, self._low + self._width * sigmoid, u)))
+        derivative = np.where(self._log, exp_u, np.where(self._negative_log, -exp_u, np.where(
+            self._logit, self._width * sigmoid * complement, 1.0)))
+        log_jacobian = np.where(self._logit, np.log(self._width) - np.logaddexp(0.0, u) - np.logaddexp(0.0, -u),
+                                np.where(self._identity, 0.0, u))
+        log_jacobian_gradient = np.where(self._logit, complement - sigmoid, np.where(self._identity, 0.0, 1.0))
+        return x, derivative, float(log_jacobian.sum()), log_jacobian_gradient
+
     def log_density_and_gradient(self, u):
         """(ln p(u | data), d ln p/du (H,)) at one point ``u`` (H,); (−inf, zeros) where the
         prior or the likelihood vanishes."""
         u = np.asarray(u, dtype=float)
         self.evaluations += 1
-        x = self.to_constrained(u)
+        x, derivative, log_jacobian, log_jacobian_gradient = self._transform(u)
         with np.errstate(over="ignore", invalid="ignore"):
             log_prior = float(sum(prior.logpdf(x[i]) for i, prior in enumerate(self.priors)))
         if not math.isfinite(log_prior):
@@ -167,9 +190,6 @@ class UnconstrainedPosterior:
         ln_likelihood, gradient = self.likelihood.ln_likelihood_and_gradient(x)
         if not math.isfinite(ln_likelihood):
             return -math.inf, np.zeros_like(u)
-        log_jacobian = float(sum(t.log_jacobian(u[i]) for i, t in enumerate(self.transforms)))
         gradient_x = np.asarray(gradient, dtype=float) + np.array(
-            [prior.logpdf_gradient(x[i]) for i, prior in enumerate(self.priors)], dtype=float)
-        gradient_u = gradient_x * np.array([t.derivative(u[i]) for i, t in enumerate(self.transforms)]) + np.array(
-            [t.log_jacobian_gradient(u[i]) for i, t in enumerate(self.transforms)])
-        return log_prior + ln_likelihood + log_jacobian, gradient_u
+            [float(prior.logpdf_gradient(x[i])) for i, prior in enumerate(self.priors)])
+        return log_prior + ln_likelihood + log_jacobian, gradient_x * derivative + log_jacobian_gradient

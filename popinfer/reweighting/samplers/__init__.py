@@ -59,8 +59,17 @@ class _Nested:
         return SamplerResult(draws, dict(diagnostics))
 
 
+def _nuts(options):
+    from .nuts import NutsSampler
+
+    chains, tune = options.get("chains"), options.get("tune")
+    return NutsSampler(NutsSampler.DEFAULT_CHAINS if chains is None else chains,
+                       NutsSampler.DEFAULT_TUNE if tune is None else tune)
+
+
 register_sampler("emcee", lambda options: EmceeSampler(options["n_walkers"], options["max_steps"]))
 register_sampler("nested", lambda options: _Nested(options.get("live_points")))
+register_sampler("nuts", _nuts)
 
 __all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "EmceeSampler", "Sampler", "SamplerResult", "get_sampler",
            "register_sampler"]

@@ -1,0 +1,170 @@
+"""The No-U-Turn sampler (nutpie) on the hyperparameters, in unconstrained coordinates.
+
+    NUTS: Hoffman & Gelman (2014); nutpie's mass-matrix adaptation: Seyboldt et al. (nutpie docs)
+    R̂ (rank-normalised, split) and bulk/tail ESS: Vehtari et al. (2021), via ArviZ
+
+The target is ln p(u | data) of :class:`~popinfer.reweighting.transforms.UnconstrainedPosterior`
+(each hyperparameter mapped to the real line from its hyperprior's support, Jacobian
+included), whose gradient comes from the likelihood's ``ln_likelihood_and_gradient``
+(one kernel pass gives both). Chains start at distinct points drawn from the hyperpriors
+and resampled by likelihood (``mcmc.initial_positions``, as emcee's walkers do), so every
+start is admissible. Chains run one after another, each with its own seed, so the draws
+do not depend on threads: the same seed gives the same file.
+
+After ``tune`` adaptation steps per chain, each chain keeps ⌈S / chains⌉ draws; the S
+draws returned are evenly spaced over the chains' draws. R̂ and bulk/tail ESS of every
+hyperparameter (across chains), the divergent transitions after tuning and the gradient
+evaluations are the diagnostics; a :class:`~popinfer.mcmc.ConvergenceWarning` fires when
+R̂ > 1.01, when an ESS is below 100 per chain (Vehtari et al. 2021), or on divergences.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import numpy as np
+from tqdm import tqdm
+
+from ...errors import PopinferError, UsageError
+from ...mcmc import ConvergenceWarning, initial_positions
+from ..transforms import UnconstrainedPosterior
+from .base import SamplerResult
+from .ensemble import _StartingBlock
+
+MAX_RHAT = 1.01
+MIN_ESS_PER_CHAIN = 100
+
+
+def _nutpie():
+    try:
+        import nutpie
+        from nutpie.compiled_pyfunc import from_pyfunc
+    except ImportError:
+        raise UsageError("--sampler nuts needs nutpie, which is not installed. Install the nuts extra: "
+                         "pip install 'popinfer[nuts]'.", "--sampler") from None
+    return nutpie, from_pyfunc
+
+
+def convergence_diagnostics(chains, names):
+    """R̂, bulk ESS and tail ESS of every hyperparameter of ``chains`` (C, D, H), via ArviZ."""
+    import arviz
+
+    out = {"rhat": {}, "ess_bulk": {}, "ess_tail": {}}
+    for index, name in enumerate(names):
+        values = chains[:, :, index]
+        out["rhat"][name] = float(arviz.rhat(values))
+        out["ess_bulk"][name] = float(arviz.ess(values, method="bulk"))
+        out["ess_tail"][name] = float(arviz.ess(values, method="tail"))
+    return out
+
+
+class NutsSampler:
+    """nutpie's NUTS on the hyperparameters, several chains (see the module docstring).
+
+    Parameters
+    ----------
+    chains : int
+        Independent chains (``--chains``), at least 2 for R̂ across chains.
+    tune : int
+        Adaptation steps per chain (``--tune``), discarded.
+    """
+
+    name = "nuts"
+    DEFAULT_CHAINS = 4
+    DEFAULT_TUNE = 400
+
+    def __init__(self, chains=DEFAULT_CHAINS, tune=DEFAULT_TUNE):
+        self.chains, self.tune = chains, tune
+        self.nutpie_options = {"low_rank_modified_mass_matrix": True}
+
+    @property
+    def settings(self):
+        return {"chains": self.chains, "tune": self.tune}
+
+    def check(self, names):
+        _nutpie()
+        if not isinstance(self.chains, (int, np.integer)) or self.chains < 2:
+            raise UsageError(f"--chains {self.chains}: need a whole number of at least 2 (R̂ compares chains).",
+                             "--chains")
+        if not isinstance(self.tune, (int, np.integer)) or self.tune < 10:
+            raise UsageError(f"--tune {self.tune}: need a whole number of at least 10.", "--tune")
+
+    def sample(self, posterior, n_samples, seed, progress=False):
+        nutpie, from_pyfunc = _nutpie()
+        target = UnconstrainedPosterior(posterior)
+        n_dim = target.n_dim
+        init_seed, *chain_seeds = seed.spawn(1 + self.chains)
+        start, _ = initial_positions(_StartingBlock(posterior), self.chains, np.random.default_rng(init_seed))
+        start = target.to_unconstrained(start[:, 0, :])
+        # The first evaluation outside nutpie: a population without gradients is refused here,
+        # with its message, before any sampling.
+        if not math.isfinite(target.log_density_and_gradient(start[0])[0]):
+            raise PopinferError("The hyperparameter posterior is not finite at a start point drawn from the "
+                                "hyperpriors; check the --fix values and the hyperpriors.")
+        n_draws = -(-n_samples // self.chains)
+        chains, divergences, step_sizes = [], 0, []
+        evaluations_before = target.evaluations
+
+        def make_logp():
+            def logp(u):
+                value, gradient = target.log_density_and_gradient(u)
+                return value, gradient
+            return logp
+
+        def make_expand(seed1, seed2, chain):
+            def expand(u):
+                return {"u": np.array(u, dtype=float)}
+            return expand
+
+        bar = tqdm(total=self.chains, unit="chain", desc="fit-population (nuts)", file=sys.stderr,
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            for chain, chain_seed in enumerate(chain_seeds):
+                point = start[chain].copy()
+                model = from_pyfunc(n_dim, make_logp, make_expand, [np.dtype("float64")], [(n_dim,)], ["u"],
+                                    make_initial_point_fn=lambda _seed, point=point: point.copy())
+                trace = nutpie.sample(model, draws=n_draws, tune=self.tune, chains=1, cores=1, **self.nutpie_options,
+                                      seed=int(chain_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)),
+                                      progress_bar=False, save_warmup=False)
+                chains.append(np.asarray(trace.posterior["u"].values[0], dtype=float))
+                divergences += int(np.asarray(trace.sample_stats["diverging"].values).sum())
+                step_sizes.append(float(np.asarray(trace.sample_stats["step_size"].values)[0, -1]))
+                bar.update(1)
+        finally:
+            bar.close()
+        constrained = target.to_constrained(np.stack(chains))  # (C, D, H)
+        diagnostics = convergence_diagnostics(constrained, target.names)
+        gradient_evaluations = target.evaluations - evaluations_before
+        self._warn(diagnostics, divergences, n_samples)
+        flat = constrained.reshape(-1, n_dim)
+        pick = np.round(np.linspace(0, flat.shape[0] - 1, n_samples)).astype(np.int64)
+        diagnostics.update(
+            draws_per_chain=int(n_draws), divergences=divergences, gradient_evaluations=int(gradient_evaluations),
+            max_rhat=max(diagnostics["rhat"].values()), min_ess_bulk=min(diagnostics["ess_bulk"].values()),
+            min_ess_tail=min(diagnostics["ess_tail"].values()), step_size=step_sizes,
+            transforms={name: t.kind for name, t in zip(target.names, target.transforms)})
+        diagnostics["converged"] = bool(diagnostics["max_rhat"] <= MAX_RHAT and divergences == 0 and min(
+            diagnostics["min_ess_bulk"], diagnostics["min_ess_tail"]) >= MIN_ESS_PER_CHAIN * self.chains)
+        return SamplerResult(flat[pick], diagnostics)
+
+    def _warn(self, diagnostics, divergences, n_samples):
+        problems = []
+        high = {name: value for name, value in diagnostics["rhat"].items() if not value <= MAX_RHAT}
+        if high:
+            problems.append("R̂ > " + f"{MAX_RHAT} for " + ", ".join(f"{n} ({v:.3f})" for n, v in high.items()))
+        needed = MIN_ESS_PER_CHAIN * self.chains
+        low = {name: min(diagnostics["ess_bulk"][name], diagnostics["ess_tail"][name])
+               for name in diagnostics["rhat"]}
+        low = {name: value for name, value in low.items() if not value >= needed}
+        if low:
+            problems.append(f"an effective sample size below {needed} ({MIN_ESS_PER_CHAIN} per chain) for "
+                            + ", ".join(f"{n} ({v:.0f})" for n, v in low.items()))
+        if divergences:
+            problems.append(f"{divergences} divergent transitions after tuning (the posterior has regions the "
+                            f"step size cannot follow, or edges where ln L̂ = −inf)")
+        if problems:
+            warnings.warn(ConvergenceWarning(
+                "The NUTS chains may not have converged: " + "; ".join(problems) + ". Raise --samples and --tune, "
+                "or check the hyperpriors; --sampler emcee is the alternative."), stacklevel=3)

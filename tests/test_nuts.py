@@ -1,0 +1,200 @@
+"""``--sampler nuts``: nutpie's NUTS on the hyperparameters, against exact posteriors.
+
+Stage-one draws are exact (the posterior under a flat interim prior), so every oracle is
+a closed form or a grid. For the eight schools they are the posterior's K quantiles at
+(k + ½)/K rather than random draws: NUTS follows ln L̂ closely, and where the population
+is narrower than the draws' spacing (small tau) the Monte Carlo roughness of ln L̂ from
+random draws makes chains stick (measured: bulk ESS of tau 230 of 4000 draws, against
+2000 with quantiles; README, "Samplers"); the quantiles keep that roughness out of a test
+of the sampler. The oracles: the eight schools under mu ~ N(0, 5), tau ~ HalfCauchy(5)
+(tests/test_choosing.py's oracle), the rat tumours' beta population under
+a, b ~ LogNormal(0, 2) (beta-binomial on a grid). The KS bounds use the draws' effective
+size: the smaller of ArviZ's bulk and tail ESS across chains (rank-normalised, Vehtari et
+al. 2021), capped by the draws kept. Negative controls (a stretched or shifted oracle) must fail.
+"""
+
+import hashlib
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+from scipy.special import betaln, logsumexp
+
+import popinfer
+from conftest import SAMPLE_DATA
+from popinfer.cli import main
+from popinfer.errors import GradientUnavailableError, UsageError
+from popinfer.io.samples import write_samples
+from popinfer.mcmc import ConvergenceWarning
+from test_choosing import EIGHT, EIGHT_HYPER, EightSchoolsExact, exact_samples, ks_pvalue
+
+pytest.importorskip("nutpie")
+
+RATS_HYPER = ["a=lognormal(0, 2)", "b=lognormal(0, 2)"]
+
+
+def quiet_fit(samples, population, output=None, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return popinfer.fit_population(samples, population, output, progress=False, **options)
+
+
+def nuts_effective(result):
+    """Effective size for a KS bound: min over hyperparameters of bulk and tail ESS, ≤ S."""
+    settings = result.settings
+    return min(len(result.hyper_samples), settings["min_ess_bulk"], settings["min_ess_tail"])
+
+
+def emcee_effective(result):
+    """The chain's τ-based effective size, halved for safety (tests/stats_helpers.py)."""
+    effective = result.settings["n_steps"] / 2 * result.settings["walkers"] / np.max(result.autocorr_time) / 2
+    return min(len(result.hyper_samples), effective)
+
+
+EFFECTIVE = {"nuts": nuts_effective, "emcee": emcee_effective}
+
+
+@pytest.fixture(scope="module")
+def eight_exact():
+    """Each school's posterior N(y, σ) (flat interim prior) as its K = 4000 quantiles."""
+    samples = exact_samples(EIGHT["y"], EIGHT["sigma"], 4000, seed=5, ids=EIGHT["school"])
+    quantiles = stats.norm.ppf((np.arange(4000) + 0.5) / 4000)
+    y, sigma = EIGHT["y"].to_numpy(float), EIGHT["sigma"].to_numpy(float)
+    samples.samples[:] = (y[:, None] + sigma[:, None] * quantiles)[..., None]
+    samples.log_likelihood[:] = stats.norm.logpdf(samples.samples[..., 0], y[:, None], sigma[:, None])
+    return samples
+
+
+@pytest.fixture(scope="module")
+def eight_oracle():
+    return EightSchoolsExact(EIGHT["y"].to_numpy(float), EIGHT["sigma"].to_numpy(float))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["nuts", "emcee"])
+def test_eight_schools_draws_pass_ks_against_the_grid(sampler, eight_exact, eight_oracle):
+    result = quiet_fit(eight_exact, "normal", hyperpriors=EIGHT_HYPER, seed=3, sampler=sampler, n_samples=4000,
+                       n_reweighted=20)
+    assert result.settings["sampler"] == sampler
+    n_effective = EFFECTIVE[sampler](result)
+    assert n_effective > 150
+    mu, tau = result.hyper("mu"), result.hyper("sigma")
+    assert ks_pvalue(mu, eight_oracle.mu_cdf, n_effective) > 1e-3
+    assert ks_pvalue(tau, eight_oracle.tau_cdf, n_effective) > 1e-3
+    # Negative controls: tau's posterior stretched by 30 %, mu's shifted by 1.
+    assert ks_pvalue(tau, lambda x: eight_oracle.tau_cdf(x, stretch=1.3), n_effective) < 1e-3
+    assert ks_pvalue(mu, lambda x: eight_oracle.mu_cdf(x, shift=1.0), n_effective) < 1e-3
+    if sampler == "nuts":
+        settings = result.settings
+        assert settings["chains"] == 4 and settings["draws_per_chain"] == 1000
+        assert set(settings["rhat"]) == {"mu", "sigma"} and settings["max_rhat"] < 1.01
+        assert settings["transforms"] == {"mu": "identity", "sigma": "log"}
+        assert settings["gradient_evaluations"] > 4 * (settings["tune"] + settings["draws_per_chain"])
+        assert result.autocorr_time is None
+
+
+def rats_exact_samples(n_draws, seed):
+    """Exact stage-one draws of every experiment's rate, Beta(k + 1, n − k + 1) under p0 = uniform(0, 1)."""
+    frame = pd.read_csv(SAMPLE_DATA / "rat_tumors.csv")
+    k, n = frame["k"].to_numpy(float), frame["n"].to_numpy(float)
+    rng = np.random.default_rng(seed)
+    theta = rng.beta(k[:, None] + 1, (n - k)[:, None] + 1, (len(k), n_draws))[..., None]
+    count = len(k)
+    return popinfer.Samples(
+        ids=[str(e) for e in frame["experiment"]], parameters=["p"], samples=theta,
+        log_interim_prior=np.zeros((count, n_draws, 1)), log_likelihood=stats.binom.logpmf(k[:, None], n[:, None],
+                                                                                           theta[..., 0]),
+        diagnostics={"acceptance_fraction": np.full(count, 0.5), "autocorr_time": np.ones((count, 1)),
+                     "n_steps": np.full(count, 1000), "converged": np.ones(count, dtype=bool),
+                     "effective_draws": np.full(count, float(n_draws))},
+        model="binomial", interim_prior={"p": "uniform(0.0, 1.0)"}, settings={"columns": {"k": "k", "n": "n"}},
+        seed=seed), k, n
+
+
+def rats_marginal_cdfs(k, n, size=500):
+    """CDFs of ln a and ln b under the beta-binomial posterior, a, b ~ LogNormal(0, 2), on a grid."""
+    log_a, log_b = np.linspace(-4, 6, size), np.linspace(-2, 8, size)
+    la, lb = np.meshgrid(log_a, log_b, indexing="ij")
+    a, b = np.exp(la), np.exp(lb)
+    # LogNormal(0, 2) on a is Normal(0, 2) on ln a (the Jacobian included).
+    log_post = stats.norm.logpdf(la, 0, 2) + stats.norm.logpdf(lb, 0, 2)
+    for kj, nj in zip(k, n):
+        log_post += betaln(a + kj, b + nj - kj) - betaln(a, b)
+    post = np.exp(log_post - logsumexp(log_post))
+    assert post[[0, -1], :].sum() + post[:, [0, -1]].sum() < 1e-8  # the grid holds the posterior
+    return (log_a, np.cumsum(post.sum(axis=1))), (log_b, np.cumsum(post.sum(axis=0)))
+
+
+@pytest.mark.slow
+def test_rat_tumours_beta_population_passes_ks_against_the_beta_binomial_grid():
+    samples, k, n = rats_exact_samples(1000, seed=8)
+    result = quiet_fit(samples, "beta", hyperpriors=RATS_HYPER, seed=4, sampler="nuts", n_samples=4000,
+                       n_reweighted=20)
+    n_effective = nuts_effective(result)
+    assert n_effective > 150
+    (grid_a, cdf_a), (grid_b, cdf_b) = rats_marginal_cdfs(k, n)
+    log_a, log_b = np.log(result.hyper("a")), np.log(result.hyper("b"))
+    assert ks_pvalue(log_a, lambda x: np.interp(x, grid_a, cdf_a), n_effective) > 1e-3
+    assert ks_pvalue(log_b, lambda x: np.interp(x, grid_b, cdf_b), n_effective) > 1e-3
+    # Negative control: the posterior of ln a shifted by a third of its sd.
+    shift = np.std(log_a) / 3
+    assert ks_pvalue(log_a, lambda x: np.interp(x - shift, grid_a, cdf_a), n_effective) < 1e-3
+    assert result.settings["transforms"] == {"a": "log", "b": "log"}
+
+
+def test_same_seed_same_file_and_another_seed_differs(tmp_path, eight_exact, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    digests = []
+    for name, seed in (("a.h5", 7), ("b.h5", 7), ("c.h5", 8)):
+        quiet_fit(eight_exact, "normal", tmp_path / name, hyperpriors=EIGHT_HYPER, seed=seed, sampler="nuts",
+                  n_samples=200, n_reweighted=10, chains=2, tune=100)
+        digests.append(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    assert digests[0] != digests[2]
+
+
+def test_too_short_a_run_warns_about_convergence(eight_exact):
+    with pytest.warns(ConvergenceWarning, match="effective sample size below"):
+        popinfer.fit_population(eight_exact, "normal", hyperpriors=EIGHT_HYPER, seed=3, sampler="nuts",
+                                n_samples=40, n_reweighted=10, chains=2, tune=20, progress=False)
+
+
+def test_population_without_gradients_is_refused_with_the_remedy(tmp_path, eight_exact):
+    with pytest.raises(GradientUnavailableError, match="--sampler emcee"):
+        quiet_fit(eight_exact, "uniform", sampler="nuts", seed=1, n_samples=100, n_reweighted=10)
+    write_samples(eight_exact, tmp_path / "eight.h5")
+    result = CliRunner().invoke(main, ["fit-population", str(tmp_path / "eight.h5"), "-o", str(tmp_path / "u.h5"),
+                                       "--population", "uniform", "--sampler", "nuts", "--quiet"])
+    assert result.exit_code == 2 and "--sampler emcee" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "u.h5").exists()
+
+
+@pytest.mark.parametrize("options, fragment", [({"chains": 3}, "--chains is an option of --sampler nuts"),
+                                               ({"tune": 50}, "--tune is an option of --sampler nuts")])
+def test_nuts_options_belong_to_nuts(eight_exact, options, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        quiet_fit(eight_exact, "normal", sampler="emcee", **options)
+
+
+def test_one_chain_is_refused(eight_exact):
+    with pytest.raises(UsageError, match="--chains 1"):
+        quiet_fit(eight_exact, "normal", sampler="nuts", chains=1)
+
+
+def test_cli_records_the_sampler_and_its_diagnostics(tmp_path, eight_exact):
+    write_samples(eight_exact, tmp_path / "eight.h5")
+    runner = CliRunner()
+    result = runner.invoke(main, ["fit-population", str(tmp_path / "eight.h5"), "-o", str(tmp_path / "p.h5"),
+                                  "--population", "normal", "--sampler", "nuts", "--chains", "2", "--tune", "100",
+                                  "--samples", "400", "--reweighted", "10", "--seed", "2", "--quiet",
+                                  "--hyperprior", "mu=normal(0, 5)", "--hyperprior", "sigma=halfcauchy(5)"])
+    assert result.exit_code == 0, result.stderr
+    population = popinfer.read_population(tmp_path / "p.h5")
+    assert population.settings["sampler"] == "nuts" and population.settings["chains"] == 2
+    assert math.isfinite(population.settings["max_rhat"]) and population.hyper_samples.shape == (400, 2)
+    summary = runner.invoke(main, ["summary", str(tmp_path / "p.h5")])
+    assert summary.exit_code == 0 and "nuts" in summary.stdout
