@@ -321,6 +321,48 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
     )
 
 
+@main.command("refine")
+@click.argument("samples", type=str)
+@click.argument("population", type=str)
+@click.option("-o", "--output", required=True, help="Refined samples file to write (- for stdout).")
+@click.option("--data", default=None, help="The stage-one data table, if it moved from the path SAMPLES records.")
+@click.option("--min-ess", type=float, default=None,
+              help="ESS below which an object is flagged [default: the population fit's --min-ess].")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Rounds of flag, refit, fit the population again (in memory); stops once nothing is flagged.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local processes (results do not depend on it).")
+@click.option("--trust-code", is_flag=True, help="Allow re-running a user model or population the files name.")
+@run_options
+@handle_errors
+def refine_command(samples, population, output, data, min_ess, rounds, workers, trust_code, seed, quiet, overwrite,
+                   strict, debug):
+    """Refit the objects a population fit flagged (low ESS, or a large share of
+    Var[ln L̂]) under a population-informed interim prior, and keep the others.
+
+    SAMPLES is the samples file POPULATION was fitted to. The output is a samples
+    file (each object its own number of draws) for fit-population like any other.
+    The data are read again from the path SAMPLES records (or --data) and must have
+    the recorded SHA-256.
+
+    \b
+    Example:
+        popinfer refine eight.h5 eight-pop.h5 -o eight-refined.h5 --seed 3
+        popinfer fit-population eight-refined.h5 -o eight-pop-refined.h5 --population normal \\
+            --hyperprior "mu=normal(0, 5)" --hyperprior "sigma=halfcauchy(5)" --seed 4
+    """
+    from .refinement import refine
+    from .reweighting import PopulationDiagnosticWarning
+
+    result = refine(samples, population, output, data=data, seed=seed, min_ess=min_ess, rounds=rounds,
+                    workers=workers, progress=not quiet, overwrite=overwrite, trust_code=trust_code,
+                    command=_recorded_command(click.get_current_context()))
+    label = "-" if output == "-" else output
+    if result.flagged_after:
+        warnings.warn(PopulationDiagnosticWarning(result.report(label)))
+    else:
+        click.echo(printable(result.report(label)), err=True)
+
+
 @main.command("summary")
 @click.argument("file", type=str)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)

@@ -19,6 +19,7 @@ from ..io.hdf5 import check_output, reserves_stdout
 from ..io.population import PopulationResult, PopulationWriter
 from ..populations import get_population
 from ..seeds import resolve_seed
+from ..threads import single_threaded_blas
 from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticWarning, check_interim_support,
                           column_medians, diagnose, diagnose_selection, likelihood_at_draws, selection_at_draws)
 from .inputs import check_draws_inside_interim, independent_summary, read_draws, read_selection
@@ -129,7 +130,8 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     del log_interim
     posterior = HyperPosterior(likelihood, names, priors)
     try:
-        sampled = sampler.sample(posterior, n_samples, sampler_seed, progress)
+        with single_threaded_blas():
+            sampled = sampler.sample(posterior, n_samples, sampler_seed, progress)
     except BaseException:
         likelihood.close()
         if selection_term:
@@ -152,8 +154,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         hyperprior={n: priors[n].spec for n in names}, fixed=fixed, source=source, settings=settings,
         seed=seed, command=command, log_evidence=log_evidence, log_evidence_error=log_evidence_error)
     rng = np.random.default_rng(reweight_seed)
-    return _diagnose_and_pool(result, posterior, header, n_walkers, output, overwrite, min_ess, rng,
-                              selection_term, injections, observing_time, rate_seed)
+    with single_threaded_blas():
+        return _diagnose_and_pool(result, posterior, header, n_walkers, output, overwrite, min_ess, rng,
+                                  selection_term, injections, observing_time, rate_seed)
 
 
 def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min_ess, rng, selection_term=None,

@@ -1,0 +1,382 @@
+"""``popinfer refine``: refit the objects a population fit flagged, under a population-informed
+interim prior and with more draws, and keep the others — one (ragged) samples file.
+
+What is refitted (from the population file's per-object ESS at its M posterior draws):
+
+- every object with ESS_n < 2·``min_ess`` at ≥ 1 % of the draws (the low-ESS warning's test,
+  with a margin: the refitted population's posterior reaches a little further than the last);
+- while Σ_n median(1/ESS_n − 1/K_n) exceeds ``VARIANCE_TARGET``, the largest contributors
+  to Var[ln L̂] (Talbot & Golomb 2023), until the rest sum to at most half of it.
+
+How: under the defensive mixture p0' = λ p0 + (1 − λ) q (``popinfer.interim``), q the
+population's posterior predictive over S of the latest fit's hyperparameter draws. An
+object's first refit keeps its K_n (the mixture is the cheap remedy); an object flagged
+again gets K_n' = K_n · clip(2·min_ess / ESS_n,1%, 2, ``MAX_GROWTH``) draws, ESS_n,1% its
+ESS at the 1 % quantile over the draws (what the warning looks at), rounded up to a power
+of two so that objects share few stage-one runs. After each round the population is
+fitted again (in memory, with the population file's settings) and the next round flags
+from that fit, up to ``rounds`` rounds. Because p0' ≥ λ p0, the weights f/p0'
+are bounded by f/(λ p0): no support is lost; because q is where the population is, the
+draws concentrate where f(θ; α) is not negligible (the τ → 0 corner included).
+
+The data and model are read again: the samples file records the data's path and SHA-256
+(``settings.data``), and data whose digest differs are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputDataError, UntrustedCodeError, UsageError
+from .interim import MixtureSpec
+from .io.hdf5 import check_output, spooled_input
+from .io.population import read_population
+from .io.samples import DIAGNOSTICS, Samples, read_samples, write_samples
+from .models import BUILTIN_MODELS
+from .populations import population_of_file
+from .reweighting.diagnostics import LOW_ESS_FRACTION
+from .seeds import resolve_seed
+from .table import read_table, table_from_frame
+
+DEFENSIVE_WEIGHT = 0.2    # λ, the share of p0 in p0'
+COMPONENTS = 200          # S, hyperparameter draws in q
+MAX_GROWTH = 16           # K_n' ≤ 16 K_n in one round
+VARIANCE_TARGET = 0.5     # refit the largest Var[ln L̂] contributors while the sum exceeds this
+DEFAULT_ROUNDS = 3
+REFIT_MARGIN = 2.0        # refit objects with ESS < 2·min_ess at ≥ 1 % of the draws
+
+
+@dataclass
+class RefineResult:
+    """What ``refine`` did.
+
+    Attributes
+    ----------
+    samples : Samples
+        The refined samples (ragged: ``draw_counts``).
+    refitted : list of str
+        Ids of the objects refitted in any round.
+    draws_before, draws_after : ndarray of int
+        K_n of those objects before and after.
+    variance_before, variance_after : float
+        Median of Var[ln L̂] = Σ_n (1/ESS_n − 1/K_n) over the posterior draws of the input
+        population file, and of the population fitted (in memory) to the refined samples.
+    min_ess_before, min_ess_after : float
+        The smallest ESS_n of any object at those draws.
+    flagged_before, flagged_after : int
+        Objects the low-ESS warning names (ESS < min_ess at ≥ 1 % of the draws), before and after.
+    """
+
+    samples: Samples
+    refitted: list
+    draws_before: np.ndarray
+    draws_after: np.ndarray
+    variance_before: float
+    min_ess_before: float
+    flagged_before: int
+    variance_after: float
+    min_ess_after: float
+    flagged_after: int
+
+    def report(self, label="the refined samples"):
+        """One line: what was refitted and how Var[ln L̂] and the smallest ESS changed."""
+        if not self.refitted:
+            return (f"Nothing to refit: no object is flagged (median Var[ln L̂] {self.variance_before:.3g}, smallest "
+                    f"ESS {self.min_ess_before:.3g}); {label} hold the input's draws.")
+        listed = ", ".join(repr(i) for i in self.refitted[:10]) + (
+            f" and {len(self.refitted) - 10} more" if len(self.refitted) > 10 else "")
+        grown = sorted(set(zip(self.draws_before.tolist(), self.draws_after.tolist())))
+        draws = "; ".join(f"K {a} → {b}" for a, b in grown[:4]) + ("; ..." if len(grown) > 4 else "")
+        warned = ("no object has low ESS any more" if not self.flagged_after else
+                  f"{self.flagged_after} object(s) still have ESS below the threshold (run refine again on "
+                  f"{label} and its population fit, or raise --rounds)")
+        return (f"Refitted {len(self.refitted)} object(s) ({listed}) under the population-informed interim prior "
+                f"({draws}). Median Var[ln L̂] {self.variance_before:.3g} → {self.variance_after:.3g}, smallest "
+                f"ESS {self.min_ess_before:.3g} → {self.min_ess_after:.3g}, objects with low ESS "
+                f"{self.flagged_before} → {self.flagged_after}: {warned}. Now fit the population on {label}.")
+
+
+def refine(samples, population, output=None, *, data=None, seed=None, min_ess=None, rounds=DEFAULT_ROUNDS,
+           workers=1, progress=True, overwrite=False, command="", trust_code=False, weight=DEFENSIVE_WEIGHT,
+           components=COMPONENTS, max_growth=MAX_GROWTH):
+    """Refit the objects a population fit flagged; keep the others (see the module docstring).
+
+    Parameters
+    ----------
+    samples : str or Path
+        The samples file the population was fitted to.
+    population : str or Path
+        The population file (``fit-population`` on ``samples``).
+    output : str, optional
+        Refined samples file to write (``-``: stdout).
+    data : str, Path or pandas.DataFrame, optional
+        The stage-one data, when not at the path the samples file records (its
+        SHA-256 must match the recorded one).
+    seed : int, optional
+    min_ess : float, optional
+        ESS below which an object is flagged (default: the population fit's ``--min-ess``).
+    rounds : int
+        Rounds of (flag, refit, fit the population again in memory, with the population
+        file's settings); stops early once no object is flagged.
+    workers : int
+        Local processes for the refits.
+    trust_code : bool
+        Allow re-running a user model (or population) that the files name.
+    weight : float
+        λ, the share of p0 in the defensive mixture.
+    components : int
+        S, hyperparameter draws of the population fit in q.
+    max_growth : int
+        The largest factor by which one round multiplies an object's draws.
+
+    Returns
+    -------
+    RefineResult
+    """
+    if not isinstance(rounds, (int, np.integer)) or rounds < 1:
+        raise UsageError(f"--rounds must be a positive whole number, got {rounds!r}.", "--rounds")
+    if output is not None:
+        check_output(output, overwrite, inputs=[samples, population])
+    label, pop_label = str(samples), str(population)
+    stage_one = read_samples(samples)
+    fitted = read_population(population)
+    _check_pair(stage_one, fitted, label, pop_label, _digest(samples))
+    _check_model(stage_one.model, label, trust_code)
+    density = population_of_file(fitted.population, fitted.parameters, pop_label, trust_code)
+    min_ess = float(fitted.settings.get("min_ess", 20.0) if min_ess is None else min_ess)
+    seed = resolve_seed(seed)
+    round_seeds = np.random.SeedSequence(seed).spawn(rounds)
+    before = _fit_diagnostics(fitted, stage_one.object_draw_counts, min_ess)
+    original_counts = stage_one.object_draw_counts.copy()
+    current, current_fit, after, table, source = stage_one, fitted, before, None, _digest(population)
+    refitted = np.zeros(stage_one.n_objects, dtype=bool)
+    for round_index in range(rounds):
+        counts = current.object_draw_counts
+        chosen = _flagged(np.asarray(current_fit.ess, dtype=float), counts, min_ess)
+        if not chosen.size:
+            break
+        on_mixture = (current.joint_interim[chosen].any(axis=1) if current.joint_interim is not None
+                      else np.zeros(chosen.size, dtype=bool)) & refitted[chosen]
+        growth = np.where(on_mixture, _growth(np.asarray(current_fit.ess, dtype=float)[:, chosen], min_ess,
+                                              max_growth), 1)
+        new_counts = counts.copy()
+        new_counts[chosen] = counts[chosen] * growth
+        table = table if table is not None else _data_table(stage_one, data, label)
+        refit_seed, fit_seed = (int(s.generate_state(1, np.uint64)[0] >> np.uint64(1))
+                                for s in round_seeds[round_index].spawn(2))
+        spec = MixtureSpec(density, _components(current_fit, components), weight,
+                           {"path": pop_label, "sha256": source} if round_index == 0 else
+                           {"path": f"round {round_index} of refine", "sha256": ""})
+        if progress:
+            print(f"refine: round {round_index + 1}: refitting {chosen.size} object(s)", file=sys.stderr)
+        refits = _refit(current, table, chosen, new_counts, spec, refit_seed, workers, progress)
+        current = _assemble(current, chosen, refits, new_counts, spec, seed, command, min_ess)
+        refitted[chosen] = True
+        current_fit = _fit_again(current, fitted, min_ess, fit_seed, progress)
+        after = _fit_diagnostics(current_fit, current.object_draw_counts, min_ess)
+    if output is not None:
+        write_samples(current, output, overwrite=overwrite)
+    final_counts = current.object_draw_counts
+    return RefineResult(current, [stage_one.ids[n] for n in np.flatnonzero(refitted)],
+                        original_counts[refitted], final_counts[refitted], *before, *after)
+
+
+def _check_model(model, label, trust_code):
+    if model in BUILTIN_MODELS:
+        return
+    if model == "imported":
+        raise UsageError(f"{label} holds imported draws (import-samples): popinfer has no model to refit its "
+                         f"objects with. Refit them with the fitter that made them.")
+    if not trust_code:
+        raise UntrustedCodeError(f"{label} names the user model {model!r}: refitting would import and run that "
+                                 f"code. If you trust it, pass --trust-code (trust_code=True).", "--trust-code")
+
+
+def _fit_again(samples, fitted, min_ess, seed, progress):
+    """Stage two on ``samples`` in memory, with the population file's population, hyperpriors and settings."""
+    from .reweighting import fit_population
+
+    settings = fitted.settings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # this fit's diagnostics are what refine reads and reports
+        return fit_population(
+            samples, fitted.population, parameters=fitted.parameters, hyperpriors=dict(fitted.hyperprior),
+            fixed=dict(fitted.fixed), min_ess=min_ess, max_variance=settings.get("max_variance"),
+            n_walkers=int(settings.get("walkers", 32)), max_steps=int(settings.get("max_steps", 20000)),
+            n_samples=int(settings.get("samples", 4000)), n_reweighted=1, seed=seed, progress=progress)
+
+
+def _fit_diagnostics(fit, counts, min_ess):
+    """(median Var[ln L̂], smallest ESS, objects the low-ESS warning names) of a population fit."""
+    ess = np.asarray(fit.ess, dtype=float)
+    variance = np.asarray(fit.ln_likelihood_variance)[np.asarray(fit.ess_draw_index)]
+    flagged = int(np.sum(np.mean(ess < min_ess, axis=0) >= LOW_ESS_FRACTION))
+    return float(np.median(variance)), float(ess.min()), flagged
+
+
+def _digest(path):
+    with spooled_input(path) as (_, digest):
+        return digest
+
+
+def _check_pair(samples, fitted, label, pop_label, digest):
+    """Refuse a population file that was not fitted to these samples."""
+    recorded = fitted.source.get("sha256", "")
+    if recorded and digest and recorded != digest:
+        raise InputDataError(
+            f"{pop_label} was fitted to {fitted.source.get('path')!r} (SHA-256 {recorded[:12]}…), not to {label} "
+            f"(SHA-256 {digest[:12]}…). Give refine the samples file the population was fitted to, or fit the "
+            f"population to {label} first.")
+    if list(fitted.ids) != list(samples.ids):
+        differ = next((i for i, (a, b) in enumerate(zip(fitted.ids, samples.ids)) if a != b),
+                      min(len(fitted.ids), len(samples.ids)))
+        raise InputDataError(
+            f"{pop_label} describes {len(fitted.ids)} objects and {label} holds {len(samples.ids)}; they differ from "
+            f"object {differ + 1} on. Give refine the samples file the population was fitted to.")
+    missing = [p for p in fitted.parameters if p not in samples.parameters]
+    if missing:
+        raise InputDataError(f"{pop_label} describes {', '.join(missing)}, which {label} does not sample. Give "
+                             f"refine the samples file the population was fitted to.")
+
+
+def _flagged(ess, counts, min_ess):
+    """Indices of the objects to refit: those with ESS < REFIT_MARGIN·min_ess at ≥ 1 % of the draws (the
+    low-ESS warning's test, with a margin: the next fit's posterior reaches a little further), then the
+    largest Var[ln L̂] contributors."""
+    low = np.mean(ess < REFIT_MARGIN * min_ess, axis=0) >= LOW_ESS_FRACTION
+    with np.errstate(divide="ignore"):
+        contribution = np.median(1.0 / ess - 1.0 / counts[None, :], axis=0)
+    chosen = set(np.flatnonzero(low).tolist())
+    rest = float(np.sum(np.where(low, 0.0, contribution)))
+    if np.sum(contribution) > VARIANCE_TARGET:
+        for n in np.argsort(-contribution):
+            if rest <= 0.5 * VARIANCE_TARGET:
+                break
+            if n not in chosen:
+                chosen.add(int(n))
+                rest -= contribution[n]
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def _growth(ess, min_ess, max_growth):
+    """Draw multipliers K_n'/K_n: REFIT_MARGIN·min_ess over the 1 %-quantile ESS, a power of two in
+    [2, max_growth] (ESS grows in proportion to K)."""
+    low = np.maximum(np.quantile(ess, LOW_ESS_FRACTION, axis=0), 1e-3)
+    wanted = np.clip(REFIT_MARGIN * min_ess / low, 2.0, max_growth)
+    return np.minimum(2 ** np.ceil(np.log2(wanted)), max_growth).astype(np.int64)
+
+
+def _components(fitted, n_components):
+    """S hyperparameter draws, evenly spaced over the posterior, with the held ones: the α_s of q."""
+    draws = fitted.hyper_samples
+    index = np.unique(np.round(np.linspace(0, len(draws) - 1, min(n_components, len(draws)))).astype(int))
+    hyper = {name: draws[index, i] for i, name in enumerate(fitted.hyperparameters)}
+    hyper.update({name: np.full(len(index), float(value)) for name, value in fitted.fixed.items()})
+    return hyper
+
+
+def _data_table(samples, data, label):
+    """The stage-one data, found (``data``, else the recorded path: as written, then beside the samples
+    file) and verified against the recorded SHA-256."""
+    recorded = samples.settings.get("data") or {}
+    id_column = samples.settings.get("id_column")
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        table = table_from_frame(data, id_column)
+        where = "the DataFrame"
+    else:
+        path = data
+        if path is None:
+            source = recorded.get("source")
+            candidates = [source, os.path.join(os.path.dirname(os.path.abspath(label)), source or "")]
+            path = next((c for c in candidates if c and c != "<stdin>" and os.path.isfile(c)), None)
+            if path is None:
+                raise InputDataError(
+                    f"{label} was fitted to the data {source!r}, which is not there (nor beside {label}). Pass "
+                    f"--data PATH with that table.")
+        table = read_table(path, id_column)
+        where = str(path)
+    if recorded.get("sha256") and table.sha256 != recorded["sha256"]:
+        raise InputDataError(
+            f"{where} is not the data {label} was fitted to: its SHA-256 is {table.sha256[:12]}…, the recorded "
+            f"one ({recorded.get('source')!r}) {recorded['sha256'][:12]}…. Pass --data with the original table.")
+    missing = [i for i in samples.ids if i not in set(table.ids)]
+    if missing:
+        raise InputDataError(f"{where} has no rows of object(s) {', '.join(map(repr, missing[:5]))} of {label}.")
+    return table
+
+
+def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress):
+    """Stage one under p0' for the chosen objects, one run per distinct K_n': {object index: (Samples, row)}."""
+    from .individuals import fit_individuals
+
+    settings = samples.settings
+    ids = table.frame[table.id_column].astype(str).str.strip()
+    groups = sorted(set(new_counts[chosen].tolist()))
+    streams = np.random.SeedSequence(seed).spawn(len(groups))
+    out = {}
+    for n_draws, stream in zip(groups, streams):
+        members = [n for n in chosen if new_counts[n] == n_draws]
+        frame = table.frame[ids.isin({samples.ids[n] for n in members}).to_numpy()]
+        fitted = fit_individuals(
+            frame, samples.model, priors=dict(samples.interim_prior), fixed=dict(settings.get("fixed") or {}),
+            columns=dict(settings.get("columns") or {}), id_column=table.id_column, n_draws=int(n_draws),
+            max_steps=max(int(settings.get("max_steps", 20000)), 1), workers=workers,
+            seed=int(stream.generate_state(1, np.uint64)[0] >> np.uint64(1)), progress=progress,
+            interim_mixture=spec)
+        for n in members:
+            out[n] = (fitted, fitted.ids.index(samples.ids[n]))
+    return out
+
+
+def _assemble(samples, chosen, refits, new_counts, spec, seed, command, min_ess):
+    """One samples file: the kept objects' draws as they were, the refitted objects' new ones (ragged)."""
+    n_objects, n_dim = samples.n_objects, len(samples.parameters)
+    width = int(max(samples.n_draws, new_counts.max()))
+    counts = samples.object_draw_counts.copy()
+
+    def grid(old, tail_shape):
+        out = np.full((n_objects, width) + tail_shape, np.nan)
+        out[:, :old.shape[1]] = old
+        return out
+
+    theta = grid(samples.samples, (n_dim,))
+    log_interim = grid(samples.log_interim_prior, (n_dim,))
+    log_likelihood = grid(samples.log_likelihood, ())
+    joint = (np.zeros((n_objects, n_dim), dtype=bool) if samples.joint_interim is None
+             else np.array(samples.joint_interim, dtype=bool))
+    diagnostics = {name: np.array(value) for name, value in samples.diagnostics.items()}
+    for n in chosen:
+        fitted, row = refits[n]
+        k = int(new_counts[n])
+        columns = [fitted.parameters.index(p) for p in samples.parameters]
+        theta[n] = np.nan
+        log_interim[n] = np.nan
+        log_likelihood[n] = np.nan
+        theta[n, :k] = fitted.samples[row][:, columns]
+        log_interim[n, :k] = fitted.log_interim_prior[row][:, columns]
+        log_likelihood[n, :k] = fitted.log_likelihood[row]
+        joint[n] = fitted.joint_interim[row][columns]
+        counts[n] = k
+        for name in DIAGNOSTICS:
+            value = fitted.diagnostics[name][row]
+            diagnostics[name][n] = value[columns] if np.ndim(value) else value
+    rounds = list(samples.settings.get("refinement", []))
+    rounds.append({"objects": [samples.ids[n] for n in chosen],
+                   "draws": {samples.ids[n]: int(new_counts[n]) for n in chosen},
+                   "min_ess": min_ess, "seed": int(seed), "interim_mixture": spec.describe()})
+    return Samples(
+        ids=list(samples.ids), parameters=list(samples.parameters), samples=theta, log_interim_prior=log_interim,
+        log_likelihood=log_likelihood, diagnostics=diagnostics, model=samples.model,
+        interim_prior=dict(samples.interim_prior), settings={**samples.settings, "refinement": rounds}, seed=seed,
+        command=command, draw_counts=counts if (counts < width).any() else None,
+        joint_interim=joint if joint.any() else None)
+
+
+__all__ = ["refine", "RefineResult"]

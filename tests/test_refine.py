@@ -1,0 +1,115 @@
+"""popinfer refine: which objects are refitted, what is kept, the data's provenance, and refusals."""
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import popinfer
+from popinfer.cli import main
+from popinfer.errors import InputDataError, UsageError
+from popinfer.io.samples import read_samples
+from popinfer.refinement import refine
+
+HYPERPRIORS = ["mu=normal(0, 10)", "sigma=halfnormal(2)"]
+SMALL_FIT = dict(n_samples=400, max_steps=3000, n_reweighted=10, progress=False)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Six objects, K = 200, a population fit in which some objects have few effective draws."""
+    root = tmp_path_factory.mktemp("refine")
+    rng = np.random.default_rng(3)
+    sigma = np.array([0.3, 0.4, 2.0, 3.0, 3.0, 4.0])
+    frame = pd.DataFrame({"id": list("abcdef"), "y": rng.normal(1.0, 0.3, 6) + sigma * rng.normal(size=6),
+                          "sigma": sigma})
+    frame.to_csv(root / "data.csv", index=False)
+    popinfer.fit_individuals(str(root / "data.csv"), "normal", str(root / "s.h5"), n_draws=200, seed=1,
+                             progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        popinfer.fit_population(str(root / "s.h5"), "normal", str(root / "p.h5"), hyperpriors=HYPERPRIORS, seed=2,
+                                **SMALL_FIT)
+    return root
+
+
+def test_refits_the_flagged_objects_and_keeps_the_others(fitted, tmp_path):
+    before = read_samples(str(fitted / "s.h5"))
+    result = refine(str(fitted / "s.h5"), str(fitted / "p.h5"), str(tmp_path / "r.h5"), seed=4, min_ess=10,
+                    rounds=1, progress=False)
+    after = read_samples(str(tmp_path / "r.h5"))
+    refitted = [after.ids.index(i) for i in result.refitted]
+    kept = [n for n in range(6) if n not in refitted]
+    assert refitted and kept  # the narrow-likelihood objects are fine, the broad ones are flagged
+    for n in kept:  # kept objects: their draws, interim densities and diagnostics as they were
+        np.testing.assert_array_equal(after.samples[n, :200], before.samples[n])
+        np.testing.assert_array_equal(after.log_interim_prior[n, :200], before.log_interim_prior[n])
+        assert not after.joint_interim[n].any()
+    for n in refitted:  # refitted: under the mixture prior (joint), never the old draws
+        assert after.joint_interim[n, 0]
+        assert not np.isin(after.samples[n, :after.object_draw_counts[n], 0], before.samples[n, :, 0]).any()
+    (record,) = after.settings["refinement"]
+    assert record["objects"] == result.refitted and record["interim_mixture"]["weight"] == 0.2
+    assert record["interim_mixture"]["source"]["path"] == str(fitted / "p.h5")
+    assert after.settings["data"] == before.settings["data"]  # provenance carried on
+    line = result.report()
+    assert line.startswith(f"Refitted {len(refitted)} object(s)") and "Var[ln L̂]" in line and "ESS" in line
+
+
+def test_nothing_flagged_keeps_every_draw(fitted, tmp_path):
+    result = refine(str(fitted / "s.h5"), str(fitted / "p.h5"), str(tmp_path / "r.h5"), seed=4, min_ess=1e-9,
+                    progress=False)
+    assert result.refitted == [] and result.report().startswith("Nothing to refit")
+    np.testing.assert_array_equal(read_samples(str(tmp_path / "r.h5")).samples,
+                                  read_samples(str(fitted / "s.h5")).samples)
+
+
+def test_moved_data_needs_data_and_changed_data_is_refused(fitted, tmp_path):
+    shutil.copy(fitted / "s.h5", tmp_path / "s.h5")
+    shutil.copy(fitted / "p.h5", tmp_path / "p.h5")
+    samples = str(tmp_path / "s.h5")
+    recorded = read_samples(samples).settings["data"]["source"]
+    moved = tmp_path / "elsewhere.csv"
+    shutil.copy(recorded, moved)
+    Path(recorded).rename(tmp_path / "gone.csv")
+    try:
+        with pytest.raises(InputDataError, match="--data"):
+            refine(samples, str(tmp_path / "p.h5"), seed=4, min_ess=10, rounds=1, progress=False)
+        result = refine(samples, str(tmp_path / "p.h5"), data=str(moved), seed=4, min_ess=10, rounds=1,
+                        progress=False)
+        assert result.refitted
+        changed = tmp_path / "changed.csv"
+        changed.write_text(moved.read_text() + "g,1.0,1.0\n")
+        with pytest.raises(InputDataError, match=f"{changed}.*SHA-256"):
+            refine(samples, str(tmp_path / "p.h5"), data=str(changed), seed=4, min_ess=10, rounds=1,
+                   progress=False)
+    finally:
+        (tmp_path / "gone.csv").rename(recorded)
+
+
+def test_a_population_fitted_to_other_samples_is_refused(fitted, tmp_path):
+    popinfer.fit_individuals(str(fitted / "data.csv"), "normal", str(tmp_path / "other.h5"), n_draws=200, seed=9,
+                             progress=False)
+    with pytest.raises(InputDataError, match="was fitted to"):
+        refine(str(tmp_path / "other.h5"), str(fitted / "p.h5"), seed=4, progress=False)
+    with pytest.raises(UsageError, match="--rounds"):
+        refine(str(fitted / "s.h5"), str(fitted / "p.h5"), rounds=0, progress=False)
+
+
+def test_cli_refine(fitted, tmp_path):
+    runner = CliRunner()
+    out = str(tmp_path / "r.h5")
+    result = runner.invoke(main, ["refine", str(fitted / "s.h5"), str(fitted / "p.h5"), "-o", out, "--seed", "4",
+                                  "--min-ess", "10", "--rounds", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Refitted" in result.stderr and result.stdout == "" and Path(out).exists()
+    again = runner.invoke(main, ["refine", str(fitted / "s.h5"), str(fitted / "p.h5"), "-o", out, "--quiet"])
+    assert again.exit_code == 1 and "--overwrite" in again.stderr
+    bad = runner.invoke(main, ["refine", str(fitted / "s.h5"), str(fitted / "p.h5"), "-o", str(tmp_path / "x.h5"),
+                               "--data", str(tmp_path / "missing.csv"), "--quiet"])
+    assert bad.exit_code == 1 and "missing.csv" in bad.stderr and "Traceback" not in bad.output
+    assert not (tmp_path / "x.h5").exists()
