@@ -314,18 +314,19 @@ class GammaPopulation(Population):
         return stats.gamma(hyper["shape"], scale=1.0 / hyper["rate"])
 
 
-def _log_powerlaw_norm(alpha, low, high):
-    """ln ∫_low^high θ^α dθ, stable for every α (including α = -1)."""
+def _log_powerlaw_norm(alpha, low, high, xp=np):
+    """ln ∫_low^high θ^α dθ, stable for every α (including α = -1); ``xp`` the array
+    namespace (numpy, or jax.numpy for the JAX backend)."""
     beta = alpha + 1.0
-    log_low, log_high = np.log(low), np.log(high)
+    log_low, log_high = xp.log(low), xp.log(high)
     span = log_high - log_low
-    small = np.abs(beta * span) < 1e-8
-    b = np.where(small, 1.0, beta)
+    small = xp.abs(beta * span) < 1e-8
+    b = xp.where(small, 1.0, beta)
     positive = b > 0
-    top = np.where(positive, log_high, log_low)
-    other = np.where(positive, log_low, log_high)
-    general = b * top + np.log(-np.expm1(b * (other - top))) - np.log(np.abs(b))
-    return np.where(small, np.log(span) + beta * log_low + 0.5 * beta * span, general)
+    top = xp.where(positive, log_high, log_low)
+    other = xp.where(positive, log_low, log_high)
+    general = b * top + xp.log(-xp.expm1(b * (other - top))) - xp.log(xp.abs(b))
+    return xp.where(small, xp.log(span) + beta * log_low + 0.5 * beta * span, general)
 
 
 def _log_powerlaw_norm_gradient(alpha, low, high):

@@ -16,12 +16,21 @@ The function returns ln f(θ; α), normalised over θ, broadcast to (n, K, W), w
 -inf (never NaN) outside the support.
 """
 
+import sys
+from contextlib import nullcontext
+
 import numpy as np
 
 from ..errors import ModelError
 from ..guard import no_exit
 from ..user_functions import ReloadedFunction, declared_priors, load_callable
 from .base import Population
+
+
+def _float64():
+    """A function written with jax.numpy computes in float64 too (JAX's default is float32)."""
+    jax = sys.modules.get("jax")
+    return jax.enable_x64(True) if jax is not None and hasattr(jax, "enable_x64") else nullcontext()
 
 
 class UserPopulation(ReloadedFunction, Population):
@@ -39,6 +48,11 @@ class UserPopulation(ReloadedFunction, Population):
         self._defaults = dict(declared)
         self.n_parameters = len(self.parameters)
 
+    @property
+    def function(self):
+        """The user's function itself (the JAX backend traces it)."""
+        return self._function
+
     def default_hyperpriors(self, scale):
         return dict(self._defaults)
 
@@ -48,7 +62,7 @@ class UserPopulation(ReloadedFunction, Population):
         expected = theta.shape[:2] + (n_walkers,)
         with no_exit(f"Population {self.spec!r}"):
             try:
-                with np.errstate(all="ignore"):
+                with np.errstate(all="ignore"), _float64():
                     result = np.asarray(self._function(named, hyper), dtype=float)
             except Exception as exc:
                 raise ModelError(f"Population {self.spec!r} raised {type(exc).__name__}: {exc}") from exc

@@ -23,7 +23,7 @@ from ..threads import single_threaded_blas
 from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticWarning, check_interim_support,
                           column_medians, diagnose, diagnose_selection, likelihood_at_draws, selection_at_draws)
 from .inputs import check_draws_inside_interim, independent_summary, read_draws, read_selection
-from .likelihood import HyperLikelihood
+from .backends import DEFAULT_BACKEND, likelihood_class
 from .pooling import partial_pooling
 from .posterior import HyperPosterior, data_scale, resolve_hyperpriors
 from .samplers import DEFAULT_SAMPLER, get_sampler
@@ -40,7 +40,8 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                    min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
                    injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
-                   sampler=DEFAULT_SAMPLER, live_points=None, chains=None, tune=None):
+                   sampler=DEFAULT_SAMPLER, live_points=None, chains=None, tune=None,
+                   backend=DEFAULT_BACKEND):
     """Infer the population from stage-one draws (stage two).
 
     Parameters
@@ -90,6 +91,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         ``sampler="nested"``: minimum number of live points.
     chains, tune : int, optional
         ``sampler="nuts"``: independent chains (default 4) and adaptation steps per chain (default 400).
+    backend : str
+        The kernel's implementation (``reweighting.backends``): ``numpy`` (default) or
+        ``jax`` (the ``jax`` extra; a GPU when jax has one, gradients by autodiff).
 
     Returns
     -------
@@ -105,6 +109,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
             raise UsageError(f"{option} is an option of --sampler {owner}, not of {sampler}.", option)
     sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "live_points": live_points,
                                     "chains": chains, "tune": tune})
+    kernel = likelihood_class(backend)
     if output is not None:
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = read_draws(samples, parameters)
@@ -124,9 +129,10 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     independent = independent_summary(theta)
     n_draws = log_interim.shape[1]
     # The likelihood takes ln p0 over (reused in place): the draws are held once.
-    selection_term = SelectionTerm(population, injections, len(header.ids), fixed) if injections is not None else None
-    likelihood = HyperLikelihood(population, theta, log_interim, fixed, copy=False, max_variance=max_variance,
-                                 terms=[selection_term] if selection_term else (), draw_counts=header.draw_counts)
+    selection_term = (SelectionTerm(population, injections, len(header.ids), fixed, kernel=kernel)
+                      if injections is not None else None)
+    likelihood = kernel(population, theta, log_interim, fixed, copy=False, max_variance=max_variance,
+                        terms=[selection_term] if selection_term else (), draw_counts=header.draw_counts)
     del log_interim
     posterior = HyperPosterior(likelihood, names, priors)
     try:
@@ -137,8 +143,8 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         if selection_term:
             selection_term.close()
         raise
-    settings = {"sampler": sampler.name, **sampler.settings, "samples": n_samples, "reweighted": n_reweighted,
-                "min_ess": min_ess, "max_variance": max_variance, **sampled.diagnostics,
+    settings = {"sampler": sampler.name, **sampler.settings, "backend": backend, "samples": n_samples,
+                "reweighted": n_reweighted, "min_ess": min_ess, "max_variance": max_variance, **sampled.diagnostics,
                 "stage_one_draws": int(n_draws)}
     if injections is not None:
         settings["selection"] = {"injections_total": injections.n_total, "detected_injections": injections.n_detected,

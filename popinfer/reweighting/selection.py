@@ -81,11 +81,13 @@ class SelectionTerm:
         Held hyperparameters.
     threads : int, optional
         Threads of the kernel.
+    kernel : type
+        The kernel's class: :class:`HyperLikelihood`, or a backend's subclass of it.
     """
 
-    def __init__(self, population, injections, n_objects, fixed=None, threads=None):
+    def __init__(self, population, injections, n_objects, fixed=None, threads=None, kernel=HyperLikelihood):
         theta, log_draw_prior = _blocked(injections)
-        self.kernel = HyperLikelihood(population, theta, log_draw_prior, fixed, threads, copy=False)
+        self.kernel = kernel(population, theta, log_draw_prior, fixed, threads, copy=False)
         self.n_objects = int(n_objects)
         self.n_total = int(injections.n_total)
         self.n_detected = injections.n_detected

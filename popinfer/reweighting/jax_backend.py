@@ -1,0 +1,194 @@
+"""The JAX backend of stage two's kernel (``fit-population --backend jax``, the ``jax`` extra).
+
+:class:`JaxHyperLikelihood` is a :class:`HyperLikelihood` whose per-object terms
+
+    ln Σ_k w_nk  and  ln Σ_k w_nk²,   ln w_nk = ln f(θ_nk; α) − ln p0(θ_nk)      (HMB 2010, eq. 9)
+
+come from one jitted JAX function (a log-sum-exp over the draws, shifted by their
+maximum, all walkers at once, objects by chunks through ``lax.map`` so that memory
+stays at the draws), with the population's density from ``populations.jax_densities``.
+The same pass gives d ln Σ_k w_nk/dα by reverse-mode automatic differentiation
+(``jax.grad``, with each object's own copy of α), for every population with a JAX
+density: the built-ins, and user populations written in ``jax.numpy``. The class
+overrides only that per-object step (``_per_object``): everything built from it —
+ln L̂ with each object's own K_n, ESS, Var[ln L̂], further terms such as the
+selection term (whose own kernel is a JaxHyperLikelihood too), the
+``--max-variance`` cut, :meth:`HyperLikelihood.ln_likelihood_and_gradient` — is
+the numpy class's own code, so the two backends can only differ in the kernel.
+
+Precision: every call runs under ``jax.enable_x64(True)`` (float64, as numpy),
+scoped to the backend: the process-wide JAX default is left alone. Device: JAX's
+default, i.e. a GPU when the installed jax has one (``pip install "jax[cuda12]"``),
+else the CPU. The draws are copied to the device once; pooling (resampling each
+object's draws) stays on the numpy kernel.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import ModelError, UsageError
+from ..guard import no_exit
+from ..populations import BUILTIN_POPULATIONS
+from ..populations.jax_densities import SUPPORT_BOUNDS, jax_log_density
+from .likelihood import OUTSIDE, HyperLikelihood
+
+# Object·draw pairs per chunk of lax.map (times the walkers: the kernel's working set).
+CHUNK_DRAWS = 2**16
+
+_TRACING_ERRORS = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+                   jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+
+
+def float64():
+    """The context every JAX computation of this backend runs in: float64, as numpy."""
+    return jax.enable_x64(True)
+
+
+class JaxHyperLikelihood(HyperLikelihood):
+    """:class:`HyperLikelihood` with the per-object sums and their gradients computed by JAX.
+
+    Parameters are those of :class:`HyperLikelihood`. The population needs a JAX
+    density (``populations.jax_densities.jax_log_density``); a user population must
+    be written with ``jax.numpy``.
+
+    Raises
+    ------
+    UsageError
+        The population has no JAX density, or a user population cannot be traced by
+        JAX (it uses numpy, or Python control flow on array values).
+    """
+
+    def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None, copy=True,
+                 max_variance=None, terms=(), draw_counts=None):
+        self._log_density = jax_log_density(population)
+        super().__init__(population, theta, log_interim_prior, fixed, threads, copy, max_variance, terms, draw_counts)
+        per_chunk = max(1, min(self.n_objects, CHUNK_DRAWS // max(self.n_draws, 1)))
+        n_chunks = -(-self.n_objects // per_chunk)
+        pad = n_chunks * per_chunk - self.n_objects
+        # −ln p0 from the numpy kernel's own rows (its padding of ragged draw counts included).
+        neg_log_interim = np.concatenate([self._neg_log_interim(lo, hi) for lo, hi in self._blocks()])
+        neg_log_interim[neg_log_interim <= 0.5 * OUTSIDE] = -np.inf
+        with float64():
+            # Padding objects repeat object 0 (finite, so derivatives stay finite) and are dropped.
+            theta_chunks = jnp.concatenate([jnp.asarray(self.theta), jnp.repeat(jnp.asarray(self.theta[:1]), pad, 0)])
+            base_chunks = jnp.concatenate([jnp.asarray(neg_log_interim),
+                                           jnp.repeat(jnp.asarray(neg_log_interim[:1]), pad, 0)])
+            self._data = (theta_chunks.reshape((n_chunks, per_chunk) + self.theta.shape[1:]),
+                          base_chunks.reshape(n_chunks, per_chunk, self.n_draws))
+        del neg_log_interim
+        self._check_traceable()
+        self._sums = jax.jit(self._traced_sums, static_argnames=("second", "names"))
+
+    def gradient_unavailable(self):
+        """None when d ln L̂/dα is available: from automatic differentiation, except over a
+        built-in's support bounds (ln L̂ jumps where a draw crosses one) or with a further
+        term that has no gradient; else a sentence saying why not."""
+        bounds = [name for name in SUPPORT_BOUNDS.get(self.population.name, ()) if name in self.sampled_names]
+        if bounds and self.population.name in BUILTIN_POPULATIONS:
+            return (f"the population {self.population.name!r} has sampled support bounds ({', '.join(bounds)}): ln L̂ "
+                    f"jumps where a draw crosses one, so it has no useful gradient there (hold them with --fix)")
+        for term in self.terms:
+            if not hasattr(term, "gradient"):
+                return f"the likelihood term {type(term).__name__} has no gradient"
+        return None
+
+    # -- kernel ---------------------------------------------------------------
+    def _per_object(self, hyper, second=False, gradient=None):
+        """ln Σ_k w_nk, ln Σ_k w_nk² (if ``second``) and d ln Σ_k w_nk/dα over the names ``gradient``
+        (if given), (W, N), (W, N), (W, N, H); -inf (derivative 0) for invalid α."""
+        n_walkers = len(next(iter(hyper.values())))
+        names = None if gradient is None else tuple(gradient)
+        first = np.full((n_walkers, self.n_objects), -np.inf)
+        squares = np.full((n_walkers, self.n_objects), -np.inf) if second else None
+        derivative = np.zeros((n_walkers, self.n_objects, len(names))) if names is not None else None
+        # Validity is the population's numpy ``valid`` (both backends agree on it); invalid walkers
+        # are evaluated at a valid walker's α (keeping NaN out of the traced density and its
+        # derivative) and their results discarded.
+        valid = np.asarray(self.population.valid(hyper), dtype=bool)
+        if not valid.any():
+            return first, squares, derivative
+        stand_in = int(np.argmax(valid))
+        evaluated = {name: np.where(valid, value, value[stand_in])
+                     for name, value in ((name, np.asarray(value, dtype=float)) for name, value in hyper.items())}
+        with float64(), no_exit(f"Population {self.population.name!r}"):
+            sums = self._sums(self._data, evaluated, second=second, names=names)
+        first[valid] = np.asarray(sums[0])[valid]
+        if np.isnan(first).any() or (first == np.inf).any():
+            raise ModelError(f"Population {self.population.name!r} returned NaN or +inf; a log-density must be "
+                             f"finite or -inf.")
+        if second:
+            squares[valid] = np.asarray(sums[1])[valid]
+        if names is not None:
+            derivative[valid] = np.moveaxis(np.asarray(sums[2]), 1, -1)[valid]
+        return first, squares, derivative
+
+    def _traced_sums(self, data, hyper, second=False, names=None):
+        """The traced kernel: (ln Σ_k w_nk (W, N), ln Σ_k w_nk² (W, N) or None, d ln Σ_k w_nk/dα
+        (W, H, N) or None) from the chunked draws ``data``.
+
+        The log weights (c, K, W) of a chunk are reduced with the walkers moved first (the
+        draws the last axis). For the derivatives every object of the chunk gets its own copy
+        of α (arrays (c, 1, W), broadcasting against θ (c, K, 1)), so that one reverse-mode
+        pass (``jax.grad`` of the chunk's sum) yields each object's own derivative.
+        """
+        log_density = self._log_density
+
+        def chunk(arrays):
+            theta, base = arrays
+
+            def sums(alpha):
+                return _log_sums(jnp.moveaxis(log_density(theta, alpha) + base[..., None], -1, 0), second)  # (W, c, K)
+
+            if names is None:
+                return sums(hyper) + (None,)
+            per_object = {k: jnp.broadcast_to(v, (theta.shape[0], 1, v.shape[0])) for k, v in hyper.items()}
+            sampled = {k: per_object[k] for k in names}
+
+            def total(sampled):
+                first, squares = sums({**per_object, **sampled})
+                return first.sum(), (first, squares)
+
+            derivative, (first, squares) = jax.grad(total, has_aux=True)(sampled)
+            return first, squares, jnp.stack([derivative[k][:, 0, :].T for k in names], axis=1)  # (W, H, c)
+
+        first, squares, derivative = jax.lax.map(chunk, data)  # (chunks, W, c), derivative (chunks, W, H, c)
+
+        def objects(sums):
+            sums = jnp.moveaxis(sums, 0, -2)  # (W, [H,] chunks, c)
+            return sums.reshape(sums.shape[:-2] + (-1,))[..., :self.n_objects]
+
+        return tuple(None if sums is None else objects(sums) for sums in (first, squares, derivative))
+
+    def _check_traceable(self):
+        """A user population must trace with JAX arrays: checked once, on one chunk's shapes, with
+        α as arrays (W,) and as the gradient's per-object copies (c, 1, W)."""
+        theta = jax.ShapeDtypeStruct(self._data[0].shape[1:], jnp.float64)
+        label = f"Population {self.population.name!r}"
+        try:
+            with float64(), no_exit(label):
+                for shape in ((2,), (theta.shape[0], 1, 2)):
+                    hyper = {name: jax.ShapeDtypeStruct(shape, jnp.float64) for name in self.population.hyperparameters}
+                    jax.eval_shape(self._log_density, theta, hyper)
+        except _TRACING_ERRORS as exc:
+            raise UsageError(
+                f"{label} cannot run on the JAX backend: it must be written with jax.numpy (jnp.where, jnp.log, ...) "
+                f"instead of numpy, elementwise (hyperparameters may arrive with leading axes that broadcast against "
+                f"θ), without Python if/for on array values ({type(exc).__name__}). "
+                f"Use --backend numpy for a numpy population.", "--backend") from None
+        except (ModelError, UsageError):
+            raise
+        except Exception as exc:
+            raise ModelError(f"{label} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _log_sums(log_weight, second):
+    """(ln Σ exp, ln Σ exp(2·) or None) over the last axis, from one exponential of the log weights
+    shifted by their maximum (−inf for all −inf; the shift is held out of the derivative)."""
+    peak = jax.lax.stop_gradient(jnp.max(log_weight, axis=-1, keepdims=True))
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+    weight = jnp.exp(log_weight - peak)
+    first = jnp.log(jnp.sum(weight, axis=-1)) + peak[..., 0]
+    return first, (jnp.log(jnp.sum(weight * weight, axis=-1)) + 2.0 * peak[..., 0] if second else None)
