@@ -20,7 +20,7 @@ from test_gradients import CASES as GRADIENT_CASES  # noqa: E402
 from test_gradients import check_gradient, draws  # noqa: E402
 
 from popinfer.cli import main  # noqa: E402
-from popinfer.errors import GradientUnavailableError, UsageError  # noqa: E402
+from popinfer.errors import GradientUnavailableError, ModelError, UsageError  # noqa: E402
 from popinfer.injections import Injections  # noqa: E402
 from popinfer.populations import BUILTIN_POPULATIONS, get_population  # noqa: E402
 from popinfer.reweighting.jax_backend import JaxHyperLikelihood  # noqa: E402
@@ -299,3 +299,61 @@ def test_the_sample_jax_population_equals_the_numpy_one_on_both_backends():
     for got in (HyperLikelihood(jax_population, theta, log_interim).ln_likelihood_and_variance(hyper),
                 JaxHyperLikelihood(jax_population, theta, log_interim).ln_likelihood_and_variance(hyper)):
         assert_estimates_equal(expected, got)
+
+
+def test_hyperparameters_at_infinity_give_minus_infinity_as_on_numpy():
+    """α at ±∞ (a gradient sampler's unconstrained coordinates can overflow) makes the normal
+    density NaN; both kernels then give −inf, and the JAX gradient stays finite."""
+    population, theta, log_interim, fixed, _ = _kernel_inputs("normal", np.random.default_rng(SEED))
+    hyper = {"mu": np.array([np.inf, 0.5, -np.inf]), "sigma": np.array([np.inf, np.inf, 1.0])}
+    with np.errstate(invalid="ignore"):  # numpy's own NaN there, turned into −inf
+        expected = HyperLikelihood(population, theta, log_interim).ln_likelihood_and_variance(hyper)
+    likelihood = JaxHyperLikelihood(population, theta, log_interim)
+    assert_estimates_equal(expected, likelihood.ln_likelihood_and_variance(hyper))
+    assert np.all(expected.ln_likelihood == -np.inf)
+    gradient = likelihood.ln_likelihood_and_variance(hyper, variance=False, gradient=["mu", "sigma"]).gradient
+    assert np.all(gradient == 0.0)
+
+
+def test_a_user_populations_nan_is_an_error_naming_it(tmp_path):
+    (tmp_path / "pop.py").write_text(USER_JAX.replace("-jnp.inf)", "jnp.nan)"))
+    population = get_population(f"{tmp_path / 'pop.py'}:exponential", ["x"])
+    theta, log_interim = draws("real", np.random.default_rng(SEED))  # some θ < 0: the NaN branch
+    likelihood = JaxHyperLikelihood(population, theta, log_interim)
+    with pytest.raises(ModelError, match="exponential.*NaN"):
+        likelihood.ln_likelihood_and_variance({"scale": np.array([1.0])})
+
+
+def test_nuts_runs_on_a_jax_user_population_which_numpy_cannot_differentiate(eight_schools, tmp_path):
+    """The point of autodiff: --sampler nuts with a user population. Numpy refuses it (no
+    gradient); on JAX the draws agree with the built-in normal's (same density) within their
+    Monte Carlo error."""
+    (tmp_path / "pop.py").write_text(USER_NORMAL)
+    common = ["--hyperprior", "mu=normal(0, 5)", "--hyperprior", "sigma=halfcauchy(5)", "--sampler", "nuts",
+              "--chains", "2", "--tune", "200", "--samples", "1000", "--reweighted", "20", "--seed", "3", "--quiet"]
+    user = f"{tmp_path / 'pop.py'}:normal"
+    refused = CliRunner().invoke(main, ["fit-population", str(eight_schools), "-o", str(tmp_path / "no.h5"),
+                                        "--population", user, *common])
+    assert refused.exit_code == 2 and "--sampler emcee" in refused.output
+    means, errors = [], []
+    for population, backend, name in ((user, "jax", "user.h5"), ("normal", "numpy", "builtin.h5")):
+        result = CliRunner().invoke(main, ["fit-population", str(eight_schools), "-o", str(tmp_path / name),
+                                           "--population", population, "--backend", backend, *common])
+        assert result.exit_code in (0, 3), result.output
+        with h5py.File(tmp_path / name) as f:
+            mu = f["/hyper/samples"][:, 0]
+            ess = json.loads(f.attrs["settings"])["ess_bulk"]["mu"]
+        means.append(mu.mean())
+        errors.append(mu.std() / np.sqrt(ess))
+    assert abs(means[0] - means[1]) < 4.0 * np.hypot(*errors)
+
+
+USER_NORMAL = '''
+import jax.numpy as jnp
+
+def normal(theta, hyper):
+    z = (theta["theta"] - hyper["mu"]) / hyper["sigma"]
+    return -0.5 * z * z - jnp.log(hyper["sigma"]) - 0.5 * jnp.log(2 * jnp.pi)
+
+normal.hyperparameters = {"mu": "normal(0, 5)", "sigma": "halfcauchy(5)"}
+'''

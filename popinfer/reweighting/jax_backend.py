@@ -33,6 +33,7 @@ from ..errors import ModelError, UsageError
 from ..guard import no_exit
 from ..populations import BUILTIN_POPULATIONS
 from ..populations.jax_densities import SUPPORT_BOUNDS, jax_log_density
+from ..populations.user import UserPopulation
 from .likelihood import OUTSIDE, HyperLikelihood
 
 # Object·draw pairs per chunk of lax.map (times the walkers: the kernel's working set).
@@ -96,6 +97,10 @@ class JaxHyperLikelihood(HyperLikelihood):
         return None
 
     # -- kernel ---------------------------------------------------------------
+    def _keep_features(self):
+        """Nothing to keep: the JAX kernel's draws are on the device already (the numpy kernel's
+        feature cache for single-point evaluations would only cost memory)."""
+
     def _per_object(self, hyper, second=False, gradient=None):
         """ln Σ_k w_nk, ln Σ_k w_nk² (if ``second``) and d ln Σ_k w_nk/dα over the names ``gradient``
         (if given), (W, N), (W, N), (W, N, H); -inf (derivative 0) for invalid α."""
@@ -115,19 +120,22 @@ class JaxHyperLikelihood(HyperLikelihood):
                      for name, value in ((name, np.asarray(value, dtype=float)) for name, value in hyper.items())}
         with float64(), no_exit(f"Population {self.population.name!r}"):
             sums = self._sums(self._data, evaluated, second=second, names=names)
-        first[valid] = np.asarray(sums[0])[valid]
-        if np.isnan(first).any() or (first == np.inf).any():
+        if sums[3] is not None and np.asarray(sums[3])[valid].any():
             raise ModelError(f"Population {self.population.name!r} returned NaN or +inf; a log-density must be "
                              f"finite or -inf.")
+        first[valid] = np.asarray(sums[0])[valid]
         if second:
             squares[valid] = np.asarray(sums[1])[valid]
         if names is not None:
-            derivative[valid] = np.moveaxis(np.asarray(sums[2]), 1, -1)[valid]
+            # (0 where ln Σ_k w_nk is −inf: no NaN reaches a weighted sum of derivatives)
+            derivative[valid] = np.where(np.isfinite(first[valid])[..., None],
+                                         np.moveaxis(np.asarray(sums[2]), 1, -1)[valid], 0.0)
         return first, squares, derivative
 
     def _traced_sums(self, data, hyper, second=False, names=None):
         """The traced kernel: (ln Σ_k w_nk (W, N), ln Σ_k w_nk² (W, N) or None, d ln Σ_k w_nk/dα
-        (W, H, N) or None) from the chunked draws ``data``.
+        (W, H, N) or None, for a user population whether its density was NaN or +inf anywhere
+        (W, N) or None) from the chunked draws ``data``.
 
         The log weights (c, K, W) of a chunk are reduced with the walkers moved first (the
         draws the last axis). For the derivatives every object of the chunk gets its own copy
@@ -140,27 +148,34 @@ class JaxHyperLikelihood(HyperLikelihood):
             theta, base = arrays
 
             def sums(alpha):
-                return _log_sums(jnp.moveaxis(log_density(theta, alpha) + base[..., None], -1, 0), second)  # (W, c, K)
+                log_f = log_density(theta, alpha)  # (c, K, W)
+                first, squares = _log_sums(jnp.moveaxis(log_f + base[..., None], -1, 0), second)  # over (W, c, K)
+                # A user's NaN or +inf is an error (as on numpy); the built-ins give −inf there.
+                broken = jnp.any(jnp.isnan(log_f) | (log_f == jnp.inf), axis=1).T if check else None  # (W, c)
+                return first, (squares, broken)
 
             if names is None:
-                return sums(hyper) + (None,)
+                first, (squares, broken) = sums(hyper)
+                return first, squares, None, broken
             per_object = {k: jnp.broadcast_to(v, (theta.shape[0], 1, v.shape[0])) for k, v in hyper.items()}
             sampled = {k: per_object[k] for k in names}
 
             def total(sampled):
-                first, squares = sums({**per_object, **sampled})
-                return first.sum(), (first, squares)
+                first, rest = sums({**per_object, **sampled})
+                return first.sum(), (first, rest)
 
-            derivative, (first, squares) = jax.grad(total, has_aux=True)(sampled)
-            return first, squares, jnp.stack([derivative[k][:, 0, :].T for k in names], axis=1)  # (W, H, c)
+            derivative, (first, (squares, broken)) = jax.grad(total, has_aux=True)(sampled)
+            return first, squares, jnp.stack([derivative[k][:, 0, :].T for k in names], axis=1), broken  # (W, H, c)
 
-        first, squares, derivative = jax.lax.map(chunk, data)  # (chunks, W, c), derivative (chunks, W, H, c)
+        check = isinstance(self.population, UserPopulation)
+        # (chunks, W, c) each; the derivative (chunks, W, H, c)
+        first, squares, derivative, broken = jax.lax.map(chunk, data)
 
         def objects(sums):
             sums = jnp.moveaxis(sums, 0, -2)  # (W, [H,] chunks, c)
             return sums.reshape(sums.shape[:-2] + (-1,))[..., :self.n_objects]
 
-        return tuple(None if sums is None else objects(sums) for sums in (first, squares, derivative))
+        return tuple(None if sums is None else objects(sums) for sums in (first, squares, derivative, broken))
 
     def _check_traceable(self):
         """A user population must trace with JAX arrays: checked once, on one chunk's shapes, with
@@ -186,9 +201,13 @@ class JaxHyperLikelihood(HyperLikelihood):
 
 def _log_sums(log_weight, second):
     """(ln Σ exp, ln Σ exp(2·) or None) over the last axis, from one exponential of the log weights
-    shifted by their maximum (−inf for all −inf; the shift is held out of the derivative)."""
+    shifted by their maximum (the shift held out of the derivative). As in the numpy kernel, a
+    maximum that is not finite (all −inf, or NaN/+inf from α at infinity) gives −inf."""
     peak = jax.lax.stop_gradient(jnp.max(log_weight, axis=-1, keepdims=True))
+    finite = jnp.isfinite(peak[..., 0])
     peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
     weight = jnp.exp(log_weight - peak)
-    first = jnp.log(jnp.sum(weight, axis=-1)) + peak[..., 0]
-    return first, (jnp.log(jnp.sum(weight * weight, axis=-1)) + 2.0 * peak[..., 0] if second else None)
+    first = jnp.where(finite, jnp.log(jnp.sum(weight, axis=-1)) + peak[..., 0], -jnp.inf)
+    if not second:
+        return first, None
+    return first, jnp.where(finite, jnp.log(jnp.sum(weight * weight, axis=-1)) + 2.0 * peak[..., 0], -jnp.inf)
