@@ -357,3 +357,11 @@ def normal(theta, hyper):
 
 normal.hyperparameters = {"mu": "normal(0, 5)", "sigma": "halfcauchy(5)"}
 '''
+
+
+def test_backend_jax_with_a_jax_too_old_is_a_usage_error_naming_the_version(monkeypatch):
+    from popinfer.reweighting.backends import likelihood_class
+
+    monkeypatch.delattr(jax, "enable_x64")
+    with pytest.raises(UsageError, match="jax 0.8 or later"):
+        likelihood_class("jax")

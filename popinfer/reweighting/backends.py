@@ -23,7 +23,7 @@ def likelihood_class(name):
     Raises
     ------
     UsageError
-        An unknown name, or ``jax`` without jax installed.
+        An unknown name, or ``jax`` without jax (0.8 or later) installed.
     """
     if name == "numpy":
         return HyperLikelihood
@@ -31,6 +31,11 @@ def likelihood_class(name):
         if importlib.util.find_spec("jax") is None:
             raise UsageError('--backend jax needs jax, which is not installed: pip install "popinfer[jax]" (or '
                              '"jax[cuda12]" for a GPU), or use --backend numpy.', "--backend")
+        import jax
+
+        if not hasattr(jax, "enable_x64"):  # the scoped float64 context arrived in jax 0.8
+            raise UsageError(f'--backend jax needs jax 0.8 or later (found {jax.__version__}): '
+                             f'pip install "popinfer[jax]" upgrades it.', "--backend")
         from .jax_backend import JaxHyperLikelihood
 
         return JaxHyperLikelihood
