@@ -17,7 +17,7 @@ def _plain_pytest(args, cwd):
 
 
 def test_plain_pytest_collects_every_test_module(tmp_path):
-    result = _plain_pytest(["--collect-only", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+    result = _plain_pytest(["--collect-only", "-q", "-m", "slow or not slow", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
                             "-c", str(ROOT / "pyproject.toml"), str(ROOT / "tests")], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "error" not in result.stdout.lower().split("collected")[-1]
