@@ -333,12 +333,15 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
               help="ESS below which an object is flagged [default: the population fit's --min-ess].")
 @click.option("--rounds", type=int, default=3, show_default=True,
               help="Rounds of flag, refit, fit the population again (in memory); stops once nothing is flagged.")
+@click.option("--target-variance", type=float, default=0.5, show_default=True,
+              help="Also refit the largest contributors while the median Var[ln L-hat] exceeds this; smaller values "
+                   "buy posterior moments closer to exact with more draws.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local processes (results do not depend on it).")
 @click.option("--trust-code", is_flag=True, help="Allow re-running a user model or population the files name.")
 @run_options
 @handle_errors
-def refine_command(samples, population, output, data, min_ess, rounds, workers, trust_code, seed, quiet, overwrite,
-                   strict, debug):
+def refine_command(samples, population, output, data, min_ess, rounds, target_variance, workers, trust_code, seed,
+                   quiet, overwrite, strict, debug):
     """Refit the objects a population fit flagged (low ESS, or a large share of
     Var[ln L̂]) under a population-informed interim prior, and keep the others.
 
@@ -357,7 +360,7 @@ def refine_command(samples, population, output, data, min_ess, rounds, workers, 
     from .reweighting import PopulationDiagnosticWarning
 
     result = refine(samples, population, output, data=data, seed=seed, min_ess=min_ess, rounds=rounds,
-                    workers=workers, progress=not quiet, overwrite=overwrite, trust_code=trust_code,
+                    target_variance=target_variance, workers=workers, progress=not quiet, overwrite=overwrite, trust_code=trust_code,
                     command=_recorded_command(click.get_current_context()))
     label = "-" if output == "-" else output
     if result.flagged_after:

@@ -102,8 +102,8 @@ class RefineResult:
 
 
 def refine(samples, population, output=None, *, data=None, seed=None, min_ess=None, rounds=DEFAULT_ROUNDS,
-           workers=1, progress=True, overwrite=False, command="", trust_code=False, weight=DEFENSIVE_WEIGHT,
-           components=COMPONENTS, max_growth=MAX_GROWTH):
+           target_variance=VARIANCE_TARGET, workers=1, progress=True, overwrite=False, command="", trust_code=False,
+           weight=DEFENSIVE_WEIGHT, components=COMPONENTS, max_growth=MAX_GROWTH):
     """Refit the objects a population fit flagged; keep the others (see the module docstring).
 
     Parameters
@@ -123,6 +123,10 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     rounds : int
         Rounds of (flag, refit, fit the population again in memory, with the population
         file's settings); stops early once no object is flagged.
+    target_variance : float
+        While Σ_n median(1/ESS_n − 1/K_n) exceeds it, the largest contributors are
+        refitted too (until the rest is at most half of it). Smaller values buy a
+        less noisy ln L̂ (posterior moments closer to exact) with more draws.
     workers : int
         Local processes for the refits.
     trust_code : bool
@@ -140,6 +144,8 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     """
     if not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise UsageError(f"--rounds must be a positive whole number, got {rounds!r}.", "--rounds")
+    if not (isinstance(target_variance, (int, float)) and target_variance > 0):
+        raise UsageError(f"--target-variance must be a positive number, got {target_variance!r}.", "--target-variance")
     if output is not None:
         check_output(output, overwrite, inputs=[samples, population])
     label, pop_label = str(samples), str(population)
@@ -157,13 +163,13 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     refitted = np.zeros(stage_one.n_objects, dtype=bool)
     for round_index in range(rounds):
         counts = current.object_draw_counts
-        chosen = _flagged(np.asarray(current_fit.ess, dtype=float), counts, min_ess)
+        chosen = _flagged(np.asarray(current_fit.ess, dtype=float), counts, min_ess, target_variance)
         if not chosen.size:
             break
         on_mixture = (current.joint_interim[chosen].any(axis=1) if current.joint_interim is not None
                       else np.zeros(chosen.size, dtype=bool)) & refitted[chosen]
-        growth = np.where(on_mixture, _growth(np.asarray(current_fit.ess, dtype=float)[:, chosen], min_ess,
-                                              max_growth), 1)
+        growth = np.where(on_mixture, _growth(np.asarray(current_fit.ess, dtype=float)[:, chosen], counts[chosen],
+                                              min_ess, target_variance, max_growth), 1)
         new_counts = counts.copy()
         new_counts[chosen] = counts[chosen] * growth
         table = table if table is not None else _data_table(stage_one, data, label)
@@ -244,7 +250,7 @@ def _check_pair(samples, fitted, label, pop_label, digest):
                              f"refine the samples file the population was fitted to.")
 
 
-def _flagged(ess, counts, min_ess):
+def _flagged(ess, counts, min_ess, target_variance=VARIANCE_TARGET):
     """Indices of the objects to refit: those with ESS < REFIT_MARGIN·min_ess at ≥ 1 % of the draws (the
     low-ESS warning's test, with a margin: the next fit's posterior reaches a little further), then the
     largest Var[ln L̂] contributors."""
@@ -253,9 +259,9 @@ def _flagged(ess, counts, min_ess):
         contribution = np.median(1.0 / ess - 1.0 / counts[None, :], axis=0)
     chosen = set(np.flatnonzero(low).tolist())
     rest = float(np.sum(np.where(low, 0.0, contribution)))
-    if np.sum(contribution) > VARIANCE_TARGET:
+    if np.sum(contribution) > target_variance:
         for n in np.argsort(-contribution):
-            if rest <= 0.5 * VARIANCE_TARGET:
+            if rest <= 0.5 * target_variance:
                 break
             if n not in chosen:
                 chosen.add(int(n))
@@ -263,11 +269,15 @@ def _flagged(ess, counts, min_ess):
     return np.array(sorted(chosen), dtype=np.int64)
 
 
-def _growth(ess, min_ess, max_growth):
-    """Draw multipliers K_n'/K_n: REFIT_MARGIN·min_ess over the 1 %-quantile ESS, a power of two in
-    [2, max_growth] (ESS grows in proportion to K)."""
+def _growth(ess, counts, min_ess, target_variance, max_growth):
+    """Draw multipliers K_n'/K_n (ESS grows in proportion to K), a power of two in [2, max_growth]: the
+    larger of REFIT_MARGIN·min_ess over the 1 %-quantile ESS, and the object's median share of Var[ln L̂]
+    over an even share of half the target (``ess`` (M, n) and ``counts`` (n,) of the n objects)."""
     low = np.maximum(np.quantile(ess, LOW_ESS_FRACTION, axis=0), 1e-3)
-    wanted = np.clip(REFIT_MARGIN * min_ess / low, 2.0, max_growth)
+    with np.errstate(divide="ignore"):
+        contribution = np.median(1.0 / ess - 1.0 / counts[None, :], axis=0)
+    share = 0.5 * target_variance / ess.shape[1]
+    wanted = np.clip(np.maximum(REFIT_MARGIN * min_ess / low, contribution / share), 2.0, max_growth)
     return np.minimum(2 ** np.ceil(np.log2(wanted)), max_growth).astype(np.int64)
 
 
