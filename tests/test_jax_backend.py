@@ -365,3 +365,19 @@ def test_backend_jax_with_a_jax_too_old_is_a_usage_error_naming_the_version(monk
     monkeypatch.delattr(jax, "enable_x64")
     with pytest.raises(UsageError, match="jax 0.8 or later"):
         likelihood_class("jax")
+
+
+@pytest.mark.parametrize("chunk_draws", [400, 1000, 10**6])  # one object a chunk; padded chunks; one chunk
+def test_chunking_and_padding_leave_the_sums_and_gradients_unchanged(chunk_draws, monkeypatch):
+    import popinfer.reweighting.jax_backend as jax_backend
+
+    population, theta, log_interim, fixed, hyper = _kernel_inputs("normal", np.random.default_rng(SEED))
+    monkeypatch.setattr(jax_backend, "CHUNK_DRAWS", chunk_draws)
+    likelihood = JaxHyperLikelihood(population, theta, log_interim, fixed)
+    n_chunks, per_chunk = likelihood._data[1].shape[:2]
+    assert n_chunks * per_chunk >= N_OBJECTS and (n_chunks > 1) == (chunk_draws < N_OBJECTS * N_DRAWS)
+    got = likelihood.ln_likelihood_and_variance(hyper, gradient=["mu", "sigma"])
+    numpy_kernel = HyperLikelihood(population, theta, log_interim, fixed)
+    assert_estimates_equal(numpy_kernel.ln_likelihood_and_variance(hyper), got)
+    expected = numpy_kernel.ln_likelihood_and_variance(hyper, gradient=["mu", "sigma"]).gradient
+    np.testing.assert_allclose(got.gradient, expected, rtol=1e-9, atol=1e-9)
