@@ -198,3 +198,27 @@ def test_cli_records_the_sampler_and_its_diagnostics(tmp_path, eight_exact):
     assert math.isfinite(population.settings["max_rhat"]) and population.hyper_samples.shape == (400, 2)
     summary = runner.invoke(main, ["summary", str(tmp_path / "p.h5")])
     assert summary.exit_code == 0 and "nuts" in summary.stdout
+
+
+@pytest.mark.slow
+def test_threshold_survey_with_selection_matches_its_grid_and_without_it_does_not(tmp_path):
+    """The selection term's gradient end to end (tests/test_selection_exact.py's survey and grid)."""
+    import test_selection_exact as survey_case
+
+    y = survey_case.survey(11)
+    samples = survey_case.exact_samples(y, 12)
+    injections = survey_case.injection_file(tmp_path / "injections.csv", 30_000, 13)
+    marginals = survey_case.grid_marginals(y)
+
+    def ks(result):
+        n_effective = nuts_effective(result)
+        return {name: ks_pvalue(result.hyper(name), lambda x, g=grid, c=cdf: np.interp(x, g, c), n_effective)
+                for name, (grid, cdf) in zip(("mu", "sigma"), marginals)}
+
+    corrected = quiet_fit(samples, "normal", hyperpriors=survey_case.HYPERPRIORS, seed=5, sampler="nuts",
+                          selection=injections, injections_total=30_000, n_samples=4000, n_reweighted=10)
+    assert nuts_effective(corrected) > 150, corrected.settings
+    assert min(ks(corrected).values()) > 1e-3, ks(corrected)
+    biased = quiet_fit(samples, "normal", hyperpriors=survey_case.HYPERPRIORS, seed=5, sampler="nuts",
+                       n_samples=4000, n_reweighted=10)
+    assert min(ks(biased).values()) < 1e-3, ks(biased)

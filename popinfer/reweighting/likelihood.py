@@ -458,7 +458,7 @@ class HyperLikelihood:
             scale = np.where(total > 0, 1.0 / total, 0.0)  # (n, W)
         if coefficients is not None:
             features = features[0] if features else self.form.features(self.theta[lo:hi])
-            mean = np.einsum("nwk,njk->nwj", weights, features) * scale[:, :, None]  # E_w̃[T] (n, W, J)
+            mean = np.matmul(features, weights.transpose(0, 2, 1)).transpose(0, 2, 1) * scale[:, :, None]  # E_w̃[T]
             for h, (d_eta, d_offset) in enumerate(coefficients):
                 out[:, :, h] = np.einsum("nwj,jw->wn", mean, np.asarray(d_eta).reshape(mean.shape[2], n_walkers))
                 out[:, :, h] += np.asarray(d_offset)[:, None]

@@ -187,8 +187,11 @@ class UnconstrainedPosterior:
             log_prior = float(sum(prior.logpdf(x[i]) for i, prior in enumerate(self.priors)))
         if not math.isfinite(log_prior):
             return -math.inf, np.zeros_like(u)
-        ln_likelihood, gradient = self.likelihood.ln_likelihood_and_gradient(x)
-        if not math.isfinite(ln_likelihood):
+        # At the far ends of u, x can round to a point (σ = 1e-320) where the population's
+        # formulas overflow: ln L̂ is then not finite, and the point is rejected.
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            ln_likelihood, gradient = self.likelihood.ln_likelihood_and_gradient(x)
+        if not (math.isfinite(ln_likelihood) and np.all(np.isfinite(gradient))):
             return -math.inf, np.zeros_like(u)
         gradient_x = np.asarray(gradient, dtype=float) + np.array(
             [float(prior.logpdf_gradient(x[i])) for i, prior in enumerate(self.priors)])

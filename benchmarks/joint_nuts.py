@@ -1,0 +1,160 @@
+"""popinfer (both stages) against a joint hierarchical NUTS fit, in the same run.
+
+The joint model is the usual non-centred normal–normal hierarchy
+    mu ~ N(0, 5), tau ~ HalfCauchy(5), z_n ~ N(0, 1), theta_n = mu + tau z_n, y_n ~ N(theta_n, s_n),
+fitted with
+- nutpie (``from_pyfunc``: the joint ln p and its gradient in numpy, u = ln tau), and
+- NumPyro's NUTS (JAX, float64, compilation included in the time),
+each with 4 chains of 1000 tuning and 1000 kept draws, run one chain after another;
+popinfer runs stage one (``fit_individuals``, K draws per object) and stage two with
+emcee and with NUTS. The exact posterior moments of mu and tau come from
+``benchmarks/samplers.py`` (tau on a quantile grid, mu in closed form).
+
+Reported per fit: wall and CPU time (of this process: JAX and nutpie threads
+included), the ESS of mu and tau (ArviZ bulk ESS across chains for the NUTS fits;
+emcee's τ-based estimate, n_steps/2 · W/τ, for popinfer's emcee), ESS per second of
+the smaller, and the errors of E[mu], E[tau] in posterior sd.
+
+    python benchmarks/joint_nuts.py                 # eight schools and N = 1000 (a few minutes)
+    python benchmarks/joint_nuts.py --case eight
+"""
+
+import argparse
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import popinfer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from samplers import HYPERPRIORS, case_data, exact_moments  # noqa: E402
+
+CHAINS, TUNE, DRAWS = 4, 1000, 1000
+
+
+class Clock:
+    """Wall and CPU seconds of a block (CPU: this process, all threads)."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def bulk_ess(chains):
+    import arviz
+
+    return float(arviz.ess(np.asarray(chains), method="bulk"))
+
+
+def joint_nutpie(y, s, seed):
+    """The non-centred joint model with nutpie; returns (mu chains, tau chains), each (C, D)."""
+    import nutpie
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    n = len(y)
+    inverse_variance = 1.0 / s**2
+
+    def make_logp():
+        def logp(x):
+            mu, u, z = x[0], x[1], x[2:]
+            tau = np.exp(u)
+            residual = (y - mu - tau * z) * inverse_variance  # d/dθ of ln N(y; θ, s)
+            value = (-0.5 * mu * mu / 25.0 + np.log(2.0 / np.pi / 5.0) - np.log1p((tau / 5.0) ** 2) + u
+                     - 0.5 * z @ z - 0.5 * np.sum((y - mu - tau * z) ** 2 * inverse_variance))
+            gradient = np.empty(n + 2)
+            gradient[0] = -mu / 25.0 + residual.sum()
+            gradient[1] = tau * (-2.0 * tau / (25.0 + tau * tau) + residual @ z) + 1.0
+            gradient[2:] = -z + tau * residual
+            return value, gradient
+        return logp
+
+    def make_expand(seed1, seed2, chain):
+        def expand(x):
+            return {"mu": np.array(x[0]), "tau": np.array(np.exp(x[1]))}
+        return expand
+
+    model = from_pyfunc(n + 2, make_logp, make_expand, [np.dtype("float64")] * 2, [(), ()], ["mu", "tau"])
+    trace = nutpie.sample(model, draws=DRAWS, tune=TUNE, chains=CHAINS, cores=1, seed=seed, progress_bar=False)
+    return trace.posterior["mu"].values, trace.posterior["tau"].values
+
+
+def joint_numpyro(y, s, seed):
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    numpyro.enable_x64()
+
+    def model(y, s):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+        with numpyro.plate("objects", len(y)):
+            z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+            numpyro.sample("y", dist.Normal(mu + tau * z, s), obs=y)
+
+    mcmc = MCMC(NUTS(model), num_warmup=TUNE, num_samples=DRAWS, num_chains=CHAINS, chain_method="sequential",
+                progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed), y=y, s=s)
+    draws = mcmc.get_samples(group_by_chain=True)
+    return np.asarray(draws["mu"]), np.asarray(draws["tau"])
+
+
+def popinfer_both_stages(y, s, n_draws, sampler, seed):
+    frame = pd.DataFrame({"id": [f"o{i}" for i in range(len(y))], "y": y, "sigma": s})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        samples = popinfer.fit_individuals(frame, "normal", n_draws=n_draws, seed=seed, progress=False)
+        result = popinfer.fit_population(samples, "normal", hyperpriors=HYPERPRIORS, seed=seed + 1, sampler=sampler,
+                                         n_reweighted=10, progress=False)
+    if sampler == "emcee":
+        ess = [result.settings["n_steps"] / 2 * result.settings["walkers"] / t for t in result.autocorr_time]
+    else:
+        ess = [result.settings["ess_bulk"]["mu"], result.settings["ess_bulk"]["sigma"]]
+    return result.hyper("mu"), result.hyper("sigma"), ess
+
+
+def report(label, clock, mu, tau, ess, exact):
+    errors = [(float(np.mean(values)) - exact[name][0]) / exact[name][1]
+              for values, name in ((mu, "mu"), (tau, "sigma"))]
+    low = min(ess)
+    print(f"{label:28s} {clock.wall:7.1f} {clock.cpu:7.1f} {ess[0]:7.0f} {ess[1]:7.0f} {low / clock.wall:8.1f} "
+          f"{errors[0]:+9.3f} {errors[1]:+9.3f}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=["eight", "normal1000", "both"], default="both")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    for case in (["eight", "normal1000"] if args.case == "both" else [args.case]):
+        y, s, _ = case_data(case)
+        n_draws = 4000 if case == "eight" else 1000
+        exact = exact_moments(y, s)
+        print(f"\n{case}: N = {len(y)}; exact E[mu] = {exact['mu'][0]:.4f} (sd {exact['mu'][1]:.4f}), "
+              f"E[tau] = {exact['sigma'][0]:.4f} (sd {exact['sigma'][1]:.4f})")
+        print(f"{'fit':28s} {'wall_s':>7s} {'cpu_s':>7s} {'ESS_mu':>7s} {'ESS_tau':>7s} {'ESS/s':>8s} "
+              f"{'err_mu/sd':>9s} {'err_tau/sd':>9s}")
+        for sampler in ("emcee", "nuts"):
+            with Clock() as clock:
+                mu, tau, ess = popinfer_both_stages(y, s, n_draws, sampler, args.seed)
+            report(f"popinfer K={n_draws}, {sampler}", clock, mu, tau, ess, exact)
+        with Clock() as clock:
+            mu, tau = joint_nutpie(y, s, args.seed)
+        report("joint nutpie (numpy grad)", clock, mu.ravel(), tau.ravel(), [bulk_ess(mu), bulk_ess(tau)], exact)
+        with Clock() as clock:
+            mu, tau = joint_numpyro(y, s, args.seed)
+        report("joint NumPyro", clock, mu.ravel(), tau.ravel(), [bulk_ess(mu), bulk_ess(tau)], exact)
+
+
+if __name__ == "__main__":
+    main()
