@@ -223,8 +223,8 @@ class HyperLikelihood:
         reason = self.gradient_unavailable()
         if reason is not None:
             raise GradientUnavailableError(
-                f"--sampler nuts needs the gradient of ln L̂, but {reason}. Use --sampler emcee (or a backend "
-                f"with automatic differentiation, where available).", "--sampler")
+                f"--sampler nuts needs the gradient of ln L̂, but {reason}. Use --sampler emcee (or, for a "
+                f"user population written in jax.numpy, --backend jax, which differentiates it).", "--sampler")
         names = self.sampled_names
         values = np.asarray(values, dtype=float).reshape(1, len(names))
         self._keep_features()
