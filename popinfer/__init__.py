@@ -2,7 +2,8 @@
 
 Stage one (:func:`fit_individuals`) fits every object under a broad interim prior
 and keeps K posterior draws per object; stage two (:func:`fit_population`)
-reweights those draws under a parametric population density.
+reweights those draws under a parametric population density; :func:`refine` refits
+the objects a population fit flagged under a population-informed interim prior.
 """
 
 from ._version import __version__
@@ -13,11 +14,14 @@ from .io.samples import Samples, read_samples
 from .io.population import PopulationResult, read_population
 from .models import user_model
 from .reweighting import PopulationDiagnosticWarning, fit_population
+from .refinement import RefineResult, refine
 
 __all__ = [
     "__version__",
     "fit_individuals",
     "fit_population",
+    "refine",
+    "RefineResult",
     "read_samples",
     "read_population",
     "PopulationResult",

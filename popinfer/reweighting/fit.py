@@ -22,7 +22,8 @@ from ..seeds import resolve_seed
 from ..threads import single_threaded_blas
 from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticWarning, check_interim_support,
                           column_medians, diagnose, diagnose_selection, likelihood_at_draws, selection_at_draws)
-from .inputs import check_draws_inside_interim, independent_summary, read_draws, read_selection
+from .inputs import (check_draws_inside_interim, independent_summary, read_draws, read_selection,
+                     reweight_to_interim)
 from .backends import DEFAULT_BACKEND, likelihood_class
 from .pooling import partial_pooling
 from .posterior import HyperPosterior, data_scale, resolve_hyperpriors
@@ -126,7 +127,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     seed = resolve_seed(seed)
     sampler_seed, reweight_seed, rate_seed = np.random.SeedSequence(seed).spawn(3)
     check_draws_inside_interim(header.ids, log_interim, header.draw_counts)
-    independent = independent_summary(theta)
+    independent = reweight_to_interim(independent_summary(theta), header, parameters, theta, log_interim)
     n_draws = log_interim.shape[1]
     # The likelihood takes ln p0 over (reused in place): the draws are held once.
     selection_term = (SelectionTerm(population, injections, len(header.ids), fixed, kernel=kernel)

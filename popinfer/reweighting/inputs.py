@@ -82,6 +82,40 @@ def independent_summary(theta):
     return out
 
 
+def _weighted_quantiles(values, weights, probabilities):
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return np.interp(np.asarray(probabilities) * cumulative[-1], cumulative, values[order])
+
+
+def reweight_to_interim(summary, header, parameters, theta, log_interim):
+    """Correct ``summary`` (from :func:`independent_summary`) for objects fitted under a joint
+    interim prior p0' over exactly ``parameters`` (refine's mixture): their stage-one estimate is
+    the posterior under the plain p0 of ``header.interim_prior``, so their draws are weighted by
+    p0/p0' (Hesterberg 1995). Objects and files without such a prior are left as they are."""
+    joint = getattr(header, "joint_interim", None)
+    specs = [header.interim_prior.get(p) for p in parameters]
+    if joint is None or None in specs:
+        return summary
+    from ..distributions import parse_distribution
+
+    chosen = np.isin(header.parameters, parameters)
+    rows = np.flatnonzero(joint[:, chosen].any(axis=1))
+    priors = [parse_distribution(spec) for spec in specs]
+    counts = getattr(header, "object_draw_counts", None)
+    for n in rows:
+        k = int(counts[n]) if counts is not None else theta.shape[1]
+        log_weight = sum(prior.logpdf(theta[n, :k, j]) for j, prior in enumerate(priors)) - log_interim[n, :k]
+        weights = np.exp(log_weight - np.max(log_weight))
+        weights /= weights.sum()
+        for j in range(len(parameters)):
+            values = theta[n, :k, j]
+            mean = float(np.sum(weights * values))
+            sd = float(np.sqrt(np.sum(weights * (values - mean) ** 2) / max(1e-300, 1.0 - np.sum(weights**2))))
+            summary[n, j] = [mean, sd, *_weighted_quantiles(values, weights, (0.05, 0.5, 0.95))]
+    return summary
+
+
 def check_draws_inside_interim(ids, log_interim, draw_counts=None):
     """Refuse draws outside their interim prior's support (ln p0 = −inf): an inconsistent file
     (the padded draws k ≥ K_n of a ragged file are not checked)."""
