@@ -175,7 +175,7 @@ for _name, _correct, _description in (
                         "normal", ("theta=uniform(-40, 40)",), None, survey=SURVEY, correct_selection=_correct)
 
 
-def run_replicate(case, seed, n_hyper_draws=1000, interim_correction=True):
+def run_replicate(case, seed, n_hyper_draws=1000, interim_correction=True, sampler="emcee"):
     """One SBC replicate; returns the truth, ranks and interval coverage per hyperparameter.
 
     Parameters
@@ -188,6 +188,8 @@ def run_replicate(case, seed, n_hyper_draws=1000, interim_correction=True):
     interim_correction : bool
         False replaces ln p0 by 0, i.e. forgets to divide out the interim prior (a
         deliberately wrong pipeline, for negative controls).
+    sampler : str
+        Stage two's sampler (``fit-population --sampler``).
     """
     truth_seed, data_seed, one_seed, two_seed = np.random.SeedSequence(seed).spawn(4)
     truth_rng = np.random.default_rng(truth_seed)
@@ -209,7 +211,7 @@ def run_replicate(case, seed, n_hyper_draws=1000, interim_correction=True):
         result = fit_population(samples, case.population, parameters=[case.parameter],
                                 hyperpriors=[f"{k}={v}" for k, v in case.hyperpriors.items()],
                                 n_samples=n_hyper_draws, n_reweighted=1, seed=int(two_seed.generate_state(1)[0]),
-                                progress=False, selection=selection)
+                                progress=False, selection=selection, sampler=sampler)
     out = {"seed": seed, "warnings": len([w for w in caught if not issubclass(w.category, DeprecationWarning)]),
            "median_ln_likelihood_variance": float(np.median(result.ln_likelihood_variance)), "hyper": {}}
     step = max(1, n_hyper_draws // RANK_DRAWS)
@@ -223,19 +225,19 @@ def run_replicate(case, seed, n_hyper_draws=1000, interim_correction=True):
     return out
 
 
-def run_case(case, replicates, seed=0, workers=1, interim_correction=True, progress=None):
-    """Run ``replicates`` SBC replicates of ``case`` (seeds seed, seed+1, ...)."""
+def run_case(case, replicates, seed=0, workers=1, interim_correction=True, progress=None, sampler="emcee"):
+    """Run ``replicates`` SBC replicates of ``case`` (seeds seed, seed+1, ...) with stage two's ``sampler``."""
     seeds = [seed + r for r in range(replicates)]
     if workers <= 1:
         results = []
         for s in seeds:
-            results.append(run_replicate(case, s, interim_correction=interim_correction))
+            results.append(run_replicate(case, s, interim_correction=interim_correction, sampler=sampler))
             if progress:
                 progress(len(results))
         return results
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        jobs = [pool.submit(run_replicate, case, s, 1000, interim_correction) for s in seeds]
+        jobs = [pool.submit(run_replicate, case, s, 1000, interim_correction, sampler) for s in seeds]
         results = []
         for job in jobs:
             results.append(job.result())

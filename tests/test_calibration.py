@@ -55,12 +55,15 @@ def coverage_ok(results):
     return True, ""
 
 
-def test_intervals_cover_at_their_nominal_rates_and_a_wrong_pipeline_fails():
-    good = run_case(CASE, R, seed=100, workers=2)
+@pytest.mark.parametrize("sampler", ["emcee", "nuts"])
+def test_intervals_cover_at_their_nominal_rates_and_a_wrong_pipeline_fails(sampler):
+    if sampler == "nuts":
+        pytest.importorskip("nutpie")
+    good = run_case(CASE, R, seed=100, workers=2, sampler=sampler)
     ok, message = coverage_ok(good)
     assert ok, message
     assert min(pit_pvalues(good, 1).values()) > 1e-4
-    wrong = run_case(CASE, R, seed=100, workers=2, interim_correction=False)
+    wrong = run_case(CASE, R, seed=100, workers=2, interim_correction=False, sampler=sampler)
     detected = not coverage_ok(wrong)[0] or min(pit_pvalues(wrong, 1).values()) < 1e-4
     assert detected, f"the wrong pipeline was not detected: {coverage_counts(wrong, 'in90')}, {pit_pvalues(wrong, 1)}"
 

@@ -222,3 +222,40 @@ def test_threshold_survey_with_selection_matches_its_grid_and_without_it_does_no
     biased = quiet_fit(samples, "normal", hyperpriors=survey_case.HYPERPRIORS, seed=5, sampler="nuts",
                        n_samples=4000, n_reweighted=10)
     assert min(ks(biased).values()) < 1e-3, ks(biased)
+
+
+@pytest.mark.slow
+def test_slopes_of_a_linear_model_pass_ks_against_the_grid():
+    """A population of the slope only (the intercept's interim prior must not be divided out):
+    each object's draws are exact Gaussian posterior draws of (slope, intercept) under flat
+    interim priors, so the hyperposterior is normal–normal in the slope estimates β̂ with
+    standard errors √V_ss (tests/test_choosing.py's oracle)."""
+    rng = np.random.default_rng(23)
+    n_objects, rows, n_draws = 12, 6, 4000
+    x = np.linspace(-1, 2, rows)
+    design = np.column_stack([x, np.ones(rows)]) / 0.3
+    covariance = np.linalg.inv(design.T @ design)
+    slopes, intercepts = rng.normal(1.0, 0.5, n_objects), rng.normal(0.0, 1.0, n_objects)
+    estimates = np.array([covariance @ design.T @ ((s * x + c + 0.3 * rng.standard_normal(rows)) / 0.3)
+                          for s, c in zip(slopes, intercepts)])
+    draws = estimates[:, None, :] + rng.multivariate_normal(np.zeros(2), covariance, (n_objects, n_draws))
+    samples = popinfer.Samples(
+        ids=[f"o{i}" for i in range(n_objects)], parameters=["slope", "intercept"], samples=draws,
+        log_interim_prior=np.stack([np.full((n_objects, n_draws), -np.log(100.0)),
+                                    np.full((n_objects, n_draws), -np.log(1000.0))], axis=-1),
+        log_likelihood=np.zeros((n_objects, n_draws)),
+        diagnostics={"acceptance_fraction": np.full(n_objects, 0.5), "autocorr_time": np.ones((n_objects, 2)),
+                     "n_steps": np.full(n_objects, 1000), "converged": np.ones(n_objects, dtype=bool),
+                     "effective_draws": np.full(n_objects, float(n_draws))},
+        model="linear", interim_prior={"slope": "uniform(-50.0, 50.0)", "intercept": "uniform(-500.0, 500.0)"},
+        settings={}, seed=23)
+    result = quiet_fit(samples, "normal", parameters=["slope"], hyperpriors=EIGHT_HYPER, seed=6, sampler="nuts",
+                       n_samples=4000, n_reweighted=10)
+    oracle = EightSchoolsExact(estimates[:, 0], np.full(n_objects, math.sqrt(covariance[0, 0])))
+    n_effective = nuts_effective(result)
+    assert n_effective > 150
+    mu, tau = result.hyper("mu"), result.hyper("sigma")
+    assert ks_pvalue(mu, oracle.mu_cdf, n_effective) > 1e-3
+    assert ks_pvalue(tau, oracle.tau_cdf, n_effective) > 1e-3
+    assert ks_pvalue(tau, lambda v: oracle.tau_cdf(v, stretch=1.3), n_effective) < 1e-3
+    assert ks_pvalue(mu, lambda v: oracle.mu_cdf(v, shift=0.3), n_effective) < 1e-3

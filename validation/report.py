@@ -35,7 +35,9 @@ def sbc_section():
              "range.", ""]
     for path in sorted(RESULTS.glob("sbc_*.json")):
         data = json.loads(path.read_text())
-        lines += [f"### {data['case']}: {data['description']}", "",
+        sampler = data.get("sampler", "emcee")
+        lines += [f"### {data['case']}: {data['description']}" + ("" if sampler == "emcee" else f" (--sampler {sampler})"),
+                  "",
                   f"{data['replicates']} replicates of {data['n_objects']} objects, K = {data['n_draws']} draws "
                   f"per object; population `{data['population']}` on `{data['parameter']}`, hyperpriors "
                   + ", ".join(f"`{k}={v}`" for k, v in data["hyperpriors"].items())

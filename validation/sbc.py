@@ -8,6 +8,7 @@ rebuilds REPORT.md.
 
     python validation/sbc.py --replicates 200 --workers 2
     python validation/sbc.py --cases normal-normal --replicates 50
+    python validation/sbc.py --cases normal-normal --replicates 50 --sampler nuts   # results/sbc_<case>-nuts.json
 """
 
 import argparse
@@ -58,7 +59,9 @@ def main():
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampler", default="emcee", help="stage two's sampler (fit-population --sampler)")
     args = parser.parse_args()
+    suffix = "" if args.sampler == "emcee" else f"-{args.sampler}"
     RESULTS.mkdir(exist_ok=True)
     for name in args.cases:
         case = CASES[name]
@@ -67,16 +70,18 @@ def main():
         def progress(done):
             print(f"\r{name}: {done}/{args.replicates}", end="", file=sys.stderr, flush=True)
 
-        results = run_case(case, args.replicates, seed=args.seed, workers=args.workers, progress=progress)
+        results = run_case(case, args.replicates, seed=args.seed, workers=args.workers, progress=progress,
+                           sampler=args.sampler)
         seconds = time.perf_counter() - began
         summary = summarize(results)
         payload = {"case": name, "description": case.description, "population": case.population,
                    "parameter": case.parameter, "hyperpriors": case.hyperpriors, "model": case.model,
                    "priors": list(case.priors), "n_objects": case.n_objects, "n_draws": case.n_draws,
-                   "replicates": args.replicates, "seed": args.seed, "seconds": seconds, "summary": summary,
+                   "replicates": args.replicates, "seed": args.seed, "sampler": args.sampler, "seconds": seconds,
+                   "summary": summary,
                    "warnings": sum(r["warnings"] for r in results), "results": results}
-        (RESULTS / f"sbc_{name}.json").write_text(json.dumps(payload, indent=1))
-        plotted = plot(case, summary, RESULTS / f"sbc_{name}.png")
+        (RESULTS / f"sbc_{name}{suffix}.json").write_text(json.dumps(payload, indent=1))
+        plotted = plot(case, summary, RESULTS / f"sbc_{name}{suffix}.png")
         print(f"\r{name}: {args.replicates} replicates in {seconds:.0f} s; "
               + "; ".join(f"{h}: χ² p {s['chi2_pvalue']:.3f}, 50% {s['coverage50']:.2f}, 90% {s['coverage90']:.2f}"
                           for h, s in summary.items()) + ("" if plotted else " (no matplotlib: no PNG)"),
