@@ -58,6 +58,17 @@ def emcee_effective(result):
 EFFECTIVE = {"nuts": nuts_effective, "emcee": emcee_effective}
 
 
+def assert_normal_normal_ks(result, oracle, n_effective, shift):
+    """mu and tau pass KS against ``oracle`` (an EightSchoolsExact); the negative controls, tau's
+    posterior stretched by 30 % and mu's shifted by ``shift``, fail it."""
+    assert n_effective > 150
+    mu, tau = result.hyper("mu"), result.hyper("sigma")
+    assert ks_pvalue(mu, oracle.mu_cdf, n_effective) > 1e-3
+    assert ks_pvalue(tau, oracle.tau_cdf, n_effective) > 1e-3
+    assert ks_pvalue(tau, lambda x: oracle.tau_cdf(x, stretch=1.3), n_effective) < 1e-3
+    assert ks_pvalue(mu, lambda x: oracle.mu_cdf(x, shift=shift), n_effective) < 1e-3
+
+
 @pytest.fixture(scope="module")
 def eight_exact():
     """Each school's posterior N(y, σ) (flat interim prior) as its K = 4000 quantiles."""
@@ -80,14 +91,7 @@ def test_eight_schools_draws_pass_ks_against_the_grid(sampler, eight_exact, eigh
     result = quiet_fit(eight_exact, "normal", hyperpriors=EIGHT_HYPER, seed=3, sampler=sampler, n_samples=4000,
                        n_reweighted=20)
     assert result.settings["sampler"] == sampler
-    n_effective = EFFECTIVE[sampler](result)
-    assert n_effective > 150
-    mu, tau = result.hyper("mu"), result.hyper("sigma")
-    assert ks_pvalue(mu, eight_oracle.mu_cdf, n_effective) > 1e-3
-    assert ks_pvalue(tau, eight_oracle.tau_cdf, n_effective) > 1e-3
-    # Negative controls: tau's posterior stretched by 30 %, mu's shifted by 1.
-    assert ks_pvalue(tau, lambda x: eight_oracle.tau_cdf(x, stretch=1.3), n_effective) < 1e-3
-    assert ks_pvalue(mu, lambda x: eight_oracle.mu_cdf(x, shift=1.0), n_effective) < 1e-3
+    assert_normal_normal_ks(result, eight_oracle, EFFECTIVE[sampler](result), shift=1.0)
     if sampler == "nuts":
         settings = result.settings
         assert settings["chains"] == 4 and settings["draws_per_chain"] == 1000
@@ -252,10 +256,4 @@ def test_slopes_of_a_linear_model_pass_ks_against_the_grid():
     result = quiet_fit(samples, "normal", parameters=["slope"], hyperpriors=EIGHT_HYPER, seed=6, sampler="nuts",
                        n_samples=4000, n_reweighted=10)
     oracle = EightSchoolsExact(estimates[:, 0], np.full(n_objects, math.sqrt(covariance[0, 0])))
-    n_effective = nuts_effective(result)
-    assert n_effective > 150
-    mu, tau = result.hyper("mu"), result.hyper("sigma")
-    assert ks_pvalue(mu, oracle.mu_cdf, n_effective) > 1e-3
-    assert ks_pvalue(tau, oracle.tau_cdf, n_effective) > 1e-3
-    assert ks_pvalue(tau, lambda v: oracle.tau_cdf(v, stretch=1.3), n_effective) < 1e-3
-    assert ks_pvalue(mu, lambda v: oracle.mu_cdf(v, shift=0.3), n_effective) < 1e-3
+    assert_normal_normal_ks(result, oracle, nuts_effective(result), shift=0.3)
