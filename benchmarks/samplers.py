@@ -5,7 +5,10 @@ on [-100, 100]), so both samplers see the same ln L̂ and the exact posterior of
 (mu, tau) is known by quadrature (mu integrated in closed form, tau on a grid of its
 hyperprior's quantiles): mu ~ N(0, 5), tau ~ HalfCauchy(5).
 
-Cases: the eight schools (K = 4000) and N = 1000 simulated normal objects (K = 1000).
+Cases: the eight schools (K = 4000), N = 1000 simulated normal objects (K = 1000), and
+N = 1000 simulated binomial experiments with a beta population (K = 1000 exact draws
+Beta(k + 1, n − k + 1) under a uniform interim prior; a, b ~ LogNormal(0, 2), the exact
+posterior on a grid of (ln a, ln b); the table's "mu, tau" columns are a, b).
 For each sampler and seed: wall and CPU time, ln L̂ evaluations (emcee: walkers × steps
 plus the start; NUTS: gradient evaluations, tuning included), the effective sample size
 of every hyperparameter (emcee: popinfer's τ-based n_steps/2 · W/τ, which overstates
@@ -13,7 +16,7 @@ ensemble ESS by up to ~2×, tests/stats_helpers.py; NUTS: ArviZ's bulk ESS acros
 evaluations per effective draw, ESS per second, and the error of E[mu], E[tau] against
 the exact values in units of the posterior sd.
 
-    python benchmarks/samplers.py                   # both cases, seeds 1 and 2 (a few minutes)
+    python benchmarks/samplers.py                   # every case, seeds 1 and 2 (several minutes)
     python benchmarks/samplers.py --case eight --seeds 1
 """
 
@@ -77,12 +80,46 @@ def case_data(name):
     return y, s, 1000
 
 
-def run(samples, sampler, seed, n_samples):
+BETA_HYPERPRIORS = ["a=lognormal(0, 2)", "b=lognormal(0, 2)"]
+
+
+def beta_case(seed=2025, n=1000, n_draws=1000):
+    """Exact stage-one draws of N binomial experiments and the exact moments of (a, b)."""
+    from scipy.special import betaln
+
+    rng = np.random.default_rng(seed)
+    trials = rng.integers(30, 100, n)
+    successes = rng.binomial(trials, rng.beta(3.0, 12.0, n))
+    draw_rng = np.random.default_rng(seed + 1)
+    theta = draw_rng.beta(successes[:, None] + 1, (trials - successes)[:, None] + 1, (n, n_draws))[..., None]
+    samples = popinfer.Samples(
+        ids=[f"e{i}" for i in range(n)], parameters=["p"], samples=theta, log_interim_prior=np.zeros(theta.shape),
+        log_likelihood=np.zeros((n, n_draws)),
+        diagnostics={"acceptance_fraction": np.full(n, 0.5), "autocorr_time": np.ones((n, 1)),
+                     "n_steps": np.full(n, 1000), "converged": np.ones(n, dtype=bool),
+                     "effective_draws": np.full(n, float(n_draws))},
+        model="binomial", interim_prior={"p": "uniform(0.0, 1.0)"}, settings={}, seed=seed)
+    log_a, log_b = np.meshgrid(np.linspace(0.0, 3.0, 400), np.linspace(1.5, 4.5, 400), indexing="ij")
+    a, b = np.exp(log_a), np.exp(log_b)
+    log_post = stats.norm.logpdf(log_a, 0, 2) + stats.norm.logpdf(log_b, 0, 2)
+    for k, m in zip(successes, trials):
+        log_post += betaln(a + k, b + m - k) - betaln(a, b)
+    w = np.exp(log_post - log_post.max())
+    w /= w.sum()
+    assert w[[0, -1], :].sum() + w[:, [0, -1]].sum() < 1e-8
+    moments = {}
+    for name, values in (("a", a), ("b", b)):
+        mean = float((w * values).sum())
+        moments[name] = (mean, math.sqrt(float((w * values**2).sum()) - mean**2))
+    return samples, moments
+
+
+def run(samples, sampler, seed, n_samples, population="normal", hyperpriors=HYPERPRIORS):
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = popinfer.fit_population(samples, "normal", hyperpriors=HYPERPRIORS, seed=seed, sampler=sampler,
+        result = popinfer.fit_population(samples, population, hyperpriors=hyperpriors, seed=seed, sampler=sampler,
                                          n_samples=n_samples, n_reweighted=10, progress=False)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_SELF)
@@ -101,28 +138,32 @@ def run(samples, sampler, seed, n_samples):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=["eight", "normal1000", "both"], default="both")
+    parser.add_argument("--case", choices=["eight", "normal1000", "beta1000", "all"], default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--samples", type=int, default=4000)
     args = parser.parse_args()
-    cases = ["eight", "normal1000"] if args.case == "both" else [args.case]
+    cases = ["eight", "normal1000", "beta1000"] if args.case == "all" else [args.case]
     for case in cases:
-        y, s, n_draws = case_data(case)
-        exact = exact_moments(y, s)
-        print(f"\n{case}: N = {len(y)}, K = {n_draws}; exact E[mu] = {exact['mu'][0]:.4f} (sd {exact['mu'][1]:.4f}), "
-              f"E[tau] = {exact['sigma'][0]:.4f} (sd {exact['sigma'][1]:.4f})")
+        if case == "beta1000":
+            beta_samples, exact = beta_case()
+            names, population, hyperpriors = ("a", "b"), "beta", BETA_HYPERPRIORS
+        else:
+            y, s, n_draws = case_data(case)
+            exact = exact_moments(y, s)
+            names, population, hyperpriors = ("mu", "sigma"), "normal", HYPERPRIORS
+        print(f"\n{case}: exact " + ", ".join(f"E[{n}] = {exact[n][0]:.4f} (sd {exact[n][1]:.4f})" for n in names))
         print("sampler seed  wall_s  cpu_s  evaluations  ESS_mu  ESS_tau  evals/ESS  ESS/s(min)  "
               "err_mu/sd  err_tau/sd  warnings")
         for seed in args.seeds:
-            samples = exact_samples(y, s, n_draws, seed)
+            samples = beta_samples if case == "beta1000" else exact_samples(y, s, n_draws, seed)
             for sampler in ("emcee", "nuts"):
-                result, wall, cpu, evaluations, ess, warned = run(samples, sampler, seed + 100, args.samples)
-                errors = {name: (float(result.hyper(name).mean()) - exact[name][0]) / exact[name][1]
-                          for name in ("mu", "sigma")}
+                result, wall, cpu, evaluations, ess, warned = run(samples, sampler, seed + 100, args.samples,
+                                                                  population, hyperpriors)
+                errors = [(float(result.hyper(name).mean()) - exact[name][0]) / exact[name][1] for name in names]
                 low = min(ess.values())
-                print(f"{sampler:7s} {seed:4d} {wall:7.1f} {cpu:6.1f} {evaluations:12d} {ess['mu']:7.0f} "
-                      f"{ess['sigma']:8.0f} {evaluations / low:10.1f} {low / wall:11.1f} {errors['mu']:+10.3f} "
-                      f"{errors['sigma']:+11.3f}  {','.join(warned) or '-'}", flush=True)
+                print(f"{sampler:7s} {seed:4d} {wall:7.1f} {cpu:6.1f} {evaluations:12d} {ess[names[0]]:7.0f} "
+                      f"{ess[names[1]]:8.0f} {evaluations / low:10.1f} {low / wall:11.1f} {errors[0]:+10.3f} "
+                      f"{errors[1]:+11.3f}  {','.join(warned) or '-'}", flush=True)
 
 
 if __name__ == "__main__":
