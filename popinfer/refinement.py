@@ -5,15 +5,16 @@ What is refitted (from the population file's per-object ESS at its M posterior d
 
 - every object with ESS_n < 2·``min_ess`` at ≥ 1 % of the draws (the low-ESS warning's test,
   with a margin: the refitted population's posterior reaches a little further than the last);
-- while Σ_n median(1/ESS_n − 1/K_n) exceeds ``VARIANCE_TARGET``, the largest contributors
-  to Var[ln L̂] (Talbot & Golomb 2023), until the rest sum to at most half of it.
+- while Σ_n median(1/ESS_n − 1/K_n) exceeds ``target_variance`` (default 0.5), the largest
+  contributors to Var[ln L̂] (Talbot & Golomb 2023), until the rest sum to at most half of it.
 
 How: under the defensive mixture p0' = λ p0 + (1 − λ) q (``popinfer.interim``), q the
 population's posterior predictive over S of the latest fit's hyperparameter draws. An
 object's first refit keeps its K_n (the mixture is the cheap remedy); an object flagged
-again gets K_n' = K_n · clip(2·min_ess / ESS_n,1%, 2, ``MAX_GROWTH``) draws, ESS_n,1% its
-ESS at the 1 % quantile over the draws (what the warning looks at), rounded up to a power
-of two so that objects share few stage-one runs. After each round the population is
+again gets K_n' = K_n · max(2·min_ess / ESS_n,1%, its median share of Var[ln L̂] over an
+even share of half the target) draws, ESS_n,1% its ESS at the 1 % quantile over the draws
+(what the warning looks at), rounded up to a power of two from 2 to ``MAX_GROWTH`` so that
+objects share few stage-one runs. After each round the population is
 fitted again (in memory, with the population file's settings) and the next round flags
 from that fit, up to ``rounds`` rounds. Because p0' ≥ λ p0, the weights f/p0'
 are bounded by f/(λ p0): no support is lost; because q is where the population is, the
