@@ -54,8 +54,10 @@ def diagnose(ids, low_fraction, ess, variance, n_draws, min_ess, selection_varia
     N² Var[ξ̂]/ξ̂² of ``variance`` at the same draws, changes the remedy where it dominates.
     """
     median_variance = float(np.median(variance))
-    remedy = ("Remedy: rerun stage one with more draws (--samples) or a wider interim prior (--prior), "
-              "or restrict the population (--hyperprior) away from the unsupported region.")
+    remedy = ("Remedy: popinfer refine SAMPLES.h5 POP.h5 -o REFINED.h5 refits just these objects under a "
+              "population-informed interim prior (then fit the population to REFINED.h5); or rerun stage one "
+              "with more draws (--samples) or a wider interim prior (--prior), or restrict the population "
+              "(--hyperprior) away from the unsupported region.")
     if selection_variance is not None and np.median(selection_variance) > 0.5 * median_variance:
         remedy = (f"Most of it (median {float(np.median(selection_variance)):.3g}) is the selection term's "
                   f"N² Var[ξ̂]/ξ̂²: use more injections (a larger M_total), or a p_draw closer to the population.")

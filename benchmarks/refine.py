@@ -1,0 +1,102 @@
+"""Cost of a trustworthy answer: refine against raising K for every object.
+
+For a data set, the total wall time (stage one + stage two, + refine) until the population
+fit has no low-ESS warning and a median Var[ln L̂] below 1:
+
+- refine: stage one at K, stage two, ``refine`` (its in-memory fits included), stage two
+  on the refined samples;
+- brute force: stage one and stage two at K, 2K, 4K, ... until the same holds (every
+  attempt counted, as a user who does not know the K needed would pay; the last
+  attempt alone is reported too).
+
+Cases: the eight schools (μ ~ N(0, 5), τ ~ HalfCauchy(5)) and a simulated normal–normal
+set of ``--objects`` objects (σ_n ~ U(0.5, 2), τ = 0.1: a population narrower than most
+objects' posteriors).
+
+    python benchmarks/refine.py --case eight-schools
+    python benchmarks/refine.py --case normal --objects 1000 --draws 1000
+"""
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import popinfer
+from popinfer.refinement import refine
+from popinfer.reweighting import PopulationDiagnosticWarning
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def population_fit(samples, output, hyperpriors, seed):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = popinfer.fit_population(samples, "normal", output, hyperpriors=hyperpriors, seed=seed,
+                                         progress=False, n_reweighted=10)
+    warned = any(issubclass(w.category, PopulationDiagnosticWarning) for w in caught)
+    variance = float(np.median(result.ln_likelihood_variance))
+    return warned or variance > 1.0, variance, float(np.mean(result.hyper("mu"))), float(np.mean(result.hyper("sigma")))
+
+
+def run_refine(data, hyperpriors, n_draws, workdir, seed):
+    began = time.perf_counter()
+    popinfer.fit_individuals(data, "normal", f"{workdir}/s.h5", n_draws=n_draws, seed=seed, progress=False)
+    bad, *_ = population_fit(f"{workdir}/s.h5", f"{workdir}/p.h5", hyperpriors, seed + 1)
+    rounds = 0
+    samples, pop = f"{workdir}/s.h5", f"{workdir}/p.h5"
+    while bad and rounds < 3:
+        rounds += 1
+        refined = f"{workdir}/r{rounds}.h5"
+        refine(samples, pop, refined, seed=seed + 2 + rounds, progress=False)
+        samples, pop = refined, f"{workdir}/p{rounds}.h5"
+        bad, variance, mu, tau = population_fit(samples, pop, hyperpriors, seed + 10 + rounds)
+    return time.perf_counter() - began, bad, rounds, popinfer.read_samples(samples).object_draw_counts.sum()
+
+
+def run_brute_force(data, hyperpriors, n_draws, workdir, seed, largest):
+    total, k = 0.0, n_draws
+    while True:
+        began = time.perf_counter()
+        popinfer.fit_individuals(data, "normal", f"{workdir}/b{k}.h5", n_draws=k, seed=seed, progress=False)
+        bad, *_ = population_fit(f"{workdir}/b{k}.h5", f"{workdir}/bp{k}.h5", hyperpriors, seed + 1)
+        last = time.perf_counter() - began
+        total += last
+        if not bad or k >= largest:
+            return total, last, k, bad
+        k *= 2
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=["eight-schools", "normal"], default="eight-schools")
+    parser.add_argument("--objects", type=int, default=1000)
+    parser.add_argument("--draws", type=int, default=None, help="K of the first stage-one run")
+    parser.add_argument("--largest", type=int, default=128000, help="brute force stops at this K")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.case == "eight-schools":
+            data, hyperpriors, n_draws = str(ROOT / "sample_data" / "eight_schools.csv"), [
+                "mu=normal(0, 5)", "sigma=halfcauchy(5)"], args.draws or 4000
+        else:
+            rng = np.random.default_rng(args.seed)
+            sigma = rng.uniform(0.5, 2.0, args.objects)
+            y = rng.normal(0.0, 0.1, args.objects) + sigma * rng.normal(size=args.objects)
+            data = f"{workdir}/normal.csv"
+            pd.DataFrame({"id": np.arange(args.objects), "y": y, "sigma": sigma}).to_csv(data, index=False)
+            hyperpriors, n_draws = ["mu=normal(0, 5)", "sigma=halfnormal(2)"], args.draws or 1000
+        seconds, bad, rounds, draws = run_refine(data, hyperpriors, n_draws, workdir, args.seed)
+        print(f"refine: {seconds:.1f} s, {rounds} round(s) of refine, {draws} draws in all, "
+              f"{'still warns' if bad else 'no warning, median Var[ln L̂] < 1'}")
+        total, last, k, bad = run_brute_force(data, hyperpriors, n_draws, workdir, args.seed, args.largest)
+        print(f"brute force: K = {k} {'(still warns)' if bad else ''}: {total:.1f} s in all attempts, "
+              f"{last:.1f} s for the last; ratio to refine {total / seconds:.2f} (last alone {last / seconds:.2f})")
+
+
+if __name__ == "__main__":
+    main()
