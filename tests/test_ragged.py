@@ -161,3 +161,26 @@ def test_damaged_draw_counts_are_refused(ragged_file):
         handle["objects/n_draws"][2] = 301
     result = CliRunner().invoke(main, ["summary", ragged_file])
     assert result.exit_code == 1 and "/objects/n_draws" in result.stderr and "1 to K = 300" in result.stderr
+
+
+def test_merge_keeps_each_shards_draw_counts(tmp_path):
+    from dataclasses import replace
+
+    from popinfer.io.samples import merge_shards
+
+    whole = ragged_samples()
+    parts = []
+    for index, rows in ((1, slice(0, 3)), (2, slice(3, 5))):
+        part = replace(whole, ids=whole.ids[rows], samples=whole.samples[rows],
+                       log_interim_prior=whole.log_interim_prior[rows], log_likelihood=whole.log_likelihood[rows],
+                       diagnostics={k: v[rows] for k, v in whole.diagnostics.items()},
+                       draw_counts=whole.draw_counts[rows])
+        parts.append(str(tmp_path / f"part{index}.h5"))
+        write_samples(part, parts[-1], extra_attrs={"shard": f"{index}/2", "fingerprint": "run",
+                                                    "n_objects_total": 5})
+    merged = merge_shards(parts, str(tmp_path / "merged.h5"))
+    again = read_samples(str(tmp_path / "merged.h5"))
+    for result in (merged, again, merge_shards(parts)):
+        np.testing.assert_array_equal(result.draw_counts, COUNTS)
+        np.testing.assert_array_equal(result.samples, whole.samples)  # NaN padding in the same places
+
