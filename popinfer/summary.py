@@ -65,6 +65,9 @@ def population_summary(result):
         "hyperparameter": result.hyperparameters, "mean": draws.mean(axis=0), "sd": draws.std(axis=0, ddof=1),
         "q05": q[0], "q50": q[1], "q95": q[2],
         "autocorr_time": np.nan if result.autocorr_time is None else result.autocorr_time})
+    for column in ("rhat", "ess_bulk", "ess_tail"):  # samplers with several chains (nuts)
+        if isinstance(result.settings.get(column), dict):
+            hyper[column] = [result.settings[column].get(name, np.nan) for name in result.hyperparameters]
     derived = derived_quantities(result)
     if derived:
         values = np.stack(list(derived.values()), axis=1)
@@ -99,6 +102,9 @@ def population_summary(result):
         "hyperprior": dict(result.hyperprior),
         "n_steps": result.settings.get("n_steps"),
         "converged": result.settings.get("converged"),
+        "chains": result.settings.get("chains"),
+        "max_rhat": result.settings.get("max_rhat"),
+        "divergences": result.settings.get("divergences"),
         "stage_one_draws": result.settings.get("stage_one_draws"),
         "ln_likelihood_variance_median": float(np.median(variance)),
         "ln_likelihood_variance_max": float(np.max(variance)),
@@ -155,6 +161,9 @@ def format_population(tables, fmt, table=None):
              + (f" (fixed: {diagnostics['fixed']})" if diagnostics["fixed"] else ""),
              (f"chain: {diagnostics['n_steps']} steps, converged: {diagnostics['converged']}; "
               if diagnostics["n_steps"] is not None else
+              f"{diagnostics['sampler']}: {diagnostics['chains']} chains, max R̂ {diagnostics['max_rhat']:.3f}, "
+              f"{diagnostics['divergences']} divergences, converged: {diagnostics['converged']}; "
+              if diagnostics["max_rhat"] is not None else
               f"{diagnostics['sampler']}: ln Z = {diagnostics['log_evidence']:.3f} ± "
               f"{diagnostics['log_evidence_error']:.3f} (relative to the interim evidence); "
               if diagnostics["log_evidence"] is not None else f"sampler: {diagnostics['sampler']}; ") +

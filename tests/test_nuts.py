@@ -14,6 +14,7 @@ al. 2021), capped by the draws kept. Negative controls (a stretched or shifted o
 """
 
 import hashlib
+import json
 import math
 import warnings
 
@@ -201,7 +202,12 @@ def test_cli_records_the_sampler_and_its_diagnostics(tmp_path, eight_exact):
     assert population.settings["sampler"] == "nuts" and population.settings["chains"] == 2
     assert math.isfinite(population.settings["max_rhat"]) and population.hyper_samples.shape == (400, 2)
     summary = runner.invoke(main, ["summary", str(tmp_path / "p.h5")])
-    assert summary.exit_code == 0 and "nuts" in summary.stdout
+    assert summary.exit_code == 0 and "nuts: 2 chains, max R̂" in summary.stdout
+    payload = json.loads(runner.invoke(main, ["summary", str(tmp_path / "p.h5"), "--format", "json"]).stdout)
+    rows = {row["hyperparameter"]: row for row in payload["hyperparameters"]}
+    assert rows["mu"]["rhat"] == pytest.approx(population.settings["rhat"]["mu"], rel=1e-12)
+    assert rows["sigma"]["ess_bulk"] == pytest.approx(population.settings["ess_bulk"]["sigma"], rel=1e-12)
+    assert payload["diagnostics"]["divergences"] == population.settings["divergences"]
 
 
 @pytest.mark.slow
