@@ -23,7 +23,8 @@ KINDS = {"uniform": "logit", "loguniform": "logit", "normal": "identity", "trunc
 
 def transformed_density(distribution, transform, u):
     x = transform.to_constrained(u)
-    return math.exp(float(distribution.logpdf(x)) + float(transform.log_jacobian(u)))
+    with np.errstate(over="ignore"):  # quad probes |u| ~ 700, where x overflows and the density is 0
+        return math.exp(float(distribution.logpdf(x)) + float(transform.log_jacobian(u)))
 
 
 @pytest.mark.parametrize("family", sorted(SPECS))
