@@ -147,6 +147,10 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
         raise UsageError(f"--rounds must be a positive whole number, got {rounds!r}.", "--rounds")
     if not (isinstance(target_variance, (int, float)) and target_variance > 0):
         raise UsageError(f"--target-variance must be a positive number, got {target_variance!r}.", "--target-variance")
+    for given, what in ((samples, "SAMPLES"), (population, "POPULATION")):
+        if str(given) == "-":
+            raise UsageError(f"refine reads {what} by name (it checks the files against each other and finds the "
+                             f"data next to them); write it to a file instead of a pipe.")
     if output is not None:
         check_output(output, overwrite, inputs=[samples, population])
     label, pop_label = str(samples), str(population)
@@ -209,13 +213,20 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
     from .reweighting import fit_population
 
     settings = fitted.settings
+    selection = {}
+    if settings.get("selection"):  # the same injections (and p_draw) as the population file's fit
+        injections, chosen = fitted.source.get("injections", {}), settings["selection"]
+        declared = chosen.get("draw_prior") or {}
+        selection = {"selection": injections.get("path"), "injections_total": chosen.get("injections_total"),
+                     "injections_group": chosen.get("group"),
+                     "draw_priors": None if "joint" in declared else [f"{k}={v}" for k, v in declared.items()]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # this fit's diagnostics are what refine reads and reports
         return fit_population(
             samples, fitted.population, parameters=fitted.parameters, hyperpriors=dict(fitted.hyperprior),
             fixed=dict(fitted.fixed), min_ess=min_ess, max_variance=settings.get("max_variance"),
             n_walkers=int(settings.get("walkers", 32)), max_steps=int(settings.get("max_steps", 20000)),
-            n_samples=int(settings.get("samples", 4000)), n_reweighted=1, seed=seed, progress=progress)
+            n_samples=int(settings.get("samples", 4000)), n_reweighted=1, seed=seed, progress=progress, **selection)
 
 
 def _fit_diagnostics(fit, counts, min_ess):

@@ -98,6 +98,8 @@ def test_a_population_fitted_to_other_samples_is_refused(fitted, tmp_path):
         refine(str(tmp_path / "other.h5"), str(fitted / "p.h5"), seed=4, progress=False)
     with pytest.raises(UsageError, match="--rounds"):
         refine(str(fitted / "s.h5"), str(fitted / "p.h5"), rounds=0, progress=False)
+    with pytest.raises(UsageError, match="by name"):
+        refine("-", str(fitted / "p.h5"), progress=False)
 
 
 def test_cli_refine(fitted, tmp_path):
@@ -113,3 +115,30 @@ def test_cli_refine(fitted, tmp_path):
                                "--data", str(tmp_path / "missing.csv"), "--quiet"])
     assert bad.exit_code == 1 and "missing.csv" in bad.stderr and "Traceback" not in bad.output
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_the_fits_between_rounds_keep_the_selection_term(tmp_path, monkeypatch):
+    """A population fitted with --selection is fitted again with the same injections and p_draw."""
+    import popinfer.reweighting as reweighting
+
+    survey = Path(__file__).resolve().parent.parent / "sample_data"
+    samples, pop = str(tmp_path / "s.h5"), str(tmp_path / "p.h5")
+    pd.read_csv(survey / "survey.csv").head(30).to_csv(tmp_path / "survey.csv", index=False)
+    popinfer.fit_individuals(str(tmp_path / "survey.csv"), "normal", samples, n_draws=200, seed=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        popinfer.fit_population(samples, "normal", pop, hyperpriors=["mu=normal(0, 2)", "sigma=halfnormal(2)"],
+                                seed=2, selection=str(survey / "survey_injections.csv"), injections_total=60000,
+                                draw_priors=["theta=normal(0, 1.5)"], n_samples=200, max_steps=200,
+                                n_reweighted=10, progress=False)  # a short chain: only the plumbing is tested
+    calls, original = [], reweighting.fit_population
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reweighting, "fit_population", recording)
+    result = refine(samples, pop, seed=3, min_ess=400, rounds=1, progress=False, components=10)
+    assert result.refitted and len(calls) == 1
+    assert calls[0]["selection"] == str(survey / "survey_injections.csv")
+    assert calls[0]["injections_total"] == 60000 and calls[0]["draw_priors"] == ["theta=normal(0.0, 1.5)"]
