@@ -16,6 +16,7 @@ al. 2021), capped by the draws kept. Negative controls (a stretched or shifted o
 import hashlib
 import json
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -263,3 +264,9 @@ def test_slopes_of_a_linear_model_pass_ks_against_the_grid():
                        n_samples=4000, n_reweighted=10)
     oracle = EightSchoolsExact(estimates[:, 0], np.full(n_objects, math.sqrt(covariance[0, 0])))
     assert_normal_normal_ks(result, oracle, nuts_effective(result), shift=0.3)
+
+
+def test_without_nutpie_the_sampler_is_a_usage_error_naming_the_extra(eight_exact, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nutpie", None)  # import nutpie raises ImportError
+    with pytest.raises(UsageError, match=r"popinfer\[nuts\]"):
+        quiet_fit(eight_exact, "normal", sampler="nuts", seed=1, n_samples=100, n_reweighted=10)
