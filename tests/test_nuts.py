@@ -16,6 +16,8 @@ al. 2021), capped by the draws kept. Negative controls (a stretched or shifted o
 import hashlib
 import json
 import math
+import os
+import signal
 import sys
 import warnings
 
@@ -270,3 +272,19 @@ def test_without_nutpie_the_sampler_is_a_usage_error_naming_the_extra(eight_exac
     monkeypatch.setitem(sys.modules, "nutpie", None)  # import nutpie raises ImportError
     with pytest.raises(UsageError, match=r"popinfer\[nuts\]"):
         quiet_fit(eight_exact, "normal", sampler="nuts", seed=1, n_samples=100, n_reweighted=10)
+
+
+def test_sigint_during_nuts_stops_the_run_without_output(tmp_path, eight_exact):
+    """nutpie's own blocking call would turn Ctrl-C into a shortened trace; the run must stop
+    instead (exit 1, no file)."""
+    from test_robustness import popinfer_process, wait_for_progress
+
+    write_samples(eight_exact, tmp_path / "eight.h5")
+    run = popinfer_process(["fit-population", "eight.h5", "-o", "pop.h5", "--population", "normal", "--sampler",
+                            "nuts", "--samples", "400000", "--seed", "1"], tmp_path)
+    assert wait_for_progress(run, 4, 0)  # the chains' progress bar is up: sampling has begun
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=300) == 1  # not 0: 4 × 100 000 draws did not finish (timeout: a hang guard)
+    message = run.stderr.read().decode()
+    assert "Traceback" not in message and "restart" in message
+    assert sorted(os.listdir(tmp_path)) == ["eight.h5"]

@@ -125,10 +125,19 @@ class NutsSampler:
                 point = start[chain].copy()
                 model = from_pyfunc(n_dim, make_logp, make_expand, [np.dtype("float64")], [(n_dim,)], ["u"],
                                     make_initial_point_fn=lambda _seed, point=point: point.copy())
-                trace = nutpie.sample(model, draws=n_draws, tune=self.tune, chains=1, cores=1, **self.nutpie_options,
-                                      seed=int(chain_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)),
-                                      progress_bar=False, save_warmup=False)
-                chains.append(np.asarray(trace.posterior["u"].values[0], dtype=float))
+                run = nutpie.sample(model, draws=n_draws, tune=self.tune, chains=1, cores=1, **self.nutpie_options,
+                                    seed=int(chain_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)),
+                                    progress_bar=False, save_warmup=False, blocking=False)
+                # Waiting ourselves: nutpie's blocking call turns Ctrl-C into a shortened trace.
+                try:
+                    trace = run.wait()
+                except BaseException:
+                    run.cancel()
+                    raise
+                draws = np.asarray(trace.posterior["u"].values[0], dtype=float)
+                if draws.shape[0] != n_draws:
+                    raise PopinferError(f"NUTS chain {chain + 1} stopped after {draws.shape[0]} of {n_draws} draws.")
+                chains.append(draws)
                 divergences += int(np.asarray(trace.sample_stats["diverging"].values).sum())
                 step_sizes.append(float(np.asarray(trace.sample_stats["step_size"].values)[0, -1]))
                 bar.update(1)
