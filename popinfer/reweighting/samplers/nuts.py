@@ -171,8 +171,9 @@ class NutsSampler:
             problems.append(f"an effective sample size below {needed} ({MIN_ESS_PER_CHAIN} per chain) for "
                             + ", ".join(f"{n} ({v:.0f})" for n, v in low.items()))
         if divergences:
-            problems.append(f"{divergences} divergent transitions after tuning (the posterior has regions the "
-                            f"step size cannot follow, or edges where ln L̂ = −inf)")
+            problems.append(f"{divergences} divergent transitions after tuning (ln L̂ is rough where objects have "
+                            f"few effective draws, which more stage-one draws smooth, or the posterior reaches an "
+                            f"edge where ln L̂ = −inf)")
         if problems:
             warnings.warn(ConvergenceWarning(
                 "The NUTS chains may not have converged: " + "; ".join(problems) + ". Raise --samples and --tune, "
