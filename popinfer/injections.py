@@ -12,16 +12,15 @@ group (``--injections-group``, default the root) holds one 1-D dataset per colum
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .distributions import parse_priors
 from .errors import InputDataError, UsageError
+from .io.files import file_sha256
 
 LOG_DRAW_PRIOR = "log_draw_prior"
 TOTAL = "injections_total"
@@ -223,13 +222,6 @@ def read_injections(path, parameters, draw_priors=None, n_total=None, group=None
                                  f"draw prior ({', '.join(f'{k}={v}' for k, v in draw_prior.items())}); "
                                  f"{outside.size} row(s) do. They cannot have been drawn from it: check --draw-prior.")
     total = _total(frame, attributes, n_total, theta.shape[0], label)
-    return Injections(source=label, sha256=_sha256(path), parameters=list(parameters), theta=theta,
+    return Injections(source=label, sha256=file_sha256(path), parameters=list(parameters), theta=theta,
                       log_draw_prior=log_draw_prior, n_total=total, draw_prior=draw_prior)
 
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

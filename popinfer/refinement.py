@@ -35,7 +35,8 @@ import numpy as np
 
 from .errors import InputDataError, UntrustedCodeError, UsageError
 from .interim import MixtureSpec
-from .io.hdf5 import check_output, spooled_input
+from .io.files import file_sha256
+from .io.hdf5 import check_output
 from .io.population import read_population
 from .io.samples import DIAGNOSTICS, Samples, read_samples, write_samples
 from .models import BUILTIN_MODELS
@@ -156,7 +157,7 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     label, pop_label = str(samples), str(population)
     stage_one = read_samples(samples)
     fitted = read_population(population)
-    _check_pair(stage_one, fitted, label, pop_label, _digest(samples))
+    _check_pair(stage_one, fitted, label, pop_label, file_sha256(samples))
     _check_model(stage_one.model, label, trust_code)
     density = population_of_file(fitted.population, fitted.parameters, pop_label, trust_code)
     min_ess = float(fitted.settings.get("min_ess", 20.0) if min_ess is None else min_ess)
@@ -164,7 +165,7 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     round_seeds = np.random.SeedSequence(seed).spawn(rounds)
     before = _fit_diagnostics(fitted, stage_one.object_draw_counts, min_ess)
     original_counts = stage_one.object_draw_counts.copy()
-    current, current_fit, after, table, source = stage_one, fitted, before, None, _digest(population)
+    current, current_fit, after, table, source = stage_one, fitted, before, None, file_sha256(population)
     refitted = np.zeros(stage_one.n_objects, dtype=bool)
     for round_index in range(rounds):
         counts = current.object_draw_counts
@@ -235,11 +236,6 @@ def _fit_diagnostics(fit, counts, min_ess):
     variance = np.asarray(fit.ln_likelihood_variance)[np.asarray(fit.ess_draw_index)]
     flagged = int(np.sum(np.mean(ess < min_ess, axis=0) >= LOW_ESS_FRACTION))
     return float(np.median(variance)), float(ess.min()), flagged
-
-
-def _digest(path):
-    with spooled_input(path) as (_, digest):
-        return digest
 
 
 def _check_pair(samples, fitted, label, pop_label, digest):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import inspect
 import os
 import shutil
@@ -208,6 +209,15 @@ def check_output(path, overwrite, inputs=()):
     if not os.access(parent, os.W_OK):
         raise OutputError(f"Cannot write {path}: no write permission in {parent}.")
 
+
+
+def file_sha256(path, block=2**20):
+    """SHA-256 hex digest of the file at ``path``, read in blocks (bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 @contextmanager
 def atomic_output(path, overwrite):

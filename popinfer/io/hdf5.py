@@ -18,7 +18,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import FileFormatError, OutputError, PopinferError
-from .files import (atomic_output, check_output, publish, release, remove_temporary,  # noqa: F401 (re-exported)
+from .files import (atomic_output, check_output, file_sha256, publish, release, remove_temporary,  # noqa: F401 (re-exported)
                     reserves_stdout, stdout_reserved_for_data, temporary_path, work_directory)
 
 FORMAT_VERSION = 1
@@ -242,8 +242,8 @@ def spooled_input(path, block=2**20):
     ``-`` copies stdin into an anonymous temporary file (HDF5 needs to seek), hashing it
     on the way; a path is hashed and then opened by name.
     """
-    digest = hashlib.sha256()
     if str(path) == "-":
+        digest = hashlib.sha256()
         with tempfile.TemporaryFile() as spool:
             while chunk := sys.stdin.buffer.read(block):
                 digest.update(chunk)
@@ -254,10 +254,7 @@ def spooled_input(path, block=2**20):
     if not Path(path).is_file():
         yield path, ""  # opening it reports what is wrong
         return
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    yield path, digest.hexdigest()
+    yield path, file_sha256(path, block)
 
 
 def mapped(dataset, path):
