@@ -91,10 +91,7 @@ class JaxHyperLikelihood(HyperLikelihood):
         if bounds and self.population.name in BUILTIN_POPULATIONS:
             return (f"the population {self.population.name!r} has sampled support bounds ({', '.join(bounds)}): ln L̂ "
                     f"jumps where a draw crosses one, so it has no useful gradient there (hold them with --fix)")
-        for term in self.terms:
-            if not hasattr(term, "gradient"):
-                return f"the likelihood term {type(term).__name__} has no gradient"
-        return None
+        return self._term_without_gradient()
 
     # -- kernel ---------------------------------------------------------------
     def _keep_features(self):

@@ -196,6 +196,10 @@ class HyperLikelihood:
             held = "" if self.form is not None or not self.fixed else " with these --fix values"
             return (f"the population {population.name!r}{held} has no gradient of ln f(θ; α) with respect to its "
                     f"hyperparameters ({', '.join(self.sampled_names)})")
+        return self._term_without_gradient()
+
+    def _term_without_gradient(self):
+        """None when every further likelihood term has a gradient; else a sentence naming the one that has not."""
         for term in self.terms:
             if not hasattr(term, "gradient"):
                 return f"the likelihood term {type(term).__name__} has no gradient"
