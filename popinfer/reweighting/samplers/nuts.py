@@ -108,10 +108,7 @@ class NutsSampler:
         evaluations_before = target.evaluations
 
         def make_logp():
-            def logp(u):
-                value, gradient = target.log_density_and_gradient(u)
-                return value, gradient
-            return logp
+            return target.log_density_and_gradient
 
         def make_expand(seed1, seed2, chain):
             def expand(u):
@@ -146,7 +143,11 @@ class NutsSampler:
         constrained = target.to_constrained(np.stack(chains))  # (C, D, H)
         diagnostics = convergence_diagnostics(constrained, target.names)
         gradient_evaluations = target.evaluations - evaluations_before
-        self._warn(diagnostics, divergences, n_samples)
+        problems = self._problems(diagnostics, divergences)
+        if problems:
+            warnings.warn(ConvergenceWarning(
+                "The NUTS chains may not have converged: " + "; ".join(problems) + ". Raise --samples and --tune, "
+                "or check the hyperpriors; --sampler emcee is the alternative."), stacklevel=2)
         flat = constrained.reshape(-1, n_dim)
         pick = np.round(np.linspace(0, flat.shape[0] - 1, n_samples)).astype(np.int64)
         diagnostics.update(
@@ -154,11 +155,11 @@ class NutsSampler:
             max_rhat=max(diagnostics["rhat"].values()), min_ess_bulk=min(diagnostics["ess_bulk"].values()),
             min_ess_tail=min(diagnostics["ess_tail"].values()), step_size=step_sizes,
             transforms={name: t.kind for name, t in zip(target.names, target.transforms)})
-        diagnostics["converged"] = bool(diagnostics["max_rhat"] <= MAX_RHAT and divergences == 0 and min(
-            diagnostics["min_ess_bulk"], diagnostics["min_ess_tail"]) >= MIN_ESS_PER_CHAIN * self.chains)
+        diagnostics["converged"] = not problems
         return SamplerResult(flat[pick], diagnostics)
 
-    def _warn(self, diagnostics, divergences, n_samples):
+    def _problems(self, diagnostics, divergences):
+        """What keeps the chains from counting as converged: R̂, ESS, divergences (empty when none)."""
         problems = []
         high = {name: value for name, value in diagnostics["rhat"].items() if not value <= MAX_RHAT}
         if high:
@@ -174,7 +175,4 @@ class NutsSampler:
             problems.append(f"{divergences} divergent transitions after tuning (ln L̂ is rough where objects have "
                             f"few effective draws, which more stage-one draws smooth, or the posterior reaches an "
                             f"edge where ln L̂ = −inf)")
-        if problems:
-            warnings.warn(ConvergenceWarning(
-                "The NUTS chains may not have converged: " + "; ".join(problems) + ". Raise --samples and --tune, "
-                "or check the hyperpriors; --sampler emcee is the alternative."), stacklevel=3)
+        return problems
