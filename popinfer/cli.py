@@ -70,6 +70,11 @@ def _resume_hint(command, output):
             return (f"Finished batches are kept in {output}.partial; run the same command with --resume to "
                     f"continue.")
         return "No batch had finished; run the command again."
+    if command == "refine_command" and output and output != "-":
+        if os.path.isdir(f"{output}.partial"):
+            return (f"Finished refits are kept in {output}.partial; run the same command with --resume to "
+                    f"continue.")
+        return "No refit had finished; run the command again."
     if command == "fit_population_command":
         return ("fit-population keeps no partial state (nothing was written); run the command again to "
                 "restart it.")
@@ -337,11 +342,15 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
               help="Also refit the largest contributors while the median Var[ln L-hat] exceeds this; smaller values "
                    "buy posterior moments closer to exact with more draws.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local processes (results do not depend on it).")
+@click.option("--batch-size", type=int, default=None, help="Objects refitted together [default: from a memory budget].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same output.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run the refits on Dask: tcp://HOST:PORT, or local:N for a local cluster of N processes.")
 @click.option("--trust-code", is_flag=True, help="Allow re-running a user model or population the files name.")
 @run_options
 @handle_errors
-def refine_command(samples, population, output, data, min_ess, rounds, target_variance, workers, trust_code, seed,
-                   quiet, overwrite, strict, debug):
+def refine_command(samples, population, output, data, min_ess, rounds, target_variance, workers, batch_size, resume,
+                   scheduler, trust_code, seed, quiet, overwrite, strict, debug):
     """Refit the objects a population fit flagged (low ESS, or a large share of
     Var[ln L̂]) under a population-informed interim prior, and keep the others.
 
@@ -360,8 +369,9 @@ def refine_command(samples, population, output, data, min_ess, rounds, target_va
     from .reweighting import PopulationDiagnosticWarning
 
     result = refine(samples, population, output, data=data, seed=seed, min_ess=min_ess, rounds=rounds,
-                    target_variance=target_variance, workers=workers, progress=not quiet, overwrite=overwrite, trust_code=trust_code,
-                    command=_recorded_command(click.get_current_context()))
+                    target_variance=target_variance, workers=workers, progress=not quiet, overwrite=overwrite,
+                    trust_code=trust_code, command=_recorded_command(click.get_current_context()), resume=resume,
+                    scheduler=scheduler, batch_size=batch_size)
     label = "-" if output == "-" else output
     if result.flagged_after:
         warnings.warn(PopulationDiagnosticWarning(result.report(label)))

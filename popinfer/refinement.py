@@ -26,6 +26,8 @@ The data and model are read again: the samples file records the data's path and 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import warnings
@@ -37,6 +39,7 @@ from .errors import InputDataError, UntrustedCodeError, UsageError
 from .interim import MixtureSpec
 from .io.files import file_sha256
 from .io.hdf5 import check_output
+from .io.refine_checkpoint import RefineCheckpoint
 from .io.population import read_population
 from .io.samples import DIAGNOSTICS, Samples, read_samples, write_samples
 from .models import BUILTIN_MODELS
@@ -105,7 +108,8 @@ class RefineResult:
 
 def refine(samples, population, output=None, *, data=None, seed=None, min_ess=None, rounds=DEFAULT_ROUNDS,
            target_variance=VARIANCE_TARGET, workers=1, progress=True, overwrite=False, command="", trust_code=False,
-           weight=DEFENSIVE_WEIGHT, components=COMPONENTS, max_growth=MAX_GROWTH):
+           weight=DEFENSIVE_WEIGHT, components=COMPONENTS, max_growth=MAX_GROWTH, resume=False, scheduler=None,
+           batch_size=None):
     """Refit the objects a population fit flagged; keep the others (see the module docstring).
 
     Parameters
@@ -131,6 +135,16 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
         less noisy ln L̂ (posterior moments closer to exact) with more draws.
     workers : int
         Local processes for the refits.
+    resume : bool
+        Continue an interrupted run into the same ``output``: the refits are checkpointed
+        in ``OUTPUT.partial`` (per round and draw-count group, batch by batch), and a
+        resumed run gives the same file as an uninterrupted one. The inputs, seed and
+        settings must be the original run's.
+    scheduler : str, optional
+        Run the refits on a dask.distributed cluster (``tcp://HOST:PORT`` or ``local:N``);
+        the result does not depend on it.
+    batch_size : int, optional
+        Objects refitted together (default: ``fit_individuals``'s, from a memory budget).
     trust_code : bool
         Allow re-running a user model (or population) that the files name.
     weight : float
@@ -146,8 +160,13 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     """
     if not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise UsageError(f"--rounds must be a positive whole number, got {rounds!r}.", "--rounds")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise UsageError(f"--batch-size must be a positive whole number, got {batch_size!r}.", "--batch-size")
     if not (isinstance(target_variance, (int, float)) and target_variance > 0):
         raise UsageError(f"--target-variance must be a positive number, got {target_variance!r}.", "--target-variance")
+    if resume and (output is None or str(output) == "-"):
+        raise UsageError("--resume needs a file output: a run writing to stdout (or returning in memory) cannot "
+                         "be resumed.", "--resume")
     for given, what in ((samples, "SAMPLES"), (population, "POPULATION")):
         if str(given) == "-":
             raise UsageError(f"refine reads {what} by name (it checks the files against each other and finds the "
@@ -157,15 +176,21 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     label, pop_label = str(samples), str(population)
     stage_one = read_samples(samples)
     fitted = read_population(population)
-    _check_pair(stage_one, fitted, label, pop_label, file_sha256(samples))
+    digests = file_sha256(samples), file_sha256(population)
+    _check_pair(stage_one, fitted, label, pop_label, digests[0])
     _check_model(stage_one.model, label, trust_code)
     density = population_of_file(fitted.population, fitted.parameters, pop_label, trust_code)
     min_ess = float(fitted.settings.get("min_ess", 20.0) if min_ess is None else min_ess)
+    if seed is None and resume:
+        seed = RefineCheckpoint.recorded_seed(output)  # the seed a run without --seed drew
     seed = resolve_seed(seed)
+    execution = _Execution(scheduler, batch_size, _checkpoint(
+        output, resume, overwrite, digests, seed, min_ess, rounds, target_variance, weight, components, max_growth,
+        batch_size))
     round_seeds = np.random.SeedSequence(seed).spawn(rounds)
     before = _fit_diagnostics(fitted, stage_one.object_draw_counts, min_ess)
     original_counts = stage_one.object_draw_counts.copy()
-    current, current_fit, after, table, source = stage_one, fitted, before, None, file_sha256(population)
+    current, current_fit, after, table, source = stage_one, fitted, before, None, digests[1]
     refitted = np.zeros(stage_one.n_objects, dtype=bool)
     for round_index in range(rounds):
         counts = current.object_draw_counts
@@ -186,16 +211,39 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
                            {"path": f"round {round_index} of refine", "sha256": ""})
         if progress:
             print(f"refine: round {round_index + 1}: refitting {chosen.size} object(s)", file=sys.stderr)
-        refits = _refit(current, table, chosen, new_counts, spec, refit_seed, workers, progress)
+        refits = _refit(current, table, chosen, new_counts, spec, refit_seed, workers, progress, execution,
+                        round_index)
         current = _assemble(current, chosen, refits, new_counts, spec, seed, command, min_ess)
         refitted[chosen] = True
         current_fit = _fit_again(current, fitted, min_ess, fit_seed, progress)
         after = _fit_diagnostics(current_fit, current.object_draw_counts, min_ess)
     if output is not None:
         write_samples(current, output, overwrite=overwrite)
+    if execution.checkpoint is not None:
+        execution.checkpoint.finish()
     final_counts = current.object_draw_counts
     return RefineResult(current, [stage_one.ids[n] for n in np.flatnonzero(refitted)],
                         original_counts[refitted], final_counts[refitted], *before, *after)
+
+
+@dataclass
+class _Execution:
+    """How the refits run (none of it changes the result but ``batch_size``): on a Dask
+    cluster or not, in batches of what size, checkpointed (a file output) or in memory."""
+
+    scheduler: object = None
+    batch_size: object = None
+    checkpoint: object = None
+
+
+def _checkpoint(output, resume, overwrite, digests, seed, *settings):
+    """The :class:`RefineCheckpoint` of a run writing a file (checked against a leftover
+    one before any work), or None for ``-`` and in-memory runs."""
+    if output is None or str(output) == "-":
+        return None
+    fingerprint = hashlib.sha256(json.dumps({"inputs": list(digests), "seed": int(seed), "settings": [
+        None if value is None else float(value) for value in settings]}).encode()).hexdigest()
+    return RefineCheckpoint(output, fingerprint, seed).start(resume, overwrite)
 
 
 def _check_model(model, label, trust_code):
@@ -330,9 +378,12 @@ def _data_table(samples, data, label):
     return table
 
 
-def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress):
-    """Stage one under p0' for the chosen objects, one run per distinct K_n': {object index: (Samples, row)}."""
+def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress, execution=None, round_index=0):
+    """Stage one under p0' for the chosen objects, one run per distinct K_n': {object index: (Samples, row)}.
+    With a checkpoint, each run is one of its refits (read back when a resumed run finds it finished)."""
     from .individuals import fit_individuals
+
+    execution = execution or _Execution()
 
     settings = samples.settings
     ids = table.frame[table.id_column].astype(str).str.strip()
@@ -342,12 +393,24 @@ def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress):
     for n_draws, stream in zip(groups, streams):
         members = [n for n in chosen if new_counts[n] == n_draws]
         frame = table.frame[ids.isin({samples.ids[n] for n in members}).to_numpy()]
-        fitted = fit_individuals(
-            frame, samples.model, priors=dict(samples.interim_prior), fixed=dict(settings.get("fixed") or {}),
-            columns=dict(settings.get("columns") or {}), id_column=table.id_column, n_draws=int(n_draws),
-            max_steps=max(int(settings.get("max_steps", 20000)), 1), workers=workers,
-            seed=int(stream.generate_state(1, np.uint64)[0] >> np.uint64(1)), progress=progress,
-            interim_mixture=spec)
+        group_seed = int(stream.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+        def fit(output=None):
+            return fit_individuals(
+                frame, samples.model, output, priors=dict(samples.interim_prior),
+                fixed=dict(settings.get("fixed") or {}), columns=dict(settings.get("columns") or {}),
+                id_column=table.id_column, n_draws=int(n_draws), max_steps=max(int(settings.get("max_steps", 20000)), 1),
+                workers=workers, seed=group_seed, progress=progress, interim_mixture=spec,
+                scheduler=execution.scheduler, batch_size=execution.batch_size, resume=output is not None)
+
+        if execution.checkpoint is None:
+            fitted = fit()
+        else:
+            key = hashlib.sha256(json.dumps({
+                "round": round_index, "draws": int(n_draws), "objects": [samples.ids[n] for n in members],
+                "seed": group_seed, "batch_size": execution.batch_size, "mixture": spec.fingerprint()},
+                sort_keys=True).encode()).hexdigest()[:16]
+            fitted = execution.checkpoint.refit(f"round{round_index + 1}-K{int(n_draws)}-{key}", fit, read_samples)
         for n in members:
             out[n] = (fitted, fitted.ids.index(samples.ids[n]))
     return out

@@ -108,3 +108,17 @@ def test_independent_estimates_of_refitted_objects_are_under_the_plain_interim_p
     assert weighted.max() < 1.0 and weighted.mean() < 0.5 * unweighted.mean(), (weighted, unweighted)
     np.testing.assert_allclose(np.median(summary[:, 0, 1] / sigma), 1.0, atol=0.15)
     assert np.median(plain[:, 0, 1] / sigma) < 0.85
+
+
+def test_a_written_mixture_fit_records_its_joint_interim_prior(refitted, tmp_path, reproducible):
+    """Written to a file (refine checkpoints its refits), the fit holds the in-memory fit's draws and
+    marks ln p0' as joint in /objects/joint_interim_prior, so the file reads back as it was fitted."""
+    frame, components, in_memory = refitted
+    spec = MixtureSpec(get_population("normal", ["theta"]), components, WEIGHT, {"path": "<test>", "sha256": ""})
+    path = str(tmp_path / "mixture.h5")
+    written = popinfer.fit_individuals(frame, "normal", path, n_draws=2000, seed=5, progress=False,
+                                       interim_mixture=spec)
+    for result in (written, popinfer.read_samples(path)):
+        np.testing.assert_array_equal(result.samples, in_memory.samples)
+        np.testing.assert_array_equal(result.log_interim_prior, in_memory.log_interim_prior)
+        np.testing.assert_array_equal(result.joint_interim, in_memory.joint_interim)

@@ -136,9 +136,9 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
         into the file an unsharded run would write.
     interim_mixture : popinfer.interim.MixtureSpec, optional
         Fit under the defensive mixture p0' = λ p0 + (1 − λ) q instead of p0 (what
-        ``refine`` does; in memory only: no ``output``). The result's
-        ``log_interim_prior`` holds ln p0' (joint over the population's parameters,
-        marked in ``joint_interim``).
+        ``refine`` does). The result's ``log_interim_prior`` holds ln p0' (joint over
+        the population's parameters, marked in ``joint_interim`` and, in a written
+        file, ``/objects/joint_interim_prior``).
 
     Returns
     -------
@@ -147,8 +147,6 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     column_map = parse_options(columns, _parse_column, "--column")
     fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
     _check_counts(n_draws=n_draws, max_steps=max_steps, workers=workers, batch_size=batch_size)
-    if interim_mixture is not None and output is not None:
-        raise UsageError("A fit under a mixture interim prior is returned in memory (no output); refine writes it.")
     if output is not None:
         check_output(output, overwrite, inputs=[data])
         if resume and str(output) == "-":
@@ -173,9 +171,6 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
                    resolve_seed(seed), shard, command, interim_mixture)
     checkpoint, scratch, first_batch = _start_checkpoint(plan, output, resume, overwrite)
     samples = _run(plan, checkpoint, scratch, first_batch, output, overwrite, workers, progress, scheduler)
-    if interim_mixture is not None:
-        samples.joint_interim = np.zeros((samples.n_objects, len(names)), dtype=bool)
-        samples.joint_interim[:, plan.priors.joint_columns] = True
     _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
     return samples
 
@@ -253,10 +248,16 @@ class RunPlan:
                          self.fixed, self.n_draws, self.n_walkers, self.max_steps, self.seeds[i])
 
     def header(self):
-        """The samples file's provenance (a :class:`Samples` without draws)."""
+        """The samples file's provenance (a :class:`Samples` without draws; under a mixture
+        interim prior, with ``joint_interim`` of the plan's objects)."""
+        joint_columns = getattr(self.priors, "joint_columns", None)
+        joint = None
+        if joint_columns:
+            joint = np.zeros((len(self.ids), len(self.names)), dtype=bool)
+            joint[:, joint_columns] = True
         return Samples(ids=[], parameters=self.names, samples=None, log_interim_prior=None,
                        log_likelihood=None, diagnostics={}, model=self.model.name, interim_prior=self.interim_prior,
-                       settings=self.settings, seed=self.seed, command=self.command)
+                       settings=self.settings, seed=self.seed, command=self.command, joint_interim=joint)
 
     def shard_attributes(self):
         """Root attributes of a shard file (None without shards)."""
@@ -304,9 +305,10 @@ def _run(plan, checkpoint, scratch, first_batch, output, overwrite, workers, pro
         bar.close()
         if checkpoint is not None:
             return checkpoint.publish(output, overwrite, plan.header(), plan.shard_attributes())
+        header = plan.header()
         samples = _assemble(results, plan.ids, plan.names)
-        samples.model, samples.interim_prior, samples.settings = plan.model.name, plan.interim_prior, plan.settings
-        samples.seed, samples.command = plan.seed, plan.command
+        samples.model, samples.interim_prior, samples.settings = header.model, header.interim_prior, header.settings
+        samples.seed, samples.command, samples.joint_interim = header.seed, header.command, header.joint_interim
         return samples
     except BaseException as exc:
         if checkpoint is not None:

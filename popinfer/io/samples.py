@@ -614,7 +614,8 @@ class Checkpoint:
         batch by batch, and remove the checkpoint.
 
         ``header`` is a :class:`Samples` whose provenance fields (model, parameters,
-        interim_prior, settings, seed, command) are recorded; its arrays are unused.
+        interim_prior, settings, seed, command) are recorded, with ``joint_interim``
+        (N, D) when the interim prior is joint; its other arrays are unused.
         Returns a :class:`Samples` whose arrays are read-only memory maps of the file.
         """
         n_batches = int(self.handle.attrs["n_batches"])
@@ -625,9 +626,13 @@ class Checkpoint:
         temporary = temporary_path(path)
         try:
             ids = self.handle["objects/id"]
-            with _new_file(temporary, header, extra_attrs, ids, self.handle["samples"].shape[1]) as handle:
+            joint = header.joint_interim if header.joint_interim is not None and header.joint_interim.any() else None
+            with _new_file(temporary, header, extra_attrs, ids, self.handle["samples"].shape[1],
+                           joint=joint is not None) as handle:
                 for index in range(n_batches):
                     lo, rows = self._verified_rows(index)
+                    if joint is not None:
+                        rows["joint_interim"] = joint[lo:lo + rows["samples"].shape[0]]
                     write_rows(handle, lo, rows)
             result = _mapped_samples(temporary, header)
             publish(temporary, path, overwrite)
