@@ -2,11 +2,9 @@
 the refusals that keep a checkpoint from being continued by the wrong run."""
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -15,29 +13,17 @@ from popinfer.cli import main
 from popinfer.errors import OutputError, UsageError
 from popinfer.io.samples import Checkpoint
 from popinfer.refinement import refine
+from test_refine import fitted  # noqa: F401 (the fixture)
 
-HYPERPRIORS = ["mu=normal(0, 10)", "sigma=halfnormal(2)"]
 # batch_size=1: every refitted object is a batch of its own, so a refit commits several times
 RUN = dict(seed=4, min_ess=10, progress=False, batch_size=1)
 REAL_COMMIT = Checkpoint.commit
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    """Six objects, K = 200, a population fit in which five have few effective draws."""
-    root = tmp_path_factory.mktemp("refine-runs")
-    rng = np.random.default_rng(3)
-    sigma = np.array([0.3, 0.4, 2.0, 3.0, 3.0, 4.0])
-    frame = pd.DataFrame({"id": list("abcdef"), "y": rng.normal(1.0, 0.3, 6) + sigma * rng.normal(size=6),
-                          "sigma": sigma})
-    frame.to_csv(root / "data.csv", index=False)
-    popinfer.fit_individuals(str(root / "data.csv"), "normal", str(root / "s.h5"), n_draws=200, seed=1,
-                             progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        popinfer.fit_population(str(root / "s.h5"), "normal", str(root / "p.h5"), hyperpriors=HYPERPRIORS, seed=2,
-                                n_samples=400, max_steps=3000, n_reweighted=10, progress=False)
-    return str(root / "s.h5"), str(root / "p.h5")
+def inputs(fitted):
+    """test_refine's six objects (K = 200) and their population fit, in which five have few effective draws."""
+    return str(fitted / "s.h5"), str(fitted / "p.h5")
 
 
 def _counting_commits(monkeypatch, stop_after=None):
@@ -54,70 +40,70 @@ def _counting_commits(monkeypatch, stop_after=None):
     return committed
 
 
-def test_resume_after_interruption_gives_the_uninterrupted_file(fitted, tmp_path, reproducible, monkeypatch):
+def test_resume_after_interruption_gives_the_uninterrupted_file(inputs, tmp_path, reproducible, monkeypatch):
     reference = tmp_path / "reference.h5"
     everything = _counting_commits(monkeypatch)
-    refine(*fitted, str(reference), rounds=2, **RUN)
+    refine(*inputs, str(reference), rounds=2, **RUN)
     assert len(everything) >= 4 and not Path(f"{reference}.partial").exists()  # removed once written
 
     output = tmp_path / "interrupted.h5"
     stop = len(everything) // 2 + 1
     _counting_commits(monkeypatch, stop_after=stop)
     with pytest.raises(KeyboardInterrupt):
-        refine(*fitted, str(output), rounds=2, **RUN)
+        refine(*inputs, str(output), rounds=2, **RUN)
     assert not output.exists()  # nothing half-written under the output's name
     assert os.listdir(f"{output}.partial")  # the finished work is kept
 
     resumed = _counting_commits(monkeypatch)
-    result = refine(*fitted, str(output), rounds=2, resume=True, **RUN)
+    result = refine(*inputs, str(output), rounds=2, resume=True, **RUN)
     assert len(resumed) == len(everything) - stop  # nothing committed is redone
     assert output.read_bytes() == reference.read_bytes()
     assert not Path(f"{output}.partial").exists()
     assert result.refitted
 
 
-def test_a_leftover_checkpoint_is_never_silently_discarded_nor_continued_by_another_run(fitted, tmp_path,
+def test_a_leftover_checkpoint_is_never_silently_discarded_nor_continued_by_another_run(inputs, tmp_path,
                                                                                         monkeypatch):
     output = tmp_path / "out.h5"
     _counting_commits(monkeypatch, stop_after=1)
     with pytest.raises(KeyboardInterrupt):
-        refine(*fitted, str(output), rounds=1, **RUN)
+        refine(*inputs, str(output), rounds=1, **RUN)
     monkeypatch.undo()
     with pytest.raises(OutputError, match="--resume"):
-        refine(*fitted, str(output), rounds=1, **RUN)
+        refine(*inputs, str(output), rounds=1, **RUN)
     for changed in ({"seed": 5}, {"min_ess": 12}, {"rounds": 2}):
         with pytest.raises(OutputError, match="other input files, seed or settings"):
-            refine(*fitted, str(output), resume=True, **{**RUN, "rounds": 1, **changed})
+            refine(*inputs, str(output), resume=True, **{**RUN, "rounds": 1, **changed})
     assert os.listdir(f"{output}.partial") and not output.exists()
-    refine(*fitted, str(output), rounds=1, overwrite=True, **{**RUN, "seed": 5})
+    refine(*inputs, str(output), rounds=1, overwrite=True, **{**RUN, "seed": 5})
     assert output.exists() and not Path(f"{output}.partial").exists()
 
 
-def test_a_run_without_seed_resumes_with_the_seed_it_drew(fitted, tmp_path, monkeypatch):
+def test_a_run_without_seed_resumes_with_the_seed_it_drew(inputs, tmp_path, monkeypatch):
     output = tmp_path / "out.h5"
     _counting_commits(monkeypatch, stop_after=2)
     options = {**RUN, "seed": None}
     with pytest.raises(KeyboardInterrupt):
-        refine(*fitted, str(output), rounds=1, **options)
+        refine(*inputs, str(output), rounds=1, **options)
     monkeypatch.undo()
-    result = refine(*fitted, str(output), rounds=1, resume=True, **options)
+    result = refine(*inputs, str(output), rounds=1, resume=True, **options)
     drawn = result.samples.settings["refinement"][0]["seed"]
     assert result.samples.seed == drawn and output.exists()
 
 
-def test_resume_needs_a_file_output(fitted):
+def test_resume_needs_a_file_output(inputs):
     with pytest.raises(UsageError, match="--resume needs a file output"):
-        refine(*fitted, "-", resume=True, **RUN)
+        refine(*inputs, "-", resume=True, **RUN)
     with pytest.raises(UsageError, match="--resume needs a file output"):
-        refine(*fitted, resume=True, **RUN)
+        refine(*inputs, resume=True, **RUN)
     with pytest.raises(UsageError, match="--batch-size"):
-        refine(*fitted, **{**RUN, "batch_size": 0})
+        refine(*inputs, **{**RUN, "batch_size": 0})
 
 
-def test_cli_interrupted_refine_says_how_to_resume_and_resumes(fitted, tmp_path, reproducible, monkeypatch):
+def test_cli_interrupted_refine_says_how_to_resume_and_resumes(inputs, tmp_path, reproducible, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    args = ["refine", *fitted, "-o", "r.h5", "--seed", "4", "--min-ess", "10", "--rounds", "1", "--batch-size", "1",
+    args = ["refine", *inputs, "-o", "r.h5", "--seed", "4", "--min-ess", "10", "--rounds", "1", "--batch-size", "1",
             "--quiet"]
     _counting_commits(monkeypatch, stop_after=2)
     interrupted = runner.invoke(main, args)
@@ -139,9 +125,9 @@ def test_cli_interrupted_refine_says_how_to_resume_and_resumes(fitted, tmp_path,
     assert bad.exit_code == 2 and "--resume" in bad.stderr
 
 
-def test_refits_on_a_local_dask_cluster_give_the_same_file(fitted, tmp_path, reproducible):
+def test_refits_on_a_local_dask_cluster_give_the_same_file(inputs, tmp_path, reproducible):
     pytest.importorskip("distributed")
     local, dask = tmp_path / "local.h5", tmp_path / "dask.h5"
-    refine(*fitted, str(local), rounds=1, **{**RUN, "batch_size": 2})
-    refine(*fitted, str(dask), rounds=1, scheduler="local:2", **{**RUN, "batch_size": 2})
+    refine(*inputs, str(local), rounds=1, **{**RUN, "batch_size": 2})
+    refine(*inputs, str(dask), rounds=1, scheduler="local:2", **{**RUN, "batch_size": 2})
     assert dask.read_bytes() == local.read_bytes()
