@@ -340,7 +340,10 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
               help="Rounds of flag, refit, fit the population again (in memory); stops once nothing is flagged.")
 @click.option("--target-variance", type=float, default=0.5, show_default=True,
               help="Also refit the largest contributors while the median Var[ln L-hat] exceeds this; smaller values "
-                   "buy posterior moments closer to exact with more draws.")
+                   "buy a less noisy ln L-hat with more draws.")
+@click.option("--moment-error", type=float, default=None,
+              help="Also refit, with more draws, the largest contributors to stage one's Monte Carlo error of the "
+                   "hyperparameters' posterior means while it exceeds this many posterior sds (e.g. 0.01) [default: off].")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local processes (results do not depend on it).")
 @click.option("--batch-size", type=int, default=None, help="Objects refitted together [default: from a memory budget].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same output.")
@@ -349,8 +352,8 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
 @click.option("--trust-code", is_flag=True, help="Allow re-running a user model or population the files name.")
 @run_options
 @handle_errors
-def refine_command(samples, population, output, data, min_ess, rounds, target_variance, workers, batch_size, resume,
-                   scheduler, trust_code, seed, quiet, overwrite, strict, debug):
+def refine_command(samples, population, output, data, min_ess, rounds, target_variance, moment_error, workers,
+                   batch_size, resume, scheduler, trust_code, seed, quiet, overwrite, strict, debug):
     """Refit the objects a population fit flagged (low ESS, or a large share of
     Var[ln L̂]) under a population-informed interim prior, and keep the others.
 
@@ -371,7 +374,7 @@ def refine_command(samples, population, output, data, min_ess, rounds, target_va
     result = refine(samples, population, output, data=data, seed=seed, min_ess=min_ess, rounds=rounds,
                     target_variance=target_variance, workers=workers, progress=not quiet, overwrite=overwrite,
                     trust_code=trust_code, command=_recorded_command(click.get_current_context()), resume=resume,
-                    scheduler=scheduler, batch_size=batch_size)
+                    scheduler=scheduler, batch_size=batch_size, moment_error=moment_error)
     label = "-" if output == "-" else output
     if result.flagged_after:
         warnings.warn(PopulationDiagnosticWarning(result.report(label)))

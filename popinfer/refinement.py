@@ -6,13 +6,20 @@ What is refitted (from the population file's per-object ESS at its M posterior d
 - every object with ESS_n < 2·``min_ess`` at ≥ 1 % of the draws (the low-ESS warning's test,
   with a margin: the refitted population's posterior reaches a little further than the last);
 - while Σ_n median(1/ESS_n − 1/K_n) exceeds ``target_variance`` (default 0.5), the largest
-  contributors to Var[ln L̂] (Talbot & Golomb 2023), until the rest sum to at most half of it.
+  contributors to Var[ln L̂] (Talbot & Golomb 2023), until the rest sum to at most half of it;
+- with ``moment_error`` E: while stage one's Monte Carlo error of some hyperparameter's posterior
+  mean exceeds E posterior sds, the largest contributors to it, until the rest is at most E²/2
+  (in units of the posterior variance). Each object's contribution is the delta method through
+  its weights (``HyperLikelihood.moment_variance``), times K_n over its stage-one effective draws
+  when those are fewer. Var[ln L̂] at fixed α misses this error: a refitted object's weights
+  are nearly flat at every α (Var[ln L̂] ≈ 0), yet the slope of ln L̂_n across α, which moves
+  the posterior means, still has an error of order 1/(τ √K_n).
 
 How: under the defensive mixture p0' = λ p0 + (1 − λ) q (``popinfer.interim``), q the
 population's posterior predictive over S of the latest fit's hyperparameter draws. An
 object's first refit keeps its K_n (the mixture is the cheap remedy); an object flagged
 again gets K_n' = K_n · max(2·min_ess / ESS_n,1%, its median share of Var[ln L̂] over an
-even share of half the target) draws, ESS_n,1% its ESS at the 1 % quantile over the draws
+even share of half the target, its share of the moments' variance over an even share of E²/2) draws, ESS_n,1% its ESS at the 1 % quantile over the draws
 (what the warning looks at), rounded up to a power of two from 2 to ``MAX_GROWTH`` so that
 objects share few stage-one runs. After each round the population is
 fitted again (in memory, with the population file's settings) and the next round flags
@@ -54,6 +61,7 @@ MAX_GROWTH = 16           # K_n' ≤ 16 K_n in one round
 VARIANCE_TARGET = 0.5     # refit the largest Var[ln L̂] contributors while the sum exceeds this
 DEFAULT_ROUNDS = 3
 REFIT_MARGIN = 2.0        # refit objects with ESS < 2·min_ess at ≥ 1 % of the draws
+MOMENT_DRAWS = 500        # posterior draws over which each object's share of the moments' error is estimated
 
 
 @dataclass
@@ -75,6 +83,9 @@ class RefineResult:
         The smallest ESS_n of any object at those draws.
     flagged_before, flagged_after : int
         Objects the low-ESS warning names (ESS < min_ess at ≥ 1 % of the draws), before and after.
+    moment_error_before, moment_error_after : float or None
+        With ``moment_error``: stage one's Monte Carlo error of the posterior means (the largest
+        over the hyperparameters, in posterior sds) of the input population fit and of the last one.
     """
 
     samples: Samples
@@ -87,6 +98,8 @@ class RefineResult:
     variance_after: float
     min_ess_after: float
     flagged_after: int
+    moment_error_before: float = None
+    moment_error_after: float = None
 
     def report(self, label="the refined samples"):
         """One line: what was refitted and how Var[ln L̂] and the smallest ESS changed."""
@@ -100,16 +113,19 @@ class RefineResult:
         warned = ("no object has low ESS any more" if not self.flagged_after else
                   f"{self.flagged_after} object(s) still have ESS below the threshold (run refine again on "
                   f"{label} and its population fit, or raise --rounds)")
+        moments = ("" if self.moment_error_before is None else
+                   f", stage one's error of the posterior means {self.moment_error_before:.3g} → "
+                   f"{self.moment_error_after:.3g} posterior sd")
         return (f"Refitted {len(self.refitted)} object(s) ({listed}) under the population-informed interim prior "
                 f"({draws}). Median Var[ln L̂] {self.variance_before:.3g} → {self.variance_after:.3g}, smallest "
-                f"ESS {self.min_ess_before:.3g} → {self.min_ess_after:.3g}, objects with low ESS "
+                f"ESS {self.min_ess_before:.3g} → {self.min_ess_after:.3g}{moments}, objects with low ESS "
                 f"{self.flagged_before} → {self.flagged_after}: {warned}. Now fit the population on {label}.")
 
 
 def refine(samples, population, output=None, *, data=None, seed=None, min_ess=None, rounds=DEFAULT_ROUNDS,
            target_variance=VARIANCE_TARGET, workers=1, progress=True, overwrite=False, command="", trust_code=False,
            weight=DEFENSIVE_WEIGHT, components=COMPONENTS, max_growth=MAX_GROWTH, resume=False, scheduler=None,
-           batch_size=None):
+           batch_size=None, moment_error=None):
     """Refit the objects a population fit flagged; keep the others (see the module docstring).
 
     Parameters
@@ -132,7 +148,12 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     target_variance : float
         While Σ_n median(1/ESS_n − 1/K_n) exceeds it, the largest contributors are
         refitted too (until the rest is at most half of it). Smaller values buy a
-        less noisy ln L̂ (posterior moments closer to exact) with more draws.
+        less noisy ln L̂ with more draws.
+    moment_error : float, optional
+        E: also refit (with more draws) the largest contributors to stage one's Monte Carlo
+        error of the hyperparameters' posterior means while it exceeds E posterior sds (until
+        the rest is at most E/√2). About 1/√(the fit's hyperparameter draws) makes it no larger
+        than the population fit's own Monte Carlo error. Default: off.
     workers : int
         Local processes for the refits.
     resume : bool
@@ -164,6 +185,9 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
         raise UsageError(f"--batch-size must be a positive whole number, got {batch_size!r}.", "--batch-size")
     if not (isinstance(target_variance, (int, float)) and target_variance > 0):
         raise UsageError(f"--target-variance must be a positive number, got {target_variance!r}.", "--target-variance")
+    if moment_error is not None and not (isinstance(moment_error, (int, float)) and 0 < moment_error < 1):
+        raise UsageError(f"--moment-error must be a number between 0 and 1 (posterior standard deviations), got "
+                         f"{moment_error!r}.", "--moment-error")
     if resume and (output is None or str(output) == "-"):
         raise UsageError("--resume needs a file output: a run writing to stdout (or returning in memory) cannot "
                          "be resumed.", "--resume")
@@ -186,21 +210,25 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     seed = resolve_seed(seed)
     execution = _Execution(scheduler, batch_size, _checkpoint(
         output, resume, overwrite, digests, seed, min_ess, rounds, target_variance, weight, components, max_growth,
-        batch_size))
+        batch_size, moment_error))
     round_seeds = np.random.SeedSequence(seed).spawn(rounds)
     before = _fit_diagnostics(fitted, stage_one.object_draw_counts, min_ess)
     original_counts = stage_one.object_draw_counts.copy()
     current, current_fit, after, table, source = stage_one, fitted, before, None, digests[1]
+    moments = None if moment_error is None else _moment_shares(current, current_fit, density)
+    moment_before = moment_after = None if moments is None else _moment_error(moments)
     refitted = np.zeros(stage_one.n_objects, dtype=bool)
     for round_index in range(rounds):
         counts = current.object_draw_counts
-        chosen = _flagged(np.asarray(current_fit.ess, dtype=float), counts, min_ess, target_variance)
+        chosen = _flagged(np.asarray(current_fit.ess, dtype=float), counts, min_ess, target_variance, moments,
+                          moment_error)
         if not chosen.size:
             break
         on_mixture = (current.joint_interim[chosen].any(axis=1) if current.joint_interim is not None
                       else np.zeros(chosen.size, dtype=bool)) & refitted[chosen]
         growth = np.where(on_mixture, _growth(np.asarray(current_fit.ess, dtype=float)[:, chosen], counts[chosen],
-                                              min_ess, target_variance, max_growth), 1)
+                                              min_ess, target_variance, max_growth,
+                                              None if moments is None else moments[chosen], moment_error), 1)
         new_counts = counts.copy()
         new_counts[chosen] = counts[chosen] * growth
         table = table if table is not None else _data_table(stage_one, data, label)
@@ -217,13 +245,17 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
         refitted[chosen] = True
         current_fit = _fit_again(current, fitted, min_ess, fit_seed, progress)
         after = _fit_diagnostics(current_fit, current.object_draw_counts, min_ess)
+        if moment_error is not None:
+            moments = _moment_shares(current, current_fit, density)
+            moment_after = _moment_error(moments)
     if output is not None:
         write_samples(current, output, overwrite=overwrite)
     if execution.checkpoint is not None:
         execution.checkpoint.finish()
     final_counts = current.object_draw_counts
     return RefineResult(current, [stage_one.ids[n] for n in np.flatnonzero(refitted)],
-                        original_counts[refitted], final_counts[refitted], *before, *after)
+                        original_counts[refitted], final_counts[refitted], *before, *after, moment_before,
+                        moment_after)
 
 
 @dataclass
@@ -306,35 +338,80 @@ def _check_pair(samples, fitted, label, pop_label, digest):
                              f"refine the samples file the population was fitted to.")
 
 
-def _flagged(ess, counts, min_ess, target_variance=VARIANCE_TARGET):
+def _flagged(ess, counts, min_ess, target_variance=VARIANCE_TARGET, moments=None, moment_error=None):
     """Indices of the objects to refit: those with ESS < REFIT_MARGIN·min_ess at ≥ 1 % of the draws (the
     low-ESS warning's test, with a margin: the next fit's posterior reaches a little further), then the
-    largest Var[ln L̂] contributors."""
+    largest Var[ln L̂] contributors, then (with ``moment_error`` E and ``moments`` (N, H), each object's
+    share of the variance of the posterior means in posterior variances) the largest contributors to
+    the moments' error."""
     low = np.mean(ess < REFIT_MARGIN * min_ess, axis=0) >= LOW_ESS_FRACTION
     with np.errstate(divide="ignore"):
         contribution = np.median(1.0 / ess - 1.0 / counts[None, :], axis=0)
     chosen = set(np.flatnonzero(low).tolist())
-    rest = float(np.sum(np.where(low, 0.0, contribution)))
     if np.sum(contribution) > target_variance:
-        for n in np.argsort(-contribution):
-            if rest <= 0.5 * target_variance:
-                break
-            if n not in chosen:
-                chosen.add(int(n))
-                rest -= contribution[n]
+        _add_largest(chosen, contribution, target_variance, exclude=low)
+    if moments is not None and np.max(np.sum(moments, axis=0)) > moment_error**2:
+        share = np.max(moments, axis=1)
+        _add_largest(chosen, share, moment_error**2, exclude=np.isin(np.arange(share.size), list(chosen)))
     return np.array(sorted(chosen), dtype=np.int64)
 
 
-def _growth(ess, counts, min_ess, target_variance, max_growth):
-    """Draw multipliers K_n'/K_n (ESS grows in proportion to K), a power of two in [2, max_growth]: the
-    larger of REFIT_MARGIN·min_ess over the 1 %-quantile ESS, and the object's median share of Var[ln L̂]
-    over an even share of half the target (``ess`` (M, n) and ``counts`` (n,) of the n objects)."""
+def _add_largest(chosen, contribution, target, exclude):
+    """Add the largest contributors to ``chosen`` until the others (and the ``exclude``d) sum to ≤ target/2."""
+    rest = float(np.sum(np.where(exclude, 0.0, contribution)))
+    for n in np.argsort(-contribution):
+        if rest <= 0.5 * target:
+            break
+        if n not in chosen:
+            chosen.add(int(n))
+            rest -= contribution[n]
+
+
+def _growth(ess, counts, min_ess, target_variance, max_growth, moments=None, moment_error=None):
+    """Draw multipliers K_n'/K_n (ESS grows, and the variances fall, in proportion to K), a power of two
+    in [2, max_growth]: the largest of REFIT_MARGIN·min_ess over the 1 %-quantile ESS, the object's median
+    share of Var[ln L̂] over an even share of half the target, and (with ``moment_error`` E) its largest
+    share of the moments' variance over an even share of E²/2 (``ess`` (M, n), ``counts`` (n,) and
+    ``moments`` (n, H) of the n objects)."""
     low = np.maximum(np.quantile(ess, LOW_ESS_FRACTION, axis=0), 1e-3)
     with np.errstate(divide="ignore"):
         contribution = np.median(1.0 / ess - 1.0 / counts[None, :], axis=0)
     share = 0.5 * target_variance / ess.shape[1]
-    wanted = np.clip(np.maximum(REFIT_MARGIN * min_ess / low, contribution / share), 2.0, max_growth)
+    wanted = np.maximum(REFIT_MARGIN * min_ess / low, contribution / share)
+    if moments is not None:
+        wanted = np.maximum(wanted, np.max(moments, axis=1) / (0.5 * moment_error**2 / ess.shape[1]))
+    wanted = np.clip(wanted, 2.0, max_growth)
     return np.minimum(2 ** np.ceil(np.log2(wanted)), max_growth).astype(np.int64)
+
+
+def _moment_shares(samples, fit, density):
+    """(N, H): each object's share of the Monte Carlo variance of the posterior means of the sampled
+    hyperparameters, in units of their posterior variances, over MOMENT_DRAWS of the fit's draws
+    (``HyperLikelihood.moment_variance``), times K_n over the object's stage-one effective draws where
+    those are fewer (autocorrelated draws: the sampler aims at n_steps·W/(2τ) ≥ K_n)."""
+    from .reweighting.inputs import read_draws
+    from .reweighting.likelihood import HyperLikelihood
+
+    header, _, theta, log_interim, _ = read_draws(samples, list(fit.parameters))
+    draws = np.asarray(fit.hyper_samples, dtype=float)
+    draws = draws[np.unique(np.round(np.linspace(0, len(draws) - 1, min(MOMENT_DRAWS, len(draws)))).astype(int))]
+    spread = draws.std(axis=0)
+    centred = (draws - draws.mean(axis=0)) / (len(draws) * np.where(spread > 0, spread, 1.0))
+    likelihood = HyperLikelihood(density, theta, log_interim, fixed=dict(fit.fixed), copy=False,
+                                 draw_counts=header.draw_counts)
+    try:
+        shares = likelihood.moment_variance(likelihood.hyper(list(fit.hyperparameters), draws), centred)
+    finally:
+        likelihood.close()
+    effective = np.asarray(samples.diagnostics.get("effective_draws", np.full(samples.n_objects, np.nan)), float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(effective > 0, samples.object_draw_counts / effective, 1.0)
+    return shares * np.maximum(factor, 1.0)[:, None]
+
+
+def _moment_error(moments):
+    """Stage one's Monte Carlo error of the posterior means, the largest over the hyperparameters, in sds."""
+    return float(np.sqrt(np.max(np.sum(moments, axis=0)))) if moments.size else 0.0
 
 
 def _components(fitted, n_components):

@@ -328,6 +328,55 @@ class HyperLikelihood:
         self._map(work, self._chunks(len(uniforms), lo, hi), len(uniforms))
         return out
 
+    def moment_variance(self, hyper, centred):
+        """Each object's share of the Monte Carlo variance of posterior means E[g(α)], to first order.
+
+        ln L̂ replaces L_n(α) by (1/K_n) Σ_k w_nk(α), so a posterior mean moves by
+        δE[g] ≈ Σ_n Σ_k c_nk with c_nk = E_post[(g − E g) w̃_nk(α)] − (its mean over k, 0), w̃ the
+        self-normalised weights (the delta method through the weights; the influence of
+        draw k of object n). Its variance from object n's draws, as if independent, is
+        Σ_k c_nk². Over M posterior draws α_m, c_nk = Σ_m centred_m w̃_nk(α_m) with
+        centred_m = (g(α_m) − ḡ)/M; the M terms' own noise, Σ_k Σ_m centred_m² w̃_nk(α_m)²
+        for independent α_m, is subtracted (the U-statistic), and the result floored at 0.
+
+        Parameters
+        ----------
+        hyper : dict of str -> ndarray (M,)
+            Posterior draws α_m (fixed ones included); every one valid.
+        centred : ndarray (M, G)
+            (g(α_m) − ḡ)/M for G functions g.
+
+        Returns
+        -------
+        ndarray (N, G)
+        """
+        centred = np.asarray(centred, dtype=float)
+        n_walkers = centred.shape[0]
+        step = max(1, CHUNK_ELEMENTS // max(self.n_draws, 1))
+        plans = []
+        for start in range(0, n_walkers, step):
+            rows = slice(start, min(start + step, n_walkers))
+            sub = {name: np.asarray(value)[rows] for name, value in hyper.items()}
+            linear = self.form is not None and self._linear_ok(sub).all()
+            plans.append((rows, sub) + (self._coefficients(sub) if linear else (None, None)))
+        out = np.zeros((self.n_objects, centred.shape[1]))
+
+        def work(bounds):
+            lo, hi = bounds
+            influence = np.zeros((hi - lo, centred.shape[1], self.n_draws))
+            noise = np.zeros((hi - lo, centred.shape[1]))
+            for rows, sub, eta, offset in plans:
+                weights = self._shifted(lo, hi, sub, eta, offset)[0]  # (n, W, K), worked in place
+                np.exp(weights, out=weights)
+                total = weights.sum(axis=2, keepdims=True)
+                np.divide(weights, total, out=weights, where=total > 0)
+                influence += np.einsum("wg,nwk->ngk", centred[rows], weights)
+                noise += np.einsum("wg,nw->ng", centred[rows] ** 2, np.einsum("nwk,nwk->nw", weights, weights))
+            out[lo:hi] = np.einsum("ngk,ngk->ng", influence, influence) - noise
+
+        self._map(work, self._chunks(min(step, n_walkers)), min(step, n_walkers))
+        return np.maximum(out, 0.0)
+
     def close(self):
         if self._pool is not None:
             self._pool.shutdown()
