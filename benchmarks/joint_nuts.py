@@ -17,10 +17,11 @@ the smaller, and the errors of E[mu], E[tau] in posterior sd.
 
     python benchmarks/joint_nuts.py                 # eight schools and N = 1000 (a few minutes)
     python benchmarks/joint_nuts.py --case eight
+    python benchmarks/joint_nuts.py --case normal10000 --samplers nuts --samples 1000   # N = 10⁴
 """
 
 import argparse
-import resource
+import os
 import sys
 import time
 import warnings
@@ -109,18 +110,20 @@ def joint_numpyro(y, s, seed):
     return np.asarray(draws["mu"]), np.asarray(draws["tau"])
 
 
-def popinfer_both_stages(y, s, n_draws, sampler, seed):
+def popinfer_both_stages(y, s, n_draws, sampler, seed, n_samples=4000):
     frame = pd.DataFrame({"id": [f"o{i}" for i in range(len(y))], "y": y, "sigma": s})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         samples = popinfer.fit_individuals(frame, "normal", n_draws=n_draws, seed=seed, progress=False)
         result = popinfer.fit_population(samples, "normal", hyperpriors=HYPERPRIORS, seed=seed + 1, sampler=sampler,
-                                         n_reweighted=10, progress=False)
+                                         n_samples=n_samples, n_reweighted=10, progress=False)
     if sampler == "emcee":
         ess = [result.settings["n_steps"] / 2 * result.settings["walkers"] / t for t in result.autocorr_time]
+        evaluations = result.settings["n_steps"] * result.settings["walkers"]
     else:
         ess = [result.settings["ess_bulk"]["mu"], result.settings["ess_bulk"]["sigma"]]
-    return result.hyper("mu"), result.hyper("sigma"), ess
+        evaluations = result.settings["gradient_evaluations"]
+    return result.hyper("mu"), result.hyper("sigma"), ess, evaluations
 
 
 def report(label, clock, mu, tau, ess, exact):
@@ -133,9 +136,12 @@ def report(label, clock, mu, tau, ess, exact):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=["eight", "normal1000", "both"], default="both")
+    parser.add_argument("--case", choices=["eight", "normal1000", "normal10000", "both"], default="both")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--samplers", nargs="*", default=["emcee", "nuts"], help="popinfer's stage-two samplers")
+    parser.add_argument("--samples", type=int, default=4000, help="popinfer's stage-two draws kept (S)")
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()}")
     for case in (["eight", "normal1000"] if args.case == "both" else [args.case]):
         y, s, _ = case_data(case)
         n_draws = 4000 if case == "eight" else 1000
@@ -144,16 +150,18 @@ def main():
               f"E[tau] = {exact['sigma'][0]:.4f} (sd {exact['sigma'][1]:.4f})")
         print(f"{'fit':28s} {'wall_s':>7s} {'cpu_s':>7s} {'ESS_mu':>7s} {'ESS_tau':>7s} {'ESS/s':>8s} "
               f"{'err_mu/sd':>9s} {'err_tau/sd':>9s}")
-        for sampler in ("emcee", "nuts"):
+        for sampler in args.samplers:
             with Clock() as clock:
-                mu, tau, ess = popinfer_both_stages(y, s, n_draws, sampler, args.seed)
+                mu, tau, ess, evaluations = popinfer_both_stages(y, s, n_draws, sampler, args.seed, args.samples)
             report(f"popinfer K={n_draws}, {sampler}", clock, mu, tau, ess, exact)
+            print(f"  (stage two: {evaluations} ln L̂ evaluations, {evaluations / min(ess):.1f} per effective draw)")
         with Clock() as clock:
             mu, tau = joint_nutpie(y, s, args.seed)
         report("joint nutpie (numpy grad)", clock, mu.ravel(), tau.ravel(), [bulk_ess(mu), bulk_ess(tau)], exact)
         with Clock() as clock:
             mu, tau = joint_numpyro(y, s, args.seed)
         report("joint NumPyro", clock, mu.ravel(), tau.ravel(), [bulk_ess(mu), bulk_ess(tau)], exact)
+    print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -54,12 +54,16 @@ def exact_samples(y, s, n_draws, seed):
 def exact_moments(y, s, mu_scale=5.0, tau_scale=5.0, n_grid=20001):
     """E and sd of mu and tau: tau on its hyperprior's quantile grid, mu in closed form given tau."""
     tau = stats.halfcauchy(scale=tau_scale).ppf((np.arange(n_grid) + 0.5) / n_grid)
-    variance = s[None, :] ** 2 + tau[:, None] ** 2
-    precision = 1.0 / mu_scale**2 + np.sum(1.0 / variance, axis=1)
-    weighted = np.sum(y / variance, axis=1)
+    precision, weighted, log_marginal = np.empty(n_grid), np.empty(n_grid), np.empty(n_grid)
+    step = max(1, 2**22 // len(y))  # grid points per block: (step, N) arrays of ≈ 32 MiB
+    for lo in range(0, n_grid, step):
+        variance = s[None, :] ** 2 + tau[lo:lo + step, None] ** 2
+        precision[lo:lo + step] = 1.0 / mu_scale**2 + np.sum(1.0 / variance, axis=1)
+        weighted[lo:lo + step] = np.sum(y / variance, axis=1)
+        log_marginal[lo:lo + step] = (-0.5 * np.sum(np.log(variance) + y**2 / variance, axis=1)
+                                      + 0.5 * weighted[lo:lo + step] ** 2 / precision[lo:lo + step]
+                                      - 0.5 * np.log(precision[lo:lo + step]))
     mean = weighted / precision
-    log_marginal = (-0.5 * np.sum(np.log(variance) + y**2 / variance, axis=1) + 0.5 * weighted**2 / precision
-                    - 0.5 * np.log(precision))
     w = np.exp(log_marginal - log_marginal.max())
     w /= w.sum()
     e_mu = float(w @ mean)
@@ -70,11 +74,13 @@ def exact_moments(y, s, mu_scale=5.0, tau_scale=5.0, n_grid=20001):
 
 
 def case_data(name):
+    """(y, s, K) of a case: ``eight`` (the eight schools, K = 4000) or ``normalN`` (N simulated
+    normal objects, K = 1000; the first 1000 of ``normal10000`` are not ``normal1000``'s)."""
     if name == "eight":
         frame = pd.read_csv("sample_data/eight_schools.csv")
         return frame["y"].to_numpy(float), frame["sigma"].to_numpy(float), 4000
     rng = np.random.default_rng(2024)
-    n = 1000
+    n = int(name.removeprefix("normal"))
     s = rng.uniform(0.5, 1.5, n)
     y = rng.normal(1.0, 0.8, n) + s * rng.standard_normal(n)
     return y, s, 1000
