@@ -42,7 +42,7 @@ from scipy import stats
 import popinfer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from joint_nuts import CHAINS, DRAWS, TUNE, Clock, bulk_ess  # noqa: E402
+from joint_nuts import CHAINS, DRAWS, TUNE, Clock, bulk_ess, sample_nutpie  # noqa: E402
 
 MODEL = str(Path(__file__).resolve().parent.parent / "sample_data" / "decay_model.py") + ":decay"
 HYPERPRIORS = ["mu=normal(0, 2)", "sigma=halfnormal(1)"]
@@ -123,9 +123,6 @@ def _grid_posterior(u, like, mus, sigmas):
 
 def joint_nutpie(t, y, seed, tune=TUNE, draws=DRAWS):
     """(mu chains, sigma chains, gradient evaluations with tuning) of the joint model by nutpie."""
-    import nutpie
-    from nutpie.compiled_pyfunc import from_pyfunc
-
     n = len(y)
     precision = 1.0 / NOISE**2
 
@@ -148,15 +145,7 @@ def joint_nutpie(t, y, seed, tune=TUNE, draws=DRAWS):
             return value, gradient
         return logp
 
-    def make_expand(seed1, seed2, chain):
-        def expand(x):
-            return {"mu": np.array(x[0]), "sigma": np.array(np.exp(x[1]))}
-        return expand
-
-    model = from_pyfunc(2 * n + 2, make_logp, make_expand, [np.dtype("float64")] * 2, [(), ()], ["mu", "sigma"])
-    trace = nutpie.sample(model, draws=draws, tune=tune, chains=CHAINS, cores=1, seed=seed, progress_bar=False)
-    gradients = int(trace.sample_stats["n_steps"].sum() + trace.warmup_sample_stats["n_steps"].sum())
-    return trace.posterior["mu"].values, trace.posterior["sigma"].values, gradients
+    return sample_nutpie(make_logp, 2 * n + 2, ("mu", "sigma"), seed, tune, draws)
 
 
 def joint_numpyro(t, y, seed):

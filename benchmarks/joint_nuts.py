@@ -58,9 +58,6 @@ def bulk_ess(chains):
 
 def joint_nutpie(y, s, seed):
     """The non-centred joint model with nutpie; returns (mu chains, tau chains), each (C, D)."""
-    import nutpie
-    from nutpie.compiled_pyfunc import from_pyfunc
-
     n = len(y)
     inverse_variance = 1.0 / s**2
 
@@ -78,14 +75,25 @@ def joint_nutpie(y, s, seed):
             return value, gradient
         return logp
 
+    mu, tau, _ = sample_nutpie(make_logp, n + 2, ("mu", "tau"), seed)
+    return mu, tau
+
+
+def sample_nutpie(make_logp, n_dim, names, seed, tune=TUNE, draws=DRAWS):
+    """nutpie on a numpy (ln p, gradient) whose coordinates 0 and 1 are names[0] and ln names[1];
+    returns (chains of names[0], chains of names[1], gradient evaluations with tuning), chains (C, D)."""
+    import nutpie
+    from nutpie.compiled_pyfunc import from_pyfunc
+
     def make_expand(seed1, seed2, chain):
         def expand(x):
-            return {"mu": np.array(x[0]), "tau": np.array(np.exp(x[1]))}
+            return {names[0]: np.array(x[0]), names[1]: np.array(np.exp(x[1]))}
         return expand
 
-    model = from_pyfunc(n + 2, make_logp, make_expand, [np.dtype("float64")] * 2, [(), ()], ["mu", "tau"])
-    trace = nutpie.sample(model, draws=DRAWS, tune=TUNE, chains=CHAINS, cores=1, seed=seed, progress_bar=False)
-    return trace.posterior["mu"].values, trace.posterior["tau"].values
+    model = from_pyfunc(n_dim, make_logp, make_expand, [np.dtype("float64")] * 2, [(), ()], list(names))
+    trace = nutpie.sample(model, draws=draws, tune=tune, chains=CHAINS, cores=1, seed=seed, progress_bar=False)
+    gradients = int(trace.sample_stats["n_steps"].sum() + trace.warmup_sample_stats["n_steps"].sum())
+    return trace.posterior[names[0]].values, trace.posterior[names[1]].values, gradients
 
 
 def joint_numpyro(y, s, seed):
