@@ -336,8 +336,9 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
 @click.option("--data", default=None, help="The stage-one data table, if it moved from the path SAMPLES records.")
 @click.option("--min-ess", type=float, default=None,
               help="ESS below which an object is flagged [default: the population fit's --min-ess].")
-@click.option("--rounds", type=int, default=3, show_default=True,
-              help="Rounds of flag, refit, fit the population again (in memory); stops once nothing is flagged.")
+@click.option("--rounds", type=int, default=None,
+              help="Rounds of flag, refit, fit the population again (in memory); stops once nothing is flagged "
+                   "[default: 3; 1 with --shard].")
 @click.option("--target-variance", type=float, default=0.5, show_default=True,
               help="Also refit the largest contributors while the median Var[ln L-hat] exceeds this; smaller values "
                    "buy a less noisy ln L-hat with more draws.")
@@ -349,11 +350,14 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same output.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run the refits on Dask: tcp://HOST:PORT, or local:N for a local cluster of N processes.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Refit only the I-th (1-based) of N deterministic slices into its own file (one round); join "
+                   "with merge.")
 @click.option("--trust-code", is_flag=True, help="Allow re-running a user model or population the files name.")
 @run_options
 @handle_errors
 def refine_command(samples, population, output, data, min_ess, rounds, target_variance, moment_error, workers,
-                   batch_size, resume, scheduler, trust_code, seed, quiet, overwrite, strict, debug):
+                   batch_size, resume, scheduler, shard, trust_code, seed, quiet, overwrite, strict, debug):
     """Refit the objects a population fit flagged (low ESS, or a large share of
     Var[ln L̂]) under a population-informed interim prior, and keep the others.
 
@@ -361,6 +365,10 @@ def refine_command(samples, population, output, data, min_ess, rounds, target_va
     file (each object its own number of draws) for fit-population like any other.
     The data are read again from the path SAMPLES records (or --data) and must have
     the recorded SHA-256.
+
+    With --shard I/N, each of N runs refits its share of the flagged objects (one
+    round) into a shard file; popinfer merge joins them into the file an unsharded
+    run writes.
 
     \b
     Example:
@@ -374,9 +382,10 @@ def refine_command(samples, population, output, data, min_ess, rounds, target_va
     result = refine(samples, population, output, data=data, seed=seed, min_ess=min_ess, rounds=rounds,
                     target_variance=target_variance, workers=workers, progress=not quiet, overwrite=overwrite,
                     trust_code=trust_code, command=_recorded_command(click.get_current_context()), resume=resume,
-                    scheduler=scheduler, batch_size=batch_size, moment_error=moment_error)
+                    scheduler=scheduler, batch_size=batch_size, moment_error=moment_error,
+                    shard=_parse_shard(shard))
     label = "-" if output == "-" else output
-    if result.flagged_after:
+    if result.flagged_after and not result.shard:
         warnings.warn(PopulationDiagnosticWarning(result.report(label)))
     else:
         click.echo(printable(result.report(label)), err=True)

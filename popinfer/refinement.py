@@ -86,6 +86,9 @@ class RefineResult:
     moment_error_before, moment_error_after : float or None
         With ``moment_error``: stage one's Monte Carlo error of the posterior means (the largest
         over the hyperparameters, in posterior sds) of the input population fit and of the last one.
+    shard : tuple of int or None
+        ``(i, n)`` of a sharded run: ``samples`` and ``refitted`` are this shard's share, and
+        the "after" numbers are the "before" ones (the population is fitted to the merged file).
     """
 
     samples: Samples
@@ -100,9 +103,14 @@ class RefineResult:
     flagged_after: int
     moment_error_before: float = None
     moment_error_after: float = None
+    shard: object = None
 
     def report(self, label="the refined samples"):
         """One line: what was refitted and how Var[ln L̂] and the smallest ESS changed."""
+        if self.shard:
+            return (f"Shard {self.shard[0]}/{self.shard[1]}: refitted {len(self.refitted)} of the flagged objects "
+                    f"under the population-informed interim prior and kept a share of the others. Join all "
+                    f"{self.shard[1]} shards with popinfer merge, then fit the population on the merged file.")
         if not self.refitted:
             return (f"Nothing to refit: no object is flagged (median Var[ln L̂] {self.variance_before:.3g}, smallest "
                     f"ESS {self.min_ess_before:.3g}); {label} hold the input's draws.")
@@ -122,10 +130,10 @@ class RefineResult:
                 f"{self.flagged_before} → {self.flagged_after}: {warned}. Now fit the population on {label}.")
 
 
-def refine(samples, population, output=None, *, data=None, seed=None, min_ess=None, rounds=DEFAULT_ROUNDS,
+def refine(samples, population, output=None, *, data=None, seed=None, min_ess=None, rounds=None,
            target_variance=VARIANCE_TARGET, workers=1, progress=True, overwrite=False, command="", trust_code=False,
            weight=DEFENSIVE_WEIGHT, components=COMPONENTS, max_growth=MAX_GROWTH, resume=False, scheduler=None,
-           batch_size=None, moment_error=None):
+           batch_size=None, moment_error=None, shard=None):
     """Refit the objects a population fit flagged; keep the others (see the module docstring).
 
     Parameters
@@ -142,9 +150,9 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     seed : int, optional
     min_ess : float, optional
         ESS below which an object is flagged (default: the population fit's ``--min-ess``).
-    rounds : int
+    rounds : int, optional
         Rounds of (flag, refit, fit the population again in memory, with the population
-        file's settings); stops early once no object is flagged.
+        file's settings); stops early once no object is flagged. Default 3 (1 with ``shard``).
     target_variance : float
         While Σ_n median(1/ESS_n − 1/K_n) exceeds it, the largest contributors are
         refitted too (until the rest is at most half of it). Smaller values buy a
@@ -166,6 +174,11 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
         the result does not depend on it.
     batch_size : int, optional
         Objects refitted together (default: ``fit_individuals``'s, from a memory budget).
+    shard : tuple of int, optional
+        ``(i, n)``: refit only the i-th (1-based) of n deterministic slices of the refit
+        batches, keep the i-th share of the other objects, and write a shard file that
+        ``merge_shards`` (``popinfer merge``) joins with the others into the file an
+        unsharded run writes. One round only (the next would need every shard's refits).
     trust_code : bool
         Allow re-running a user model (or population) that the files name.
     weight : float
@@ -179,8 +192,14 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     -------
     RefineResult
     """
+    shard = _check_shard(shard)
+    rounds = (1 if shard else DEFAULT_ROUNDS) if rounds is None else rounds
     if not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise UsageError(f"--rounds must be a positive whole number, got {rounds!r}.", "--rounds")
+    if shard and rounds > 1:
+        raise UsageError(f"--shard refits one round (the next round needs the population fitted to every shard's "
+                         f"refits), but --rounds {rounds} was given: use --rounds 1 (the default with --shard), "
+                         f"or leave out --shard.", "--shard")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise UsageError(f"--batch-size must be a positive whole number, got {batch_size!r}.", "--batch-size")
     if not (isinstance(target_variance, (int, float)) and target_variance > 0):
@@ -208,16 +227,17 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     if seed is None and resume:
         seed = RefineCheckpoint.recorded_seed(output)  # the seed a run without --seed drew
     seed = resolve_seed(seed)
-    execution = _Execution(scheduler, batch_size, _checkpoint(
-        output, resume, overwrite, digests, seed, min_ess, rounds, target_variance, weight, components, max_growth,
-        batch_size, moment_error))
+    fingerprint = _fingerprint(digests, seed, min_ess, rounds, target_variance, weight, components, max_growth,
+                               batch_size, moment_error)
+    execution = _Execution(scheduler, batch_size, _checkpoint(output, resume, overwrite, fingerprint, seed, shard),
+                           shard)
     round_seeds = np.random.SeedSequence(seed).spawn(rounds)
     before = _fit_diagnostics(fitted, stage_one.object_draw_counts, min_ess)
     original_counts = stage_one.object_draw_counts.copy()
     current, current_fit, after, table, source = stage_one, fitted, before, None, digests[1]
     moments = None if moment_error is None else _moment_shares(current, current_fit, density)
     moment_before = moment_after = None if moments is None else _moment_error(moments)
-    refitted = np.zeros(stage_one.n_objects, dtype=bool)
+    refitted, refits = np.zeros(stage_one.n_objects, dtype=bool), {}
     for round_index in range(rounds):
         counts = current.object_draw_counts
         chosen = _flagged(np.asarray(current_fit.ess, dtype=float), counts, min_ess, target_variance, moments,
@@ -243,19 +263,26 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
                         round_index)
         current = _assemble(current, chosen, refits, new_counts, spec, seed, command, min_ess)
         refitted[chosen] = True
+        if shard:
+            break  # one round: the next needs every shard's refits
         current_fit = _fit_again(current, fitted, min_ess, fit_seed, progress)
         after = _fit_diagnostics(current_fit, current.object_draw_counts, min_ess)
         if moment_error is not None:
             moments = _moment_shares(current, current_fit, density)
             moment_after = _moment_error(moments)
+    final_counts, share = current.object_draw_counts, None
+    if shard:
+        share = _shard_share(refitted, refits, shard)
+        refitted &= np.isin(np.arange(stage_one.n_objects), share)
+        current = _rows(current, share)
     if output is not None:
-        write_samples(current, output, overwrite=overwrite)
+        write_samples(current, output, overwrite=overwrite, positions=share, extra_attrs=None if not shard else {
+            "shard": f"{shard[0]}/{shard[1]}", "fingerprint": fingerprint, "n_objects_total": stage_one.n_objects})
     if execution.checkpoint is not None:
         execution.checkpoint.finish()
-    final_counts = current.object_draw_counts
     return RefineResult(current, [stage_one.ids[n] for n in np.flatnonzero(refitted)],
                         original_counts[refitted], final_counts[refitted], *before, *after, moment_before,
-                        moment_after)
+                        moment_after, shard=shard)
 
 
 @dataclass
@@ -266,16 +293,65 @@ class _Execution:
     scheduler: object = None
     batch_size: object = None
     checkpoint: object = None
+    shard: object = None
 
 
-def _checkpoint(output, resume, overwrite, digests, seed, *settings):
+def _fingerprint(digests, seed, *settings):
+    """Digest of what decides a refine's result: the input files, the seed and the settings
+    (what a resumed run, and the shards of one run, must share)."""
+    return hashlib.sha256(json.dumps({"inputs": list(digests), "seed": int(seed), "settings": [
+        None if value is None else float(value) for value in settings]}).encode()).hexdigest()
+
+
+def _checkpoint(output, resume, overwrite, fingerprint, seed, shard):
     """The :class:`RefineCheckpoint` of a run writing a file (checked against a leftover
     one before any work), or None for ``-`` and in-memory runs."""
     if output is None or str(output) == "-":
         return None
-    fingerprint = hashlib.sha256(json.dumps({"inputs": list(digests), "seed": int(seed), "settings": [
-        None if value is None else float(value) for value in settings]}).encode()).hexdigest()
-    return RefineCheckpoint(output, fingerprint, seed).start(resume, overwrite)
+    return RefineCheckpoint(output, f"{fingerprint}:{shard}" if shard else fingerprint, seed).start(resume, overwrite)
+
+
+def _check_shard(shard):
+    """``(i, n)`` checked (1 ≤ i ≤ n), or None."""
+    if shard is None:
+        return None
+    try:
+        i, n = shard
+    except (TypeError, ValueError):
+        i, n = shard, None
+    if not (isinstance(i, (int, np.integer)) and isinstance(n, (int, np.integer)) and 1 <= i <= n):
+        raise UsageError(f"--shard {shard!r}: expected I/N with 1 <= I <= N, e.g. 3/10.", "--shard")
+    return int(i), int(n)
+
+
+def _shard_slice(size, shard):
+    """The half-open range of ``size`` things that shard (i, n) takes."""
+    i, n = shard
+    return (i - 1) * size // n, i * size // n
+
+
+def _shard_share(refitted, refits, shard):
+    """The objects of shard (i, n), in file order: its refits and the i-th of n slices of the kept objects."""
+    kept = np.flatnonzero(~refitted)
+    lo, hi = _shard_slice(len(kept), shard)
+    share = np.union1d(kept[lo:hi], np.fromiter(refits, dtype=np.int64, count=len(refits)))
+    if not share.size:
+        raise UsageError(f"--shard {shard[0]}/{shard[1]}: this shard would hold no object ({len(refitted)} objects, "
+                         f"{int(refitted.sum())} refitted): use fewer shards, or a smaller --batch-size.", "--shard")
+    return share
+
+
+def _rows(samples, rows):
+    """The :class:`Samples` of some objects (``rows``, indices) of ``samples``."""
+    def pick(value):
+        return None if value is None else np.asarray(value)[rows]
+
+    return Samples(
+        ids=[samples.ids[n] for n in rows], parameters=list(samples.parameters), samples=samples.samples[rows],
+        log_interim_prior=samples.log_interim_prior[rows], log_likelihood=samples.log_likelihood[rows],
+        diagnostics={name: pick(value) for name, value in samples.diagnostics.items()}, model=samples.model,
+        interim_prior=dict(samples.interim_prior), settings=dict(samples.settings), seed=samples.seed,
+        command=samples.command, draw_counts=samples.object_draw_counts[rows], joint_interim=pick(samples.joint_interim))
 
 
 def _check_model(model, label, trust_code):
@@ -461,13 +537,16 @@ def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress, ex
     from .individuals import fit_individuals
 
     execution = execution or _Execution()
+    slices = _group_batches(samples, chosen, new_counts, execution)
 
     settings = samples.settings
     ids = table.frame[table.id_column].astype(str).str.strip()
     groups = sorted(set(new_counts[chosen].tolist()))
     streams = np.random.SeedSequence(seed).spawn(len(groups))
     out = {}
-    for n_draws, stream in zip(groups, streams):
+    for n_draws, stream, batches in zip(groups, streams, slices):
+        if batches is not None and batches[0] == batches[1]:
+            continue  # none of this group's batches is this shard's
         members = [n for n in chosen if new_counts[n] == n_draws]
         frame = table.frame[ids.isin({samples.ids[n] for n in members}).to_numpy()]
         group_seed = int(stream.generate_state(1, np.uint64)[0] >> np.uint64(1))
@@ -478,19 +557,40 @@ def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress, ex
                 fixed=dict(settings.get("fixed") or {}), columns=dict(settings.get("columns") or {}),
                 id_column=table.id_column, n_draws=int(n_draws), max_steps=max(int(settings.get("max_steps", 20000)), 1),
                 workers=workers, seed=group_seed, progress=progress, interim_mixture=spec,
-                scheduler=execution.scheduler, batch_size=execution.batch_size, resume=output is not None)
+                scheduler=execution.scheduler, batch_size=execution.batch_size, resume=output is not None,
+                batches=batches)
 
         if execution.checkpoint is None:
             fitted = fit()
         else:
             key = hashlib.sha256(json.dumps({
                 "round": round_index, "draws": int(n_draws), "objects": [samples.ids[n] for n in members],
-                "seed": group_seed, "batch_size": execution.batch_size, "mixture": spec.fingerprint()},
+                "seed": group_seed, "batch_size": execution.batch_size, "mixture": spec.fingerprint(),
+                "batches": batches},
                 sort_keys=True).encode()).hexdigest()[:16]
             fitted = execution.checkpoint.refit(f"round{round_index + 1}-K{int(n_draws)}-{key}", fit, read_samples)
+        rows = {object_id: row for row, object_id in enumerate(fitted.ids)}
         for n in members:
-            out[n] = (fitted, fitted.ids.index(samples.ids[n]))
+            if samples.ids[n] in rows:  # a shard fits some of the group's batches
+                out[n] = (fitted, rows[samples.ids[n]])
     return out
+
+
+def _group_batches(samples, chosen, new_counts, execution):
+    """Per draw-count group (in ``_refit``'s order), the half-open range of its batches that this
+    shard refits: the shard's slice of all groups' batches, one after the other (None: all)."""
+    groups = sorted(set(new_counts[chosen].tolist()))
+    if not execution.shard:
+        return [None] * len(groups)
+    from .individuals import batch_count
+
+    settings = samples.settings
+    counts = [batch_count(int(np.sum(new_counts[chosen] == k)), samples.model, int(k), len(samples.parameters),
+                          max(int(settings.get("max_steps", 20000)), 1), execution.batch_size) for k in groups]
+    lo, hi = _shard_slice(sum(counts), execution.shard)
+    starts = np.cumsum([0] + counts)
+    return [(int(min(max(lo - start, 0), count)), int(min(max(hi - start, 0), count)))
+            for start, count in zip(starts[:-1], counts)]
 
 
 def _assemble(samples, chosen, refits, new_counts, spec, seed, command, min_ess):
@@ -510,7 +610,7 @@ def _assemble(samples, chosen, refits, new_counts, spec, seed, command, min_ess)
     joint = (np.zeros((n_objects, n_dim), dtype=bool) if samples.joint_interim is None
              else np.array(samples.joint_interim, dtype=bool))
     diagnostics = {name: np.array(value) for name, value in samples.diagnostics.items()}
-    for n in chosen:
+    for n in sorted(refits):  # every chosen object, or a shard's share of them
         fitted, row = refits[n]
         k = int(new_counts[n])
         columns = [fitted.parameters.index(p) for p in samples.parameters]

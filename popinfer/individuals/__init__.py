@@ -1,6 +1,6 @@
 """Stage one: per-object posterior draws under the interim prior."""
 
 from ..mcmc import ConvergenceWarning
-from .fit import fit_individuals
+from .fit import batch_count, fit_individuals
 
-__all__ = ["fit_individuals", "ConvergenceWarning"]
+__all__ = ["fit_individuals", "batch_count", "ConvergenceWarning"]

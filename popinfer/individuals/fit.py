@@ -89,7 +89,7 @@ def _warn_unconverged(ids, diagnostics, n_draws):
 def fit_individuals(data, model, output=None, *, priors=None, fixed=None, columns=None, id_column=None,
                     n_draws=4000, n_walkers=None, max_steps=20000, workers=1, seed=None, batch_size=None,
                     resume=False, overwrite=False, progress=True, command="", shard=None, scheduler=None,
-                    interim_mixture=None):
+                    interim_mixture=None, batches=None):
     """Fit every object on its own under the interim prior p0 (stage one).
 
     Parameters
@@ -134,6 +134,10 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
         ``(i, n)``: fit only the i-th (1-based) of n deterministic slices of the
         batches, into a shard file that ``merge_shards`` joins with the others
         into the file an unsharded run would write.
+    batches : tuple of int, optional
+        ``(lo, hi)``: fit only batches lo to hi − 1 (0-based) of the run, as the run
+        with all of them would (how ``refine --shard`` divides its refits; see
+        :func:`batch_count`). The result holds those batches' objects.
     interim_mixture : popinfer.interim.MixtureSpec, optional
         Fit under the defensive mixture p0' = λ p0 + (1 − λ) q instead of p0 (what
         ``refine`` does). The result's ``log_interim_prior`` holds ln p0' (joint over
@@ -168,7 +172,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
     if seed is None and resume and output is not None and str(output) != "-":
         seed = Checkpoint.recorded_seed(f"{output}.partial")  # the seed a run without --seed drew
     plan = RunPlan(table, model, model_columns, prior_by_name, fixed, n_draws, n_walkers, max_steps, batch_size,
-                   resolve_seed(seed), shard, command, interim_mixture)
+                   resolve_seed(seed), shard, command, interim_mixture, batches)
     checkpoint, scratch, first_batch = _start_checkpoint(plan, output, resume, overwrite)
     samples = _run(plan, checkpoint, scratch, first_batch, output, overwrite, workers, progress, scheduler)
     _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
@@ -202,12 +206,12 @@ class RunPlan:
     run's fingerprint (what a resumed run or a shard must match)."""
 
     def __init__(self, table, model, model_columns, prior_by_name, fixed, n_draws, n_walkers, max_steps, batch_size,
-                 seed, shard, command, interim_mixture=None):
+                 seed, shard, command, interim_mixture=None, batches=None):
         self.table, self.model, self.model_columns, self.fixed = table, model, model_columns, fixed
         self.names = list(prior_by_name)
         self.priors = [prior_by_name[n] for n in self.names]
         self.n_draws, self.n_walkers, self.max_steps = n_draws, n_walkers, max_steps
-        self.seed, self.shard, self.command = seed, shard, command
+        self.seed, self.shard, self.command, self.batches = seed, shard, command, batches
         self.settings = {
             "samples": n_draws,
             "walkers": n_walkers,
@@ -235,7 +239,8 @@ class RunPlan:
         self.bounds = list(range(0, n_objects, batch_size)) + [n_objects]
         n_batches = len(self.bounds) - 1
         self.seeds = np.random.SeedSequence(seed).spawn(n_batches)
-        self.batch_lo, self.batch_hi = _shard_batches(shard, n_batches)
+        self.batch_lo, self.batch_hi = (_shard_batches(shard, n_batches) if batches is None
+                                        else _batch_range(batches, n_batches))
         self.object_lo, self.object_hi = self.bounds[self.batch_lo], self.bounds[self.batch_hi]
         self.ids = table.ids[self.object_lo:self.object_hi]
 
@@ -277,7 +282,8 @@ def _start_checkpoint(plan, output, resume, overwrite):
                       "settings": plan.settings}}
     scratch = work_directory("-") if str(output) == "-" else None
     checkpoint = Checkpoint(os.path.join(scratch, "stdout.partial") if scratch else f"{output}.partial",
-                            f"{plan.fingerprint}:{plan.shard}" if plan.shard else plan.fingerprint)
+                            f"{plan.fingerprint}:{plan.shard or plan.batches}" if plan.shard or plan.batches
+                            else plan.fingerprint)
     try:
         first_batch = checkpoint.start(resume, overwrite, plan.ids, plan.n_draws, plan.names,
                                        [b - plan.object_lo for b in plan.bounds[plan.batch_lo:plan.batch_hi + 1]],
@@ -334,6 +340,22 @@ def _shard_batches(shard, n_batches):
         raise UsageError(f"--shard {i}/{n}: there are only {n_batches} batches, so shard {i} would be empty; use "
                          f"at most {n_batches} shards, or a smaller --batch-size.", "--shard")
     return lo, hi
+
+
+def _batch_range(batches, n_batches):
+    lo, hi = batches
+    if not 0 <= lo < hi <= n_batches:
+        raise ValueError(f"batches {lo} to {hi - 1} of a run of {n_batches} batches")
+    return int(lo), int(hi)
+
+
+def batch_count(n_objects, model, n_draws, n_dim, max_steps=20000, batch_size=None, n_walkers=None):
+    """The number of batches :func:`fit_individuals` splits ``n_objects`` objects into with
+    these settings (``model`` a :class:`~popinfer.models.Model` or a name)."""
+    if batch_size is None:
+        model = get_model(model)
+        batch_size = _batch_size(model, n_draws, _walkers(n_walkers, n_dim, n_draws, max_steps), n_dim)
+    return -(-n_objects // batch_size)
 
 
 def _keep_or_drop_checkpoint(checkpoint, exc, scratch):

@@ -135,6 +135,7 @@ def _root_extra(model, parameters, interim_prior, settings):
 
 ID_BLOCK = 2**16  # ids written this many at a time: memory independent of N
 DRAW_COUNTS = "objects/n_draws"
+POSITIONS = "objects/position"
 JOINT_INTERIM = "objects/joint_interim_prior"
 
 
@@ -249,10 +250,13 @@ def _new_file(path, samples, extra_attrs, ids, n_draws, ragged=False, joint=Fals
     return handle
 
 
-def write_samples(samples, path, overwrite=False, extra_attrs=None):
+def write_samples(samples, path, overwrite=False, extra_attrs=None, positions=None):
     """Write a :class:`Samples` to ``path`` atomically (``-``: stdout).
 
-    ``extra_attrs`` are further root attributes (a shard's identity).
+    ``extra_attrs`` are further root attributes (a shard's identity); ``positions`` (N,)
+    int, in a shard file, where each of its objects goes in the file
+    :func:`merge_shards` writes (``/objects/position``: a ``refine --shard`` shard's
+    objects are not one slice of them).
     """
     reserve_space(path, layout_bytes(samples.n_objects, samples.n_draws, len(samples.parameters)))
     temporary, handle = temporary_path(path), None
@@ -261,6 +265,8 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None):
     joint = samples.joint_interim is not None and bool(np.any(samples.joint_interim))
     try:
         with _new_file(temporary, samples, extra_attrs, samples.ids, samples.n_draws, ragged, joint) as handle:
+            if positions is not None:
+                handle.create_dataset(POSITIONS, data=np.asarray(positions, dtype=np.int64))
             write_rows(handle, 0, {"samples": masked(samples.samples, counts),
                                    "log_interim_prior": masked(samples.log_interim_prior, counts),
                                    "log_likelihood": masked(samples.log_likelihood, counts), **samples.diagnostics,
@@ -690,6 +696,30 @@ def _with_output(command, output):
     return command
 
 
+def _places(positions, ordered, n_objects):
+    """Where each shard's objects go in the merged file: one slice after the other, or (shards
+    of ``refine --shard``) their ``/objects/position``, which must cover every object once."""
+    if all(p is None for p in positions):
+        offsets = np.cumsum([0] + [shard[4].n_objects for shard in ordered])
+        return [np.arange(lo, hi) for lo, hi in zip(offsets[:-1], offsets[1:])]
+    for place, shard in zip(positions, ordered):
+        if place is None or place.shape != (shard[4].n_objects,):
+            raise FileFormatError(f"{shard[5]} has no /{POSITIONS} for each of its objects, unlike the other shards: "
+                                  f"the shards do not belong together (one is damaged or from another run).")
+    every = np.concatenate(positions)
+    if not np.array_equal(np.sort(every), np.arange(n_objects)):
+        raise FileFormatError(f"The shards' /{POSITIONS} do not place each of the run's {n_objects} objects once: "
+                              f"a shard is damaged. Redo the odd shard.")
+    return positions
+
+
+def _write_rows_at(handle, places, rows):
+    """``rows`` at the file rows ``places``, one run of consecutive places at a time."""
+    breaks = np.flatnonzero(np.diff(places) != 1) + 1
+    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(places)]):
+        write_rows(handle, int(places[lo]), {key: value[lo:hi] for key, value in rows.items()})
+
+
 def merge_shards(paths, output=None, overwrite=False):
     """Join the shard files of one ``--shard I/N`` run into the file an unsharded run writes.
 
@@ -702,7 +732,7 @@ def merge_shards(paths, output=None, overwrite=False):
         A file is not a shard, or the shards differ in data, model, priors,
         settings or seed, or a shard is missing or given twice.
     """
-    shards = []
+    shards, positions = [], []
     for path in paths:
         with open_popinfer_file(path, "samples") as handle:
             if "shard" not in handle.attrs:
@@ -710,6 +740,7 @@ def merge_shards(paths, output=None, overwrite=False):
             index, count = (int(v) for v in str(handle.attrs["shard"]).split("/"))
             shards.append((index, count, str(handle.attrs["fingerprint"]), int(handle.attrs["n_objects_total"]),
                            read_header(handle, str(path)), str(path), str(handle.attrs.get("command", ""))))
+            positions.append(handle[POSITIONS][()].astype(np.int64) if POSITIONS in handle else None)
     if not shards:
         raise FileFormatError("No shard files given.")
     first = shards[0]
@@ -735,12 +766,18 @@ def merge_shards(paths, output=None, overwrite=False):
     if missing:
         raise FileFormatError(f"Shard(s) {', '.join(f'{i}/{first[1]}' for i in missing)} are missing; merge needs "
                               f"all {first[1]}.")
-    ordered = sorted(shards, key=lambda s: s[0])
+    order = sorted(range(len(shards)), key=lambda k: shards[k][0])
+    ordered = [shards[k] for k in order]
     n_objects = sum(shard[4].n_objects for shard in ordered)
     if n_objects != first[3]:
         raise FileFormatError(f"The shards hold {n_objects} objects, but the run had {first[3]}.")
+    places = _places([positions[k] for k in order], ordered, n_objects)
     top = ordered[0][4]
-    header = Samples(ids=[i for shard in ordered for i in shard[4].ids], parameters=top.parameters, samples=None,
+    ids = [None] * n_objects
+    for shard, place in zip(ordered, places):
+        for k, object_id in enumerate(shard[4].ids):
+            ids[place[k]] = object_id
+    header = Samples(ids=ids, parameters=top.parameters, samples=None,
                      log_interim_prior=None, log_likelihood=None, diagnostics={}, model=top.model,
                      interim_prior=top.interim_prior, settings=top.settings, seed=top.seed,
                      command=_with_output(ordered[0][6], output))
@@ -749,14 +786,19 @@ def merge_shards(paths, output=None, overwrite=False):
         for shard in ordered:
             with open_popinfer_file(shard[5], "samples") as handle:
                 parts.append(samples_from_handle(handle, shard[5]))
+        where = np.argsort(np.concatenate(places), kind="stable")  # merged row r is concatenated row where[r]
+
+        def joined(arrays):
+            return np.concatenate(arrays)[where]
+
         header.samples, header.log_interim_prior, header.log_likelihood = (
-            np.concatenate([getattr(part, key) for part in parts])
+            joined([getattr(part, key) for part in parts])
             for key in ("samples", "log_interim_prior", "log_likelihood"))
-        header.diagnostics = {k: np.concatenate([part.diagnostics[k] for part in parts]) for k in DIAGNOSTICS}
+        header.diagnostics = {k: joined([part.diagnostics[k] for part in parts]) for k in DIAGNOSTICS}
         if any(part.draw_counts is not None for part in parts):
-            header.draw_counts = np.concatenate([part.object_draw_counts for part in parts])
+            header.draw_counts = joined([part.object_draw_counts for part in parts])
         if any(part.joint_interim is not None for part in parts):
-            header.joint_interim = np.concatenate([
+            header.joint_interim = joined([
                 part.joint_interim if part.joint_interim is not None else np.zeros(part.samples.shape[::2], bool)
                 for part in parts])
         return header
@@ -766,8 +808,7 @@ def merge_shards(paths, output=None, overwrite=False):
         ragged = any(shard[4].draw_counts is not None for shard in ordered)
         joint = any(shard[4].joint_interim is not None for shard in ordered)
         with _new_file(temporary, header, None, header.ids, top.n_draws, ragged, joint) as handle:
-            offset = 0
-            for shard in ordered:
+            for shard, place in zip(ordered, places):
                 label, size = shard[5], shard[4].n_objects
                 with open_popinfer_file(label, "samples") as source:
                     for lo, hi in object_blocks(size, top.n_draws * len(top.parameters)):
@@ -776,8 +817,7 @@ def merge_shards(paths, output=None, overwrite=False):
                                            draw_counts=rows.get("draw_counts"))
                         if joint and "joint_interim" not in rows and shard[4].joint_interim is not None:
                             rows["joint_interim"] = shard[4].joint_interim[lo:hi]
-                        write_rows(handle, offset + lo, rows)
-                offset += size
+                        _write_rows_at(handle, place[lo:hi], rows)
         result = _mapped_samples(temporary, header)
         publish(temporary, output, overwrite)
     except BaseException:
