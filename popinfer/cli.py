@@ -237,7 +237,7 @@ def _parse_shard(text):
 @click.option("--debug", is_flag=True, help="Show the Python traceback of a failure.")
 @handle_errors
 def merge_command(shards, output, overwrite, debug):
-    """Join the shard files of a --shard I/N run into one samples file.
+    """Join the shard files of a --shard I/N run (fit-individuals or refine) into one samples file.
 
     Checks that the shards belong together (same data, model, priors, settings
     and seed) and that none is missing or given twice; the result is the file

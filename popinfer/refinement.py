@@ -351,7 +351,8 @@ def _rows(samples, rows):
         log_interim_prior=samples.log_interim_prior[rows], log_likelihood=samples.log_likelihood[rows],
         diagnostics={name: pick(value) for name, value in samples.diagnostics.items()}, model=samples.model,
         interim_prior=dict(samples.interim_prior), settings=dict(samples.settings), seed=samples.seed,
-        command=samples.command, draw_counts=samples.object_draw_counts[rows], joint_interim=pick(samples.joint_interim))
+        command=samples.command, draw_counts=samples.object_draw_counts[rows],
+        joint_interim=pick(samples.joint_interim))
 
 
 def _check_model(model, label, trust_code):
@@ -555,7 +556,8 @@ def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress, ex
             return fit_individuals(
                 frame, samples.model, output, priors=dict(samples.interim_prior),
                 fixed=dict(settings.get("fixed") or {}), columns=dict(settings.get("columns") or {}),
-                id_column=table.id_column, n_draws=int(n_draws), max_steps=max(int(settings.get("max_steps", 20000)), 1),
+                id_column=table.id_column, n_draws=int(n_draws),
+                max_steps=max(int(settings.get("max_steps", 20000)), 1),
                 workers=workers, seed=group_seed, progress=progress, interim_mixture=spec,
                 scheduler=execution.scheduler, batch_size=execution.batch_size, resume=output is not None,
                 batches=batches)
