@@ -18,6 +18,7 @@ the exact values in units of the posterior sd.
 
     python benchmarks/samplers.py                   # every case, seeds 1 and 2 (several minutes)
     python benchmarks/samplers.py --case eight --seeds 1
+    python benchmarks/samplers.py --case normal1000 --seeds 1 --samples 1000 --samplers nuts
 """
 
 import argparse
@@ -147,6 +148,7 @@ def main():
     parser.add_argument("--case", choices=["eight", "normal1000", "beta1000", "all"], default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--samples", type=int, default=4000)
+    parser.add_argument("--samplers", nargs="+", choices=["emcee", "nuts"], default=["emcee", "nuts"])
     args = parser.parse_args()
     cases = ["eight", "normal1000", "beta1000"] if args.case == "all" else [args.case]
     for case in cases:
@@ -162,7 +164,7 @@ def main():
               "err_mu/sd  err_tau/sd  warnings")
         for seed in args.seeds:
             samples = beta_samples if case == "beta1000" else exact_samples(y, s, n_draws, seed)
-            for sampler in ("emcee", "nuts"):
+            for sampler in args.samplers:
                 result, wall, cpu, evaluations, ess, warned = run(samples, sampler, seed + 100, args.samples,
                                                                   population, hyperpriors)
                 errors = [(float(result.hyper(name).mean()) - exact[name][0]) / exact[name][1] for name in names]
