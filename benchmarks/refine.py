@@ -13,11 +13,17 @@ Cases: the eight schools (μ ~ N(0, 5), τ ~ HalfCauchy(5)) and a simulated norm
 set of ``--objects`` objects (σ_n ~ U(0.5, 2), τ = 0.1: a population narrower than most
 objects' posteriors).
 
+The brute-force side stops at ``--largest`` K or once its attempts have taken ``--budget``
+seconds (then it reports the bound: not reached at that K after that time). Each phase's wall
+time is printed, with the load averages (``os.getloadavg``) before and after: compare the two
+sides of one run, not runs on a machine under different load.
+
     python benchmarks/refine.py --case eight-schools
-    python benchmarks/refine.py --case normal --objects 1000 --draws 1000
+    python benchmarks/refine.py --case normal --objects 1000 --draws 1000 --budget 1800
 """
 
 import argparse
+import os
 import tempfile
 import time
 import warnings
@@ -43,31 +49,50 @@ def population_fit(samples, output, hyperpriors, seed):
     return warned or variance > 1.0, variance, float(np.mean(result.hyper("mu"))), float(np.mean(result.hyper("sigma")))
 
 
+class Phases:
+    """Wall time per phase, printed as it goes."""
+
+    def __init__(self, side):
+        self.side, self.total = side, 0.0
+
+    def __call__(self, label, function, *args, **kwargs):
+        began = time.perf_counter()
+        out = function(*args, **kwargs)
+        seconds = time.perf_counter() - began
+        self.total += seconds
+        print(f"  {self.side}: {label}: {seconds:.1f} s", flush=True)
+        return out
+
+
 def run_refine(data, hyperpriors, n_draws, workdir, seed):
-    began = time.perf_counter()
-    popinfer.fit_individuals(data, "normal", f"{workdir}/s.h5", n_draws=n_draws, seed=seed, progress=False)
-    bad, *_ = population_fit(f"{workdir}/s.h5", f"{workdir}/p.h5", hyperpriors, seed + 1)
+    phase = Phases("refine")
+    phase(f"fit-individuals K = {n_draws}", popinfer.fit_individuals, data, "normal", f"{workdir}/s.h5",
+          n_draws=n_draws, seed=seed, progress=False)
+    bad, *_ = phase("fit-population", population_fit, f"{workdir}/s.h5", f"{workdir}/p.h5", hyperpriors, seed + 1)
     rounds = 0
     samples, pop = f"{workdir}/s.h5", f"{workdir}/p.h5"
     while bad and rounds < 3:
         rounds += 1
         refined = f"{workdir}/r{rounds}.h5"
-        refine(samples, pop, refined, seed=seed + 2 + rounds, progress=False)
+        result = phase(f"refine (call {rounds})", refine, samples, pop, refined, seed=seed + 2 + rounds,
+                       progress=False)
+        print(f"  refine: {result.report()}")
         samples, pop = refined, f"{workdir}/p{rounds}.h5"
-        bad, variance, mu, tau = population_fit(samples, pop, hyperpriors, seed + 10 + rounds)
-    return time.perf_counter() - began, bad, rounds, popinfer.read_samples(samples).object_draw_counts.sum()
+        bad, variance, mu, tau = phase("fit-population", population_fit, samples, pop, hyperpriors,
+                                       seed + 10 + rounds)
+    return phase.total, bad, rounds, popinfer.read_samples(samples).object_draw_counts.sum()
 
 
-def run_brute_force(data, hyperpriors, n_draws, workdir, seed, largest):
-    total, k = 0.0, n_draws
+def run_brute_force(data, hyperpriors, n_draws, workdir, seed, largest, budget):
+    phase, k = Phases("brute force"), n_draws
     while True:
-        began = time.perf_counter()
-        popinfer.fit_individuals(data, "normal", f"{workdir}/b{k}.h5", n_draws=k, seed=seed, progress=False)
-        bad, *_ = population_fit(f"{workdir}/b{k}.h5", f"{workdir}/bp{k}.h5", hyperpriors, seed + 1)
-        last = time.perf_counter() - began
-        total += last
-        if not bad or k >= largest:
-            return total, last, k, bad
+        before = phase.total
+        phase(f"fit-individuals K = {k}", popinfer.fit_individuals, data, "normal", f"{workdir}/b{k}.h5", n_draws=k,
+              seed=seed, progress=False)
+        bad, *_ = phase("fit-population", population_fit, f"{workdir}/b{k}.h5", f"{workdir}/bp{k}.h5", hyperpriors,
+                        seed + 1)
+        if not bad or k >= largest or phase.total >= budget:
+            return phase.total, phase.total - before, k, bad
         k *= 2
 
 
@@ -77,6 +102,8 @@ def main():
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=None, help="K of the first stage-one run")
     parser.add_argument("--largest", type=int, default=128000, help="brute force stops at this K")
+    parser.add_argument("--budget", type=float, default=float("inf"),
+                        help="brute force stops once its attempts have taken this many seconds")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
@@ -90,12 +117,16 @@ def main():
             data = f"{workdir}/normal.csv"
             pd.DataFrame({"id": np.arange(args.objects), "y": y, "sigma": sigma}).to_csv(data, index=False)
             hyperpriors, n_draws = ["mu=normal(0, 5)", "sigma=halfnormal(2)"], args.draws or 1000
+        print("load averages before: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
         seconds, bad, rounds, draws = run_refine(data, hyperpriors, n_draws, workdir, args.seed)
         print(f"refine: {seconds:.1f} s, {rounds} round(s) of refine, {draws} draws in all, "
               f"{'still warns' if bad else 'no warning, median Var[ln L̂] < 1'}")
-        total, last, k, bad = run_brute_force(data, hyperpriors, n_draws, workdir, args.seed, args.largest)
-        print(f"brute force: K = {k} {'(still warns)' if bad else ''}: {total:.1f} s in all attempts, "
-              f"{last:.1f} s for the last; ratio to refine {total / seconds:.2f} (last alone {last / seconds:.2f})")
+        total, last, k, still = run_brute_force(data, hyperpriors, n_draws, workdir, args.seed, args.largest,
+                                                args.budget)
+        reached = f"not reached at K = {k} (a lower bound)" if still else f"reached at K = {k}"
+        print(f"brute force: {reached}: {total:.1f} s in all attempts, {last:.1f} s for the last; ratio to refine "
+              f"{total / seconds:.2f}{' or more' if still else ''} (last alone {last / seconds:.2f})")
+        print("load averages after: %.2f %.2f %.2f" % os.getloadavg())
 
 
 if __name__ == "__main__":
