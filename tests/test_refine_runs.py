@@ -173,3 +173,18 @@ def test_shard_refusals(inputs, tmp_path):
     empty = runner.invoke(main, [*base, "-o", str(tmp_path / "x.h5"), "--shard", "1/7", "--min-ess", "1e-9"])
     assert empty.exit_code == 2 and "no object" in empty.stderr and "Traceback" not in empty.output
     assert os.listdir(tmp_path) == []
+
+
+def test_what_is_in_the_way_of_the_checkpoint_is_never_touched(inputs, tmp_path):
+    output = tmp_path / "out.h5"
+    in_the_way = Path(f"{output}.partial")
+    in_the_way.write_text("not popinfer's")
+    for options in ({}, {"resume": True}, {"overwrite": True}):
+        with pytest.raises(OutputError, match="not a directory"):
+            refine(*inputs, str(output), rounds=1, **RUN, **options)
+    assert in_the_way.read_text() == "not popinfer's" and not output.exists()
+    in_the_way.unlink()
+    in_the_way.mkdir()
+    (in_the_way / "run.json").write_text("{damaged")
+    with pytest.raises(OutputError, match="damaged"):
+        refine(*inputs, str(output), rounds=1, resume=True, **RUN)
