@@ -1,7 +1,8 @@
-"""popinfer refine as fit-individuals runs: --resume after an interruption, --scheduler (Dask), and
-the refusals that keep a checkpoint from being continued by the wrong run."""
+"""popinfer refine run as fit-individuals runs: --resume after an interruption or a kill, --scheduler
+(Dask), --shard and merge, and the refusals that keep a checkpoint from being continued by the wrong run."""
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,25 @@ def test_what_is_in_the_way_of_the_checkpoint_is_never_touched(inputs, tmp_path)
     (in_the_way / "run.json").write_text("{damaged")
     with pytest.raises(OutputError, match="damaged"):
         refine(*inputs, str(output), rounds=1, resume=True, **RUN)
+
+
+@pytest.mark.slow  # three CLI processes; the in-process interruption above covers resume in the default suite
+def test_sigkill_then_resume_gives_the_uninterrupted_file(inputs, tmp_path):
+    """A refine killed outright (no cleanup runs) mid-refit resumes into the uninterrupted file."""
+    from test_robustness import popinfer_process, wait_for_progress
+
+    args = ["refine", *inputs, "-o", "r.h5", "--seed", "4", "--min-ess", "10", "--rounds", "1", "--batch-size", "1"]
+    for directory in ("ref", "run"):
+        (tmp_path / directory).mkdir()
+    reference = popinfer_process([*args, "--quiet"], tmp_path / "ref")
+    assert reference.wait(timeout=300) == 0
+    run = popinfer_process(args, tmp_path / "run")
+    assert wait_for_progress(run, 5, 2)  # two of the five refits committed
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    partial = tmp_path / "run" / "r.h5.partial"
+    assert os.listdir(partial) and not (tmp_path / "run" / "r.h5").exists()
+    resumed = popinfer_process([*args, "--quiet", "--resume"], tmp_path / "run")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert (tmp_path / "run" / "r.h5").read_bytes() == (tmp_path / "ref" / "r.h5").read_bytes()
+    assert not partial.exists()
