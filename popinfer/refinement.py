@@ -287,8 +287,9 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
 
 @dataclass
 class _Execution:
-    """How the refits run (none of it changes the result but ``batch_size``): on a Dask
-    cluster or not, in batches of what size, checkpointed (a file output) or in memory."""
+    """How the refits run: on a Dask cluster or not, in batches of what size, checkpointed (a
+    file output) or in memory, and which shard's share of them (only the batch size and the
+    shard change what is written)."""
 
     scheduler: object = None
     batch_size: object = None
