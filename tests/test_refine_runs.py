@@ -211,3 +211,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_file(inputs, tmp_path):
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert (tmp_path / "run" / "r.h5").read_bytes() == (tmp_path / "ref" / "r.h5").read_bytes()
     assert not partial.exists()
+
+
+def test_a_bad_scheduler_is_refused_and_leaves_nothing(inputs, tmp_path):
+    pytest.importorskip("distributed")
+    with pytest.raises(UsageError, match="local:N"):
+        refine(*inputs, str(tmp_path / "r.h5"), rounds=1, scheduler="local:zero", **RUN)
+    assert os.listdir(tmp_path) == []
