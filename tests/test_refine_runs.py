@@ -47,13 +47,17 @@ def test_resume_after_interruption_gives_the_uninterrupted_file(inputs, tmp_path
     refine(*inputs, str(reference), rounds=2, **RUN)
     assert len(everything) >= 4 and not Path(f"{reference}.partial").exists()  # removed once written
 
+    groups = [os.path.basename(path) for path, _ in everything]
+    assert groups[0].startswith("round1") and groups[-1].startswith("round2")  # the premise: two rounds
     output = tmp_path / "interrupted.h5"
-    stop = len(everything) // 2 + 1
+    stop = next(k for k, name in enumerate(groups) if name.startswith("round2")) + 1  # round 2's first batch
     _counting_commits(monkeypatch, stop_after=stop)
     with pytest.raises(KeyboardInterrupt):
         refine(*inputs, str(output), rounds=2, **RUN)
     assert not output.exists()  # nothing half-written under the output's name
-    assert os.listdir(f"{output}.partial")  # the finished work is kept
+    kept = os.listdir(f"{output}.partial")  # round 1's finished refit and round 2's committed batch
+    assert any(n.startswith("round1") and n.endswith(".h5") for n in kept)
+    assert any(n.startswith("round2") and n.endswith(".h5.partial") for n in kept)
 
     resumed = _counting_commits(monkeypatch)
     result = refine(*inputs, str(output), rounds=2, resume=True, **RUN)
