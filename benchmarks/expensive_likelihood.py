@@ -25,8 +25,10 @@ Reported: wall and CPU time of this process (all threads), the ESS of mu and sig
 (popinfer's emcee: its τ-based n_steps/2 · W/τ; NUTS: ArviZ bulk ESS across chains), ESS
 per wall second of the smaller, and the errors of E[mu], E[sigma] in posterior sd.
 
-    python benchmarks/expensive_likelihood.py                       # N = 50, 1000 rows (a few minutes)
-    python benchmarks/expensive_likelihood.py --objects 20 --rows 500 --draws 1000 4000
+    python benchmarks/expensive_likelihood.py --amortised           # N = 50, 1000 rows, K = 1000 and 4000
+    python benchmarks/expensive_likelihood.py --objects 20 --rows 10000 --draws 1000 --amortised --joint nutpie nutpie-short
+    python benchmarks/expensive_likelihood.py --objects 200 --draws 1000 --amortised --joint nutpie nutpie-short
+    python benchmarks/expensive_likelihood.py --objects 200 --draws --joint nutpie-short   # a joint fit alone
 """
 
 import argparse
@@ -202,9 +204,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=50)
     parser.add_argument("--rows", type=int, default=1000)
-    parser.add_argument("--draws", type=int, nargs="+", default=[1000, 4000], help="stage-one K values")
+    parser.add_argument("--draws", type=int, nargs="*", default=[1000, 4000], help="stage-one K values (none: no popinfer)")
     parser.add_argument("--samplers", nargs="+", default=["emcee", "nuts"])
-    parser.add_argument("--joint", nargs="*", default=["nutpie", "numpyro"])
+    parser.add_argument("--joint", nargs="*", choices=["nutpie", "nutpie-short", "numpyro"],
+                        default=["nutpie", "nutpie-short", "numpyro"])
     parser.add_argument("--amortised", action="store_true", help="also fit the other populations (emcee)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -241,7 +244,7 @@ def main():
             print(f"  amortised K={n_draws}: stage one once + {len(AMORTISED)} populations: {sum(walls):.1f} s wall, "
                   f"{sum(cpus):.1f} s CPU; per population {sum(walls) / len(AMORTISED):.1f} s wall", flush=True)
     joint = [("nutpie", f"joint nutpie 4 × ({TUNE} + {DRAWS})", joint_nutpie, {}),
-             ("nutpie", "joint nutpie 4 × (300 + 250)", joint_nutpie, {"tune": 300, "draws": 250}),
+             ("nutpie-short", "joint nutpie 4 × (300 + 250)", joint_nutpie, {"tune": 300, "draws": 250}),
              ("numpyro", f"joint NumPyro 4 × ({TUNE} + {DRAWS})", joint_numpyro, {})]
     for name, label, fit, options in joint:
         if name in args.joint:
