@@ -503,7 +503,7 @@ def _components(fitted, n_components):
 
 def _data_table(samples, data, label):
     """The stage-one data, found (``data``, else the recorded path: as written, then beside the samples
-    file) and verified against the recorded SHA-256."""
+    file under that relative path or that file name) and verified against the recorded SHA-256."""
     recorded = samples.settings.get("data") or {}
     id_column = samples.settings.get("id_column")
     import pandas as pd
@@ -515,7 +515,9 @@ def _data_table(samples, data, label):
         path = data
         if path is None:
             source = recorded.get("source")
-            candidates = [source, os.path.join(os.path.dirname(os.path.abspath(label)), source or "")]
+            beside = os.path.dirname(os.path.abspath(label))
+            candidates = [source, os.path.join(beside, source or ""),
+                          os.path.join(beside, os.path.basename(source or ""))]
             path = next((c for c in candidates if c and c != "<stdin>" and os.path.isfile(c)), None)
             if path is None:
                 raise InputDataError(

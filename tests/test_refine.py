@@ -91,6 +91,26 @@ def test_moved_data_needs_data_and_changed_data_is_refused(fitted, tmp_path):
         (tmp_path / "gone.csv").rename(recorded)
 
 
+def test_data_moved_with_the_samples_is_found_beside_them(fitted, tmp_path):
+    """The recorded path is absolute; a directory moved as a whole (samples, population fit and data
+    under its file name) still refines without --data."""
+    recorded = read_samples(str(fitted / "s.h5")).settings["data"]["source"]
+    assert Path(recorded).is_absolute()
+    for name in ("s.h5", "p.h5"):
+        shutil.copy(fitted / name, tmp_path / name)
+    shutil.copy(recorded, tmp_path / Path(recorded).name)
+    Path(recorded).rename(tmp_path / "gone.csv")
+    try:
+        result = refine(str(tmp_path / "s.h5"), str(tmp_path / "p.h5"), seed=4, min_ess=10, rounds=1,
+                        progress=False)
+        assert result.refitted
+        (tmp_path / Path(recorded).name).unlink()  # negative control: nothing beside, nothing at the path
+        with pytest.raises(InputDataError, match="--data"):
+            refine(str(tmp_path / "s.h5"), str(tmp_path / "p.h5"), seed=4, min_ess=10, rounds=1, progress=False)
+    finally:
+        (tmp_path / "gone.csv").rename(recorded)
+
+
 def test_a_population_fitted_to_other_samples_is_refused(fitted, tmp_path):
     popinfer.fit_individuals(str(fitted / "data.csv"), "normal", str(tmp_path / "other.h5"), n_draws=200, seed=9,
                              progress=False)
