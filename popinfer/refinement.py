@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputDataError, UntrustedCodeError, UsageError
+from .individuals import batch_count, check_shard, fit_individuals, shard_slice
 from .interim import MixtureSpec
 from .io.files import file_sha256
 from .io.hdf5 import check_output
@@ -192,7 +193,7 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     -------
     RefineResult
     """
-    shard = _check_shard(shard)
+    shard = check_shard(shard)
     rounds = (1 if shard else DEFAULT_ROUNDS) if rounds is None else rounds
     if not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise UsageError(f"--rounds must be a positive whole number, got {rounds!r}.", "--rounds")
@@ -312,29 +313,10 @@ def _checkpoint(output, resume, overwrite, fingerprint, seed, shard):
     return RefineCheckpoint(output, f"{fingerprint}:{shard}" if shard else fingerprint, seed).start(resume, overwrite)
 
 
-def _check_shard(shard):
-    """``(i, n)`` checked (1 ≤ i ≤ n), or None."""
-    if shard is None:
-        return None
-    try:
-        i, n = shard
-    except (TypeError, ValueError):
-        i, n = shard, None
-    if not (isinstance(i, (int, np.integer)) and isinstance(n, (int, np.integer)) and 1 <= i <= n):
-        raise UsageError(f"--shard {shard!r}: expected I/N with 1 <= I <= N, e.g. 3/10.", "--shard")
-    return int(i), int(n)
-
-
-def _shard_slice(size, shard):
-    """The half-open range of ``size`` things that shard (i, n) takes."""
-    i, n = shard
-    return (i - 1) * size // n, i * size // n
-
-
 def _shard_share(refitted, refits, shard):
     """The objects of shard (i, n), in file order: its refits and the i-th of n slices of the kept objects."""
     kept = np.flatnonzero(~refitted)
-    lo, hi = _shard_slice(len(kept), shard)
+    lo, hi = shard_slice(shard, len(kept))
     share = np.union1d(kept[lo:hi], np.fromiter(refits, dtype=np.int64, count=len(refits)))
     if not share.size:
         raise UsageError(f"--shard {shard[0]}/{shard[1]}: this shard would hold no object ({len(refitted)} objects, "
@@ -472,7 +454,7 @@ def _moment_shares(samples, fit, density):
 
     header, _, theta, log_interim, _ = read_draws(samples, list(fit.parameters))
     draws = np.asarray(fit.hyper_samples, dtype=float)
-    draws = draws[np.unique(np.round(np.linspace(0, len(draws) - 1, min(MOMENT_DRAWS, len(draws)))).astype(int))]
+    draws = draws[_evenly_spaced(len(draws), MOMENT_DRAWS)]
     spread = draws.std(axis=0)
     centred = (draws - draws.mean(axis=0)) / (len(draws) * np.where(spread > 0, spread, 1.0))
     likelihood = HyperLikelihood(density, theta, log_interim, fixed=dict(fit.fixed), copy=False,
@@ -492,10 +474,15 @@ def _moment_error(moments):
     return float(np.sqrt(np.max(np.sum(moments, axis=0)))) if moments.size else 0.0
 
 
+def _evenly_spaced(size, count):
+    """Indices of at most ``count`` of ``size`` draws, evenly spaced over them."""
+    return np.unique(np.round(np.linspace(0, size - 1, min(count, size))).astype(int))
+
+
 def _components(fitted, n_components):
     """S hyperparameter draws, evenly spaced over the posterior, with the held ones: the α_s of q."""
     draws = fitted.hyper_samples
-    index = np.unique(np.round(np.linspace(0, len(draws) - 1, min(n_components, len(draws)))).astype(int))
+    index = _evenly_spaced(len(draws), n_components)
     hyper = {name: draws[index, i] for i, name in enumerate(fitted.hyperparameters)}
     hyper.update({name: np.full(len(index), float(value)) for name, value in fitted.fixed.items()})
     return hyper
@@ -538,8 +525,6 @@ def _data_table(samples, data, label):
 def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress, execution=None, round_index=0):
     """Stage one under p0' for the chosen objects, one run per distinct K_n': {object index: (Samples, row)}.
     With a checkpoint, each run is one of its refits (read back when a resumed run finds it finished)."""
-    from .individuals import fit_individuals
-
     execution = execution or _Execution()
     slices = _group_batches(samples, chosen, new_counts, execution)
 
@@ -587,12 +572,10 @@ def _group_batches(samples, chosen, new_counts, execution):
     groups = sorted(set(new_counts[chosen].tolist()))
     if not execution.shard:
         return [None] * len(groups)
-    from .individuals import batch_count
-
     settings = samples.settings
     counts = [batch_count(int(np.sum(new_counts[chosen] == k)), samples.model, int(k), len(samples.parameters),
                           max(int(settings.get("max_steps", 20000)), 1), execution.batch_size) for k in groups]
-    lo, hi = _shard_slice(sum(counts), execution.shard)
+    lo, hi = shard_slice(execution.shard, sum(counts))
     starts = np.cumsum([0] + counts)
     return [(int(min(max(lo - start, 0), count)), int(min(max(hi - start, 0), count)))
             for start, count in zip(starts[:-1], counts)]

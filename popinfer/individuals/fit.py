@@ -328,15 +328,34 @@ def _run(plan, checkpoint, scratch, first_batch, output, overwrite, workers, pro
                 release(scratch)
 
 
+def check_shard(shard):
+    """``(i, n)`` of ``--shard I/N`` checked (whole numbers, 1 ≤ i ≤ n), or None."""
+    if shard is None:
+        return None
+    try:
+        i, n = shard
+    except (TypeError, ValueError):
+        i, n = shard, None
+    if not (isinstance(i, (int, np.integer)) and isinstance(n, (int, np.integer)) and 1 <= i <= n):
+        shown = repr(shard) if n is None else f"{i}/{n}"
+        raise UsageError(f"--shard {shown}: expected I/N with 1 <= I <= N, e.g. 3/10.", "--shard")
+    return int(i), int(n)
+
+
+def shard_slice(shard, size):
+    """The half-open range of ``size`` things (batches, objects) that shard (i, n) takes."""
+    i, n = shard
+    return (i - 1) * size // n, i * size // n
+
+
 def _shard_batches(shard, n_batches):
     """The half-open range of batches the i-th of n shards fits (all of them without shards)."""
+    shard = check_shard(shard)
     if shard is None:
         return 0, n_batches
-    i, n = shard
-    if not (isinstance(i, (int, np.integer)) and isinstance(n, (int, np.integer)) and 1 <= i <= n):
-        raise UsageError(f"--shard {i}/{n}: expected I/N with 1 <= I <= N, e.g. 3/10.", "--shard")
-    lo, hi = (i - 1) * n_batches // n, i * n_batches // n
+    lo, hi = shard_slice(shard, n_batches)
     if lo == hi:
+        i, n = shard
         raise UsageError(f"--shard {i}/{n}: there are only {n_batches} batches, so shard {i} would be empty; use "
                          f"at most {n_batches} shards, or a smaller --batch-size.", "--shard")
     return lo, hi
