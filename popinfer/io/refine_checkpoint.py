@@ -10,7 +10,7 @@ finished refit is only ever taken for the same refit. A resumed run must match t
 fingerprint (the inputs' SHA-256, seed and settings); a run without ``--resume`` refuses
 a leftover directory unless ``--overwrite`` discards it. The directory is made at the
 first refit, so a run that refits nothing leaves none, and removed once the output is
-written. ``run.json`` is written once, atomically (a temporary file, then a rename);
+written. ``run.json`` is written once, atomically (``atomic_output``);
 concurrent refits of one output are kept apart by each stage-one checkpoint's lock.
 """
 
@@ -22,7 +22,7 @@ import shutil
 import stat
 
 from ..errors import OutputError
-from .files import fsync_directory
+from .files import atomic_output, fsync_directory
 
 RUN_FILE = "run.json"
 
@@ -100,13 +100,9 @@ class RefineCheckpoint:
         if os.path.isdir(self.path):
             return
         os.mkdir(self.path, 0o700)
-        temporary = os.path.join(self.path, f".{RUN_FILE}.tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
+        with (atomic_output(os.path.join(self.path, RUN_FILE), overwrite=True) as temporary,
+              open(temporary, "w", encoding="utf-8") as handle):
             json.dump({"fingerprint": self.fingerprint, "seed": self.seed}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, os.path.join(self.path, RUN_FILE))
-        fsync_directory(self.path)
         fsync_directory(os.path.dirname(os.path.abspath(self.path)))
 
     def _drop_if_empty(self):
