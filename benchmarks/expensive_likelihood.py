@@ -44,7 +44,8 @@ from scipy import stats
 import popinfer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from joint_nuts import CHAINS, DRAWS, TUNE, Clock, bulk_ess, sample_nutpie  # noqa: E402
+from joint_models import CHAINS, DRAWS, TUNE, bulk_ess, sample_nutpie  # noqa: E402
+from joint_nuts import Clock  # noqa: E402
 
 MODEL = str(Path(__file__).resolve().parent.parent / "sample_data" / "decay_model.py") + ":decay"
 HYPERPRIORS = ["mu=normal(0, 2)", "sigma=halfnormal(1)"]
