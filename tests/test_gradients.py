@@ -93,6 +93,31 @@ def test_gradient_matches_finite_differences(case):
     check_gradient(likelihood, values)
 
 
+@pytest.mark.parametrize("cached", [True, False])
+@pytest.mark.parametrize("case", ["normal", "beta", "gamma", "truncnormal", "studentt"])
+def test_one_point_path_equals_the_many_walker_kernel(case, cached, monkeypatch):
+    """ln_likelihood_and_gradient (one point: its own chunking, a vector product per object,
+    the features kept or recomputed per chunk) gives the many-walker kernel's ln L̂ and
+    gradient at the same point, to rounding."""
+    import popinfer.reweighting.likelihood as module
+
+    if not cached:
+        monkeypatch.setattr(module, "FEATURE_CACHE_BYTES", 0)
+    rng = np.random.default_rng(RNG_SEED)
+    name, kind, fixed, point = CASES[case]
+    theta, log_interim = draws(kind, rng, (40, 700))
+    likelihood = HyperLikelihood(get_population(name, ["x"]), theta, log_interim, fixed)
+    names = likelihood.sampled_names
+    values = np.array([point[n] for n in names])
+    value, gradient = likelihood.ln_likelihood_and_gradient(values)
+    assert (likelihood._feature_cache is not None) == (cached and likelihood.form is not None)
+    others = values * np.array([[1.0], [1.1], [0.9]])  # the point among other walkers
+    many = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, others), variance=False, gradient=names)
+    assert value == pytest.approx(many.ln_likelihood[0], rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(gradient, many.gradient[0], rtol=1e-12, atol=1e-12 * np.abs(gradient).max())
+    assert not np.allclose(many.gradient[1], many.gradient[0])  # the other walkers differ (a control)
+
+
 def test_the_gradient_is_wrong_when_a_coefficient_derivative_is_wrong():
     """Negative control: a normal population whose ∂A/∂σ misses its −1/σ fails the comparison."""
     likelihood, point = likelihood_for("normal", np.random.default_rng(RNG_SEED))

@@ -46,6 +46,9 @@ from ..errors import GradientUnavailableError
 # absolute precision to cancellation; walkers beyond it use the direct density.
 LINEAR_FORM_LIMIT = 1e5
 CHUNK_ELEMENTS = 2**19
+# One point at a time (a gradient-based sampler): a chunk that stays in a core's L2 cache
+# through the pass's several sweeps (measured fastest on N = 10³ and 10⁴, K = 10³).
+POINT_CHUNK_ELEMENTS = 2**17
 OUTSIDE = -1e300
 PARALLEL_MIN_ELEMENTS = 2**21
 # Gradient-based samplers evaluate one point per call, so recomputing the features per call
@@ -459,7 +462,8 @@ class HyperLikelihood:
         return np.where(np.isfinite(b), self.base[lo:hi] - b, 0.0)  # outside the support ln f is -inf anyway
 
     def _chunks(self, n_walkers, lo=0, hi=None):
-        return object_blocks(self.n_objects if hi is None else hi, self.n_draws * n_walkers, CHUNK_ELEMENTS, lo)
+        elements = POINT_CHUNK_ELEMENTS if n_walkers == 1 else CHUNK_ELEMENTS
+        return object_blocks(self.n_objects if hi is None else hi, self.n_draws * n_walkers, elements, lo)
 
     def _map(self, work, chunks, n_walkers):
         elements = sum(b - a for a, b in chunks) * self.n_draws * n_walkers
@@ -476,11 +480,20 @@ class HyperLikelihood:
 
         ``features``, if given, is a list that receives the chunk's features T (n, J, K) when
         they were computed on the way (the linear form)."""
-        if eta is not None:
+        if eta is not None and eta.shape[1] == 1 and self._feature_cache is None:
+            # One point (a gradient-based sampler): T·η + base without the (n, J + 1, K) copy.
+            chunk_features = self.form.features(self.theta[lo:hi])
+            if features is not None:
+                features.append(chunk_features)
+            log_weight = eta[:-1, 0] @ chunk_features  # (n, K); the offset A(α) is added after the sum
+            log_weight += self.base[lo:hi]
+            log_weight = log_weight[:, None, :]
+        elif eta is not None:
             extended = self._features(lo, hi)
             if features is not None:
                 features.append(extended[:, :-1, :])
-            log_weight = eta.T @ extended  # (n, W, K); the offset A(α) is added after the sum
+            # (n, W, K); the offset A(α) is added after the sum. One point is one product per object.
+            log_weight = (eta[:, 0] @ extended)[:, None, :] if eta.shape[1] == 1 else eta.T @ extended
         else:
             log_weight = self.population.log_density(self.theta[lo:hi], hyper).transpose(0, 2, 1)
             log_weight = log_weight + self._neg_log_interim(lo, hi)[:, None, :]
@@ -511,7 +524,9 @@ class HyperLikelihood:
             scale = np.where(total > 0, 1.0 / total, 0.0)  # (n, W)
         if coefficients is not None:
             features = features[0] if features else self.form.features(self.theta[lo:hi])
-            mean = np.matmul(features, weights.transpose(0, 2, 1)).transpose(0, 2, 1) * scale[:, :, None]  # E_w̃[T]
+            # E_w̃[T], (n, W, J) (one walker: a reshape, which matmul takes without a copy)
+            columns = weights.reshape(weights.shape[0], -1, 1) if n_walkers == 1 else weights.transpose(0, 2, 1)
+            mean = np.matmul(features, columns).transpose(0, 2, 1) * scale[:, :, None]
             for h, (d_eta, d_offset) in enumerate(coefficients):
                 out[:, :, h] = np.einsum("nwj,jw->wn", mean, np.asarray(d_eta).reshape(mean.shape[2], n_walkers))
                 out[:, :, h] += np.asarray(d_offset)[:, None]
