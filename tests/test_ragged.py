@@ -109,6 +109,52 @@ def test_negative_control_one_common_count_is_caught(ragged_file):
     assert abs(wrong(hyper)[0] - expected[0]) > 1e-3
 
 
+KERNEL_CASES = [
+    ("normal", {"mu": np.array([0.0, 1.0, 3.0, -2.0]), "sigma": np.array([0.3, 1.0, 2.5, 0.8])}),
+    ("mixture", {"weight": np.array([0.3, 0.7, 0.5, 0.9]), "mu1": np.array([-1.0, 0.0, 1.0, 2.0]),
+                 "sigma1": np.array([0.5, 1.0, 2.0, 0.7]), "mu2": np.array([2.0, 3.0, -1.0, 0.5]),
+                 "sigma2": np.array([1.0, 0.4, 1.5, 3.0])}),
+]
+
+
+@pytest.mark.parametrize("name, hyper", KERNEL_CASES)
+def test_kernel_sorted_by_draw_count_equals_one_kernel_per_object(ragged_file, name, hyper, monkeypatch):
+    """The kernel evaluates the objects sorted by K_n, each chunk at its own width, in several
+    chunks on threads: every per-object result, in file order, equals a kernel run on that object's
+    own K_n draws alone (no padding) — sums, squares, gradients, resampled indices and moment
+    shares. Negative control: the kernel's own order (COUNTS is not sorted) is not the file's."""
+    import popinfer.reweighting.likelihood as module
+
+    header, parameters, theta, log_interim, _ = read_draws(ragged_file, None)
+    population = get_population(name, parameters)
+    names = list(population.hyperparameters)
+    monkeypatch.setattr(module, "CHUNK_ELEMENTS", 2 * int(COUNTS.max()) * len(hyper[names[0]]))
+    monkeypatch.setattr(module, "PARALLEL_MIN_ELEMENTS", 1)
+    likelihood = HyperLikelihood(population, theta, log_interim, threads=2, draw_counts=header.draw_counts)
+    assert (name == "normal") == (likelihood.form is not None)  # both kernels: linear form and direct density
+    assert len(likelihood._chunks(len(hyper[names[0]]))) == len(set(COUNTS.tolist()))  # one chunk per width here
+    n_walkers = len(hyper[names[0]])
+    uniforms = np.random.default_rng(5).random((n_walkers, len(COUNTS)))
+    centred = np.random.default_rng(6).normal(size=(n_walkers, 2)) / n_walkers
+    first, squares, derivative = likelihood.per_object_gradient(hyper, names, second=True)
+    index = likelihood.resample(hyper, uniforms)
+    shares = likelihood.moment_variance(hyper, centred)
+    for n, count in enumerate(COUNTS):
+        alone = HyperLikelihood(population, theta[n:n + 1, :count], log_interim[n:n + 1, :count])
+        f, s, d = alone.per_object_gradient(hyper, names, second=True)
+        np.testing.assert_allclose(first[:, n], f[:, 0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(squares[:, n], s[:, 0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(derivative[:, n], d[:, 0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(index[:, n], alone.resample(hyper, uniforms[:, n:n + 1])[:, 0])
+        np.testing.assert_allclose(shares[n], alone.moment_variance(hyper, centred)[0], rtol=1e-10, atol=1e-15)
+        np.testing.assert_array_equal(likelihood.draws_at(n, n + 1, index[:, n:n + 1])[:, 0],
+                                      theta[n, index[:, n]])
+    assert likelihood._order is not None
+    kernel_order = likelihood._per_object(hyper)[0]
+    assert not np.allclose(kernel_order, first)
+    likelihood.close()
+
+
 def test_pooling_never_resamples_padding(ragged_file):
     header, parameters, theta, log_interim, _ = read_draws(ragged_file, None)
     likelihood = HyperLikelihood(get_population("normal", parameters), theta, log_interim,

@@ -13,6 +13,12 @@ chunk, with the per-draw features computed for the chunk at hand (so memory stay
 at the draws themselves, whatever N). Chunks run on a small thread pool (numpy
 releases the GIL).
 
+Objects may hold different numbers of draws K_n (a ragged samples file, padded to the
+largest). The kernel keeps its objects sorted by K_n (stably, so objects with the same
+K_n stay in file order) and every chunk spans objects of nearly the same K_n, evaluated
+at its own width (its largest K_n): the work is Σ_n K_n, not N·max K_n. Every result is
+returned in file order.
+
 :meth:`HyperLikelihood.ln_likelihood_and_variance` is the one place where ln L̂,
 the per-object terms, Var[ln L̂] and the ``--max-variance`` cut are assembled;
 the posterior, the sampler and the diagnostics all go through it. Further
@@ -129,9 +135,13 @@ class HyperLikelihood:
         K_n, each object's own number of draws (default: all K). The padded draws
         k ≥ K_n get weight 0 (their θ is replaced by the object's first draw, in place
         with ``copy=False``), and ln K_n, 1/K_n are the object's own in ln L̂ and Var[ln L̂].
+        Objects are evaluated sorted by K_n, each chunk at its own width (the module
+        docstring); ``theta`` then holds the draws in that order (:meth:`draws_at` reads
+        them by file order).
 
     Memory: the draws and one (N, K) row (-ln p0, or with a linear form -ln p0 + b(θ))
-    are held once; everything else (features, weights) exists one chunk at a time.
+    are held once (a copy of both when the objects had to be sorted by K_n); everything
+    else (features, weights) exists one chunk at a time.
     """
 
     def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None, copy=True,
@@ -146,7 +156,8 @@ class HyperLikelihood:
         self.base = np.negative(log_interim_prior, out=None if copy else log_interim_prior)
         self.draw_counts = np.full(self.n_objects, self.n_draws) if draw_counts is None else np.asarray(draw_counts)
         self._log_draws = float(np.sum(np.log(self.draw_counts)))  # Σ_n ln K_n
-        self._mask_padding(copy)
+        self._sort_by_draw_counts()
+        self._mask_padding(copy and self._order is None)  # sorting copied the draws already
         self.fixed = dict(fixed or {})
         self.threads = threads or os.cpu_count() or 1
         self._pool = None
@@ -259,7 +270,7 @@ class HyperLikelihood:
         LikelihoodEstimate
         """
         apply_cut = cut and self.max_variance is not None
-        first, squares, derivative = self._per_object(hyper, variance or apply_cut, gradient)
+        first, squares, derivative = self._per_object_in_file_order(hyper, variance or apply_cut, gradient)
         ln_likelihood = first.sum(axis=1) - self._log_draws  # HMB 2010, eq. 9, with each object's own K_n
         estimate = LikelihoodEstimate(ln_likelihood, first, squares)
         if derivative is not None:
@@ -277,11 +288,15 @@ class HyperLikelihood:
 
     def per_object(self, hyper, second=False):
         """ln Σ_k w_nk (and ln Σ_k w_nk² if ``second``), each (W, N); -inf for invalid α."""
-        return self._per_object(hyper, second)[:2]
+        return self._per_object_in_file_order(hyper, second)[:2]
 
     def per_object_gradient(self, hyper, names, second=False):
         """As :meth:`per_object`, plus d ln Σ_k w_nk/dα over the hyperparameters ``names``, (W, N, H)."""
-        return self._per_object(hyper, second, list(names))
+        return self._per_object_in_file_order(hyper, second, list(names))
+
+    def _per_object_in_file_order(self, hyper, second=False, gradient=None):
+        """:meth:`_per_object`'s arrays with the objects (axis 1) put back in file order."""
+        return tuple(self._in_file_order(values) for values in self._per_object(hyper, second, gradient))
 
     def _per_object(self, hyper, second=False, gradient=None):
         n_walkers = len(next(iter(hyper.values())))
@@ -320,16 +335,24 @@ class HyperLikelihood:
         eta, offset = self._coefficients(hyper) if linear else (None, None)
 
         def work(bounds):
-            a, b = bounds
-            cumulative = self._shifted(a, b, hyper, eta, offset)[0]  # (n, W, K), worked in place
+            a, b = bounds  # in the kernel's order
+            columns = self._file_columns(a, b, lo)
+            cumulative = self._shifted(a, b, hyper, eta, offset)[0]  # (n, W, K_b), worked in place
             np.exp(cumulative, out=cumulative)
             np.cumsum(cumulative, axis=2, out=cumulative)
-            target = uniforms[:, a - lo:b - lo].T * cumulative[:, :, -1]  # (n, W)
+            target = uniforms[:, columns].T * cumulative[:, :, -1]  # (n, W)
             index = (cumulative < target[:, :, None]).sum(axis=2)
-            out[:, a - lo:b - lo] = np.minimum(index, self.draw_counts[a:b, None] - 1).T
+            out[:, columns] = np.minimum(index, self._counts[a:b, None] - 1).T
 
-        self._map(work, self._chunks(len(uniforms), lo, hi), len(uniforms))
+        chunks = [chunk for a, b in self._kernel_ranges(lo, hi) for chunk in self._chunks(len(uniforms), a, b)]
+        self._map(work, chunks, len(uniforms))
         return out
+
+    def draws_at(self, lo, hi, index):
+        """θ of objects lo:hi (file order) at draw indices ``index`` (W, hi − lo), e.g. from
+        :meth:`resample`: shape (W, hi − lo, P)."""
+        rows = np.arange(lo, hi) if self._order is None else self._position[lo:hi]
+        return self.theta[rows[None, :], index]
 
     def moment_variance(self, hyper, centred):
         """Each object's share of the Monte Carlo variance of posterior means E[g(α)], to first order.
@@ -366,7 +389,7 @@ class HyperLikelihood:
 
         def work(bounds):
             lo, hi = bounds
-            influence = np.zeros((hi - lo, centred.shape[1], self.n_draws))
+            influence = np.zeros((hi - lo, centred.shape[1], self._width(lo, hi)))
             noise = np.zeros((hi - lo, centred.shape[1]))
             for rows, sub, eta, offset in plans:
                 weights = self._shifted(lo, hi, sub, eta, offset)[0]  # (n, W, K), worked in place
@@ -378,7 +401,7 @@ class HyperLikelihood:
             out[lo:hi] = np.einsum("ngk,ngk->ng", influence, influence) - noise
 
         self._map(work, self._chunks(min(step, n_walkers)), min(step, n_walkers))
-        return np.maximum(out, 0.0)
+        return np.maximum(self._in_file_order(out.T).T, 0.0)
 
     def close(self):
         if self._pool is not None:
@@ -386,9 +409,53 @@ class HyperLikelihood:
             self._pool = None
 
     # -- kernel ---------------------------------------------------------------
+    def _sort_by_draw_counts(self):
+        """Sort the objects by K_n (stably) unless they are already, so that every chunk spans
+        objects of nearly one width: ``_order`` (kernel position -> file index, None when the
+        file order is kept), ``_position`` (its inverse), ``_counts`` (K_n in kernel order) and
+        ``_groups``, the ranges of kernel positions whose K_n share a power-of-two bracket."""
+        counts = self.draw_counts
+        self._order = self._position = None
+        if np.any(counts[1:] < counts[:-1]):
+            self._order = np.argsort(counts, kind="stable")
+            self._position = np.empty_like(self._order)
+            self._position[self._order] = np.arange(self.n_objects)
+            self.theta = self.theta[self._order]
+            self.base = self.base[self._order]
+            counts = counts[self._order]
+        self._counts = counts
+        bracket = np.ceil(np.log2(np.maximum(counts, 1)))
+        edges = [0] + (np.flatnonzero(np.diff(bracket)) + 1).tolist() + [self.n_objects]
+        self._groups = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+    def _in_file_order(self, values):
+        """``values`` with axis 1 (objects, in the kernel's order) put back in file order."""
+        if values is None or self._order is None:
+            return values
+        out = np.empty_like(values)
+        out[:, self._order] = values
+        return out
+
+    def _kernel_ranges(self, lo, hi):
+        """Objects lo:hi of the file as ranges of kernel positions: one per K_n among them (the
+        stable sort keeps the objects of one K_n in file order)."""
+        if self._order is None:
+            return [(lo, hi)] if hi > lo else []
+        positions = np.sort(self._position[lo:hi])
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        return [(int(run[0]), int(run[-1]) + 1) for run in np.split(positions, breaks) if run.size]
+
+    def _file_columns(self, a, b, lo):
+        """Where kernel positions a:b go among the columns of file objects lo:…"""
+        return slice(a - lo, b - lo) if self._order is None else self._order[a:b] - lo
+
+    def _width(self, lo, hi):
+        """The draws a chunk of kernel positions lo:hi spans: its largest K_n (they ascend)."""
+        return int(self._counts[hi - 1])
+
     def _mask_padding(self, copy):
         """Give the padded draws k ≥ K_n weight 0: −ln p0 = −inf there, θ a finite stand-in."""
-        pad = np.arange(self.n_draws)[None, :] >= self.draw_counts[:, None]
+        pad = np.arange(self.n_draws)[None, :] >= self._counts[:, None]
         if not pad.any():
             return
         if copy:
@@ -445,28 +512,36 @@ class HyperLikelihood:
             return
         n_rows = self.form.features(self.theta[:1]).shape[1] + 1
         if n_rows * self.base.size * 8 <= FEATURE_CACHE_BYTES:
-            self._feature_cache = np.concatenate([self._features(lo, hi) for lo, hi in self._blocks()])
+            self._feature_cache = np.concatenate([self._features(lo, hi, self.n_draws) for lo, hi in self._blocks()])
 
-    def _features(self, lo, hi):
-        """(n, J + 1, K): the features of objects lo:hi and, as the last row, the base term."""
+    def _features(self, lo, hi, width=None):
+        """(n, J + 1, width): the features of objects lo:hi (kernel positions) over their first
+        ``width`` draws (default: the chunk's width) and, as the last row, the base term."""
+        width = self._width(lo, hi) if width is None else width
         if self._feature_cache is not None:
-            return self._feature_cache[lo:hi]
-        features = self.form.features(self.theta[lo:hi])
-        return np.concatenate([features, self.base[lo:hi, None, :]], axis=1)
+            return self._feature_cache[lo:hi, :, :width]
+        features = self.form.features(self.theta[lo:hi, :width])
+        return np.concatenate([features, self.base[lo:hi, None, :width]], axis=1)
 
-    def _neg_log_interim(self, lo, hi):
-        """-ln p0 of objects lo:hi (from the base row when it holds b(θ) too)."""
+    def _neg_log_interim(self, lo, hi, width=None):
+        """-ln p0 of objects lo:hi (from the base row when it holds b(θ) too), over their first
+        ``width`` draws (default: all, padding included)."""
+        draws = slice(None, width)
         if self.form is None:
-            return self.base[lo:hi]
-        b = self.form.base(self.theta[lo:hi])
-        return np.where(np.isfinite(b), self.base[lo:hi] - b, 0.0)  # outside the support ln f is -inf anyway
+            return self.base[lo:hi, draws]
+        b = self.form.base(self.theta[lo:hi, draws])
+        return np.where(np.isfinite(b), self.base[lo:hi, draws] - b, 0.0)  # outside the support ln f is -inf anyway
 
     def _chunks(self, n_walkers, lo=0, hi=None):
+        """Ranges of kernel positions covering lo:hi, each within one of ``_groups`` and about
+        CHUNK_ELEMENTS (POINT_CHUNK_ELEMENTS for one walker) at the group's width."""
+        hi = self.n_objects if hi is None else hi
         elements = POINT_CHUNK_ELEMENTS if n_walkers == 1 else CHUNK_ELEMENTS
-        return object_blocks(self.n_objects if hi is None else hi, self.n_draws * n_walkers, elements, lo)
+        return [chunk for a, b in self._groups if a < hi and b > lo
+                for chunk in object_blocks(min(b, hi), self._width(a, b) * n_walkers, elements, max(a, lo))]
 
     def _map(self, work, chunks, n_walkers):
-        elements = sum(b - a for a, b in chunks) * self.n_draws * n_walkers
+        elements = sum((b - a) * self._width(a, b) for a, b in chunks) * n_walkers
         if self.threads > 1 and len(chunks) > 1 and elements >= PARALLEL_MIN_ELEMENTS:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads)
@@ -480,23 +555,24 @@ class HyperLikelihood:
 
         ``features``, if given, is a list that receives the chunk's features T (n, J, K) when
         they were computed on the way (the linear form)."""
+        width = self._width(lo, hi)
         if eta is not None and eta.shape[1] == 1 and self._feature_cache is None:
             # One point (a gradient-based sampler): T·η + base without the (n, J + 1, K) copy.
-            chunk_features = self.form.features(self.theta[lo:hi])
+            chunk_features = self.form.features(self.theta[lo:hi, :width])
             if features is not None:
                 features.append(chunk_features)
             log_weight = eta[:-1, 0] @ chunk_features  # (n, K); the offset A(α) is added after the sum
-            log_weight += self.base[lo:hi]
+            log_weight += self.base[lo:hi, :width]
             log_weight = log_weight[:, None, :]
         elif eta is not None:
-            extended = self._features(lo, hi)
+            extended = self._features(lo, hi, width)
             if features is not None:
                 features.append(extended[:, :-1, :])
             # (n, W, K); the offset A(α) is added after the sum. One point is one product per object.
             log_weight = (eta[:, 0] @ extended)[:, None, :] if eta.shape[1] == 1 else eta.T @ extended
         else:
-            log_weight = self.population.log_density(self.theta[lo:hi], hyper).transpose(0, 2, 1)
-            log_weight = log_weight + self._neg_log_interim(lo, hi)[:, None, :]
+            log_weight = self.population.log_density(self.theta[lo:hi, :width], hyper).transpose(0, 2, 1)
+            log_weight = log_weight + self._neg_log_interim(lo, hi, width)[:, None, :]
         peak = log_weight.max(axis=2)
         peak = np.where(np.isfinite(peak) & (peak > 0.5 * OUTSIDE), peak, -np.inf)
         log_weight -= np.where(np.isfinite(peak), peak, 0.0)[:, :, None]
@@ -518,12 +594,13 @@ class HyperLikelihood:
     def _chunk_derivative(self, lo, hi, hyper, names, weights, total, features, coefficients):
         """d ln Σ_k w_nk/dα of objects lo:hi, (W, n, H), from the chunk's (shifted, exponentiated)
         weights (n, W, K) and their sums ``total`` (n, W)."""
-        n_walkers = weights.shape[1]
+        n_walkers, width = weights.shape[1:]
+        theta = self.theta[lo:hi, :width]
         out = np.zeros((n_walkers, hi - lo, len(names)))
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(total > 0, 1.0 / total, 0.0)  # (n, W)
         if coefficients is not None:
-            features = features[0] if features else self.form.features(self.theta[lo:hi])
+            features = features[0] if features else self.form.features(theta)
             # E_w̃[T], (n, W, J) (one walker: a reshape, which matmul takes without a copy)
             columns = weights.reshape(weights.shape[0], -1, 1) if n_walkers == 1 else weights.transpose(0, 2, 1)
             mean = np.matmul(features, columns).transpose(0, 2, 1) * scale[:, :, None]
@@ -531,7 +608,7 @@ class HyperLikelihood:
                 out[:, :, h] = np.einsum("nwj,jw->wn", mean, np.asarray(d_eta).reshape(mean.shape[2], n_walkers))
                 out[:, :, h] += np.asarray(d_offset)[:, None]
         else:
-            per_draw = self.population.log_density_gradient(self.theta[lo:hi], hyper)
+            per_draw = self.population.log_density_gradient(theta, hyper)
             for h, name in enumerate(names):
                 values = np.where(weights > 0, np.broadcast_to(per_draw[name], weights.shape[:1] + weights.shape[2:]
                                                                + weights.shape[1:2]).transpose(0, 2, 1), 0.0)

@@ -14,15 +14,13 @@ def partial_pooling(likelihood, names, draws, n_walkers, sink, rng, elements=BLO
     with probability ∝ w_nk(α_r). Objects go by blocks (the uniforms too), so
     memory stays at one block whatever N.
     """
-    theta = likelihood.theta
     n_objects, n_reweighted, n_parameters = sink.shape
     chosen = rng.integers(len(draws), size=n_reweighted)
     for lo, hi in object_blocks(n_objects, n_reweighted * n_parameters, elements):
         uniforms = rng.random((n_reweighted, hi - lo))
         block = np.empty((hi - lo, n_reweighted, n_parameters))
-        objects = np.arange(lo, hi)
         for r0 in range(0, n_reweighted, n_walkers):
             r1 = min(r0 + n_walkers, n_reweighted)
             index = likelihood.resample(likelihood.hyper(names, draws[chosen[r0:r1]]), uniforms[r0:r1], lo, hi)
-            block[:, r0:r1, :] = theta[objects[None, :], index].transpose(1, 0, 2)
+            block[:, r0:r1, :] = likelihood.draws_at(lo, hi, index).transpose(1, 0, 2)
         sink[lo:hi] = block
