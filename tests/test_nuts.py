@@ -165,6 +165,19 @@ def test_same_seed_same_file_and_another_seed_differs(tmp_path, eight_exact, mon
     assert digests[0] != digests[2]
 
 
+def test_chains_run_at_once_give_the_file_of_chains_run_one_after_another(tmp_path, eight_exact, monkeypatch):
+    from popinfer.reweighting.samplers.nuts import NutsSampler
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    digests = []
+    for name, concurrent in (("at-once.h5", True), ("in-turn.h5", False)):
+        monkeypatch.setattr(NutsSampler, "concurrent", concurrent)
+        quiet_fit(eight_exact, "normal", tmp_path / name, hyperpriors=EIGHT_HYPER, seed=5, sampler="nuts",
+                  n_samples=300, n_reweighted=10, chains=3, tune=100)
+        digests.append(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
 def test_too_short_a_run_warns_about_convergence(eight_exact):
     with pytest.warns(ConvergenceWarning, match="effective sample size below"):
         popinfer.fit_population(eight_exact, "normal", hyperpriors=EIGHT_HYPER, seed=3, sampler="nuts",

@@ -24,6 +24,7 @@ serves.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,6 +140,7 @@ class UnconstrainedPosterior:
         self.transforms = [transform_for(prior) for prior in self.priors]
         self.likelihood = posterior.likelihood
         self.evaluations = 0
+        self._count = threading.Lock()  # concurrent chains evaluate from several threads
         # The transforms of all coordinates at once (one pass of numpy per evaluation).
         kinds = np.array([t.kind for t in self.transforms])
         self._log = kinds == "log"
@@ -181,7 +183,8 @@ class UnconstrainedPosterior:
         """(ln p(u | data), d ln p/du (H,)) at one point ``u`` (H,); (−inf, zeros) where the
         prior or the likelihood vanishes."""
         u = np.asarray(u, dtype=float)
-        self.evaluations += 1
+        with self._count:
+            self.evaluations += 1
         x, derivative, log_jacobian, log_jacobian_gradient = self._transform(u)
         with np.errstate(over="ignore", invalid="ignore"):
             log_prior = float(sum(prior.logpdf(x[i]) for i, prior in enumerate(self.priors)))

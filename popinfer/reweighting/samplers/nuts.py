@@ -8,8 +8,9 @@ The target is ln p(u | data) of :class:`~popinfer.reweighting.transforms.Unconst
 included), whose gradient comes from the likelihood's ``ln_likelihood_and_gradient``
 (one kernel pass gives both). Chains start at distinct points drawn from the hyperpriors
 and resampled by likelihood (``mcmc.initial_positions``, as emcee's walkers do), so every
-start is admissible. Chains run one after another, each with its own seed, so the draws
-do not depend on threads: the same seed gives the same file.
+start is admissible. The chains run at once (each a nutpie run of one chain with its own
+seed, the kernel's threads shared out among them), so the draws are those of the chains
+run one after another and do not depend on threads: the same seed gives the same file.
 
 After ``tune`` adaptation steps per chain, each chain keeps ⌈S / chains⌉ draws; the S
 draws returned are evenly spaced over the chains' draws. R̂ and bulk/tail ESS of every
@@ -72,6 +73,9 @@ class NutsSampler:
     """
 
     name = "nuts"
+    # All chains at once (each with its own seed: the draws are those of one chain after
+    # another); False runs them one after another.
+    concurrent = True
     DEFAULT_CHAINS = 4
     DEFAULT_TUNE = 400
 
@@ -117,29 +121,46 @@ class NutsSampler:
 
         bar = tqdm(total=self.chains, unit="chain", desc="fit-population (nuts)", file=sys.stderr,
                    disable=not progress, dynamic_ncols=True)
+        pending = []  # runs started and not yet collected: cancelled on any interruption (Ctrl-C included)
+
+        def collect(run):
+            # Waiting ourselves: nutpie's blocking call turns Ctrl-C into a shortened trace.
+            trace = run.wait()
+            pending.remove(run)
+            return trace
+
+        likelihood = target.likelihood
+        kernel_threads = likelihood.threads
+        traces = []
         try:
-            for chain, chain_seed in enumerate(chain_seeds):
-                point = start[chain].copy()
+            if self.concurrent:
+                # The chains share the cores: each evaluation gets its share, so no more threads than cores.
+                likelihood.threads = max(1, kernel_threads // self.chains)
+            for chain_seed, point in zip(chain_seeds, start):
                 model = from_pyfunc(n_dim, make_logp, make_expand, [np.dtype("float64")], [(n_dim,)], ["u"],
-                                    make_initial_point_fn=lambda _seed, point=point: point.copy())
-                run = nutpie.sample(model, draws=n_draws, tune=self.tune, chains=1, cores=1, **self.nutpie_options,
-                                    seed=int(chain_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)),
-                                    progress_bar=False, save_warmup=False, blocking=False)
-                # Waiting ourselves: nutpie's blocking call turns Ctrl-C into a shortened trace.
-                try:
-                    trace = run.wait()
-                except BaseException:
-                    run.cancel()
-                    raise
-                draws = np.asarray(trace.posterior["u"].values[0], dtype=float)
-                if draws.shape[0] != n_draws:
-                    raise PopinferError(f"NUTS chain {chain + 1} stopped after {draws.shape[0]} of {n_draws} draws.")
-                chains.append(draws)
-                divergences += int(np.asarray(trace.sample_stats["diverging"].values).sum())
-                step_sizes.append(float(np.asarray(trace.sample_stats["step_size"].values)[0, -1]))
+                                    make_initial_point_fn=lambda _seed, point=point.copy(): point.copy())
+                pending.append(nutpie.sample(model, draws=n_draws, tune=self.tune, chains=1, cores=1,
+                                             **self.nutpie_options,
+                                             seed=int(chain_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)),
+                                             progress_bar=False, save_warmup=False, blocking=False))
+                if not self.concurrent:
+                    traces.append(collect(pending[-1]))
+                    bar.update(1)
+            while pending:
+                traces.append(collect(pending[0]))
                 bar.update(1)
         finally:
+            for run in pending:
+                run.cancel()
+            likelihood.threads = kernel_threads
             bar.close()
+        for chain, trace in enumerate(traces):
+            draws = np.asarray(trace.posterior["u"].values[0], dtype=float)
+            if draws.shape[0] != n_draws:
+                raise PopinferError(f"NUTS chain {chain + 1} stopped after {draws.shape[0]} of {n_draws} draws.")
+            chains.append(draws)
+            divergences += int(np.asarray(trace.sample_stats["diverging"].values).sum())
+            step_sizes.append(float(np.asarray(trace.sample_stats["step_size"].values)[0, -1]))
         constrained = target.to_constrained(np.stack(chains))  # (C, D, H)
         diagnostics = convergence_diagnostics(constrained, target.names)
         gradient_evaluations = target.evaluations - evaluations_before
