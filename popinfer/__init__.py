@@ -9,12 +9,29 @@ the objects a population fit flagged under a population-informed interim prior.
 from ._version import __version__
 from .distributions import Distribution, parse_distribution
 from .errors import FileFormatError, InputDataError, ModelError, OutputError, PopinferError, UsageError
-from .individuals import ConvergenceWarning, fit_individuals
 from .io.samples import Samples, read_samples
 from .io.population import PopulationResult, read_population
+from .mcmc import ConvergenceWarning
 from .models import user_model
 from .reweighting import PopulationDiagnosticWarning, fit_population
-from .refinement import RefineResult, refine
+
+# Imported on first use, so that a process which only fits populations does not load stage
+# one's table reading (pandas) and vice versa: name -> module defining it.
+_LAZY = {"fit_individuals": ".individuals", "refine": ".refinement", "RefineResult": ".refinement"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "__version__",

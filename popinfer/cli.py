@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .errors import PopinferError, Terminated, UsageError
 from .escaping import printable
-from .individuals import ConvergenceWarning, fit_individuals
+from .mcmc import ConvergenceWarning
 from .reweighting import PopulationDiagnosticWarning, fit_population
 from .io.hdf5 import no_space_left
 from .seeds import MAX_SEED
@@ -212,6 +212,8 @@ def fit_individuals_command(data, output, model, priors, fixed, columns, id_colu
         popinfer fit-individuals sample_data/mn_radon.csv -o radon.h5 --model normal \\
             --id-column county --column y=log_radon --seed 2
     """
+    from .individuals import fit_individuals
+
     fit_individuals(
         data, model, output, priors=list(priors), fixed=list(fixed), columns=list(columns), id_column=id_column,
         n_draws=n_draws, n_walkers=n_walkers, max_steps=max_steps, workers=workers, seed=seed,

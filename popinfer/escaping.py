@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-import pandas as pd
 
 # C0 controls but tab and newline, DEL, C1 controls, and the bidirectional overrides
 # and isolates (which reorder what is shown: "Trojan Source").
@@ -34,6 +33,8 @@ def formula_safe(frame):
     """A copy of ``frame`` whose text cells cannot be read as spreadsheet formulas:
     a cell starting with ``= + - @``, a tab or a carriage return gets a leading ``'``
     (the OWASP recommendation). Numeric columns are left as they are."""
+    import pandas as pd
+
     frame = frame.copy()
     for column in frame.columns:
         if pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column]):

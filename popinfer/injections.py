@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from .distributions import parse_priors
 from .errors import InputDataError, UsageError
@@ -69,6 +68,8 @@ class Injections:
 
 def _read_frame(path, group):
     """(pandas DataFrame, attributes dict, label) of the injection table at ``path``."""
+    import pandas as pd
+
     lower = path.lower()
     label = path if not group else f"{path} (group {group})"
     if lower.endswith((".h5", ".hdf5")):
@@ -118,6 +119,8 @@ def _read_frame(path, group):
 
 def _numeric(frame, column, label):
     """The column as float64; an error names the first row that is not a finite number."""
+    import pandas as pd
+
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values)

@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 
 from ..errors import PopinferError, UsageError
-from ..individuals.fit import ConvergenceWarning
+from ..mcmc import ConvergenceWarning
 
 # Prior draws used to estimate the share of the hyperprior a population admits.
 ADMISSIBLE_DRAWS = 20000
