@@ -31,8 +31,8 @@ def bulk_ess(chains):
 
 
 def joint_nutpie(y, s, seed, cores=1):
-    """The non-centred joint model with nutpie (``cores`` chains at once); returns (mu chains, tau
-    chains), each (C, D)."""
+    """The non-centred joint model with nutpie (``cores`` chains at once; None: nutpie's default, one per
+    core); returns (mu chains, tau chains), each (C, D)."""
     n = len(y)
     inverse_variance = 1.0 / s**2
 

@@ -10,7 +10,8 @@ all threads), run one after another for each seed so that every side sees the sa
 - ``popinfer API``: the same two calls (``fit_individuals``, ``fit_population``) in one process;
 - ``nutpie``: a script that imports nutpie, builds the joint non-centred model
   (``joint_models.joint_nutpie``: the joint ln p and its gradient in numpy), samples 4 chains ×
-  (1000 tuning + 1000 kept) draws with nutpie's default of one chain per core, prints the means;
+  (1000 tuning + 1000 kept) draws with nutpie's default cores (as many chains at once as there are
+  cores), prints the means; ``nutpie 1 core``: the same, one chain after another;
 - ``NumPyro``: the same with NumPyro's NUTS (JAX, float64, compilation included, chains one
   after another).
 
@@ -50,13 +51,15 @@ result = popinfer.fit_population(samples, "normal", hyperpriors={HYPERPRIORS!r},
 print(result.hyper("mu").mean(), result.hyper("sigma").mean())
 """
 JOINT = f"""
-import os, sys
+import sys
 sys.path.insert(0, {str(BENCHMARKS)!r})
 from joint_models import eight_schools, joint_{{name}}
 mu, tau = joint_{{name}}(*eight_schools(), int(sys.argv[1]){{options}})
 print(mu.mean(), tau.mean())
 """
-FITS = ["popinfer CLI", "popinfer API", "nutpie", "NumPyro"]
+# The joint fits: (function in joint_models, its extra arguments).
+JOINT_FITS = {"nutpie": ("nutpie", ", cores=None"), "nutpie 1 core": ("nutpie", ", cores=1"), "NumPyro": ("numpyro", "")}
+FITS = ["popinfer CLI", "popinfer API", *JOINT_FITS]
 
 
 def timed(commands):
@@ -93,7 +96,7 @@ def run_fit(fit, seed, work):
     if fit == "popinfer API":
         wall, cpu, out = timed([[python, "-c", API, str(seed)]])
     else:
-        name, options = ("nutpie", ", cores=os.cpu_count()") if fit == "nutpie" else ("numpyro", "")
+        name, options = JOINT_FITS[fit]
         wall, cpu, out = timed([[python, "-c", JOINT.format(name=name, options=options), str(seed)]])
     mu, tau = (float(value) for value in out.split()[-2:])
     return wall, cpu, mu, tau

@@ -162,9 +162,13 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, 
         estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, draws[lo:hi]), cut=False)
         log_likelihood[lo:hi], variance[lo:hi], ess = (estimate.ln_likelihood, estimate.ln_likelihood_variance,
                                                        estimate.ess)
-        for row in np.flatnonzero((ess_index >= lo) & (ess_index < hi)):
-            values = ess[ess_index[row] - lo].astype(np.float32)  # as stored
-            sink_ess[row] = values
-            sink_log_likelihood[row] = estimate.ln_sum_weights[ess_index[row] - lo] - np.log(likelihood.draw_counts)
-            low += values < min_ess
+        # The rows of this group's draws are consecutive: one write each (not one per row).
+        rows = np.flatnonzero((ess_index >= lo) & (ess_index < hi))
+        if rows.size:
+            at = ess_index[rows] - lo
+            values = ess[at].astype(np.float32)  # as stored
+            sink_ess[rows[0]:rows[-1] + 1] = values
+            sink_log_likelihood[rows[0]:rows[-1] + 1] = (estimate.ln_sum_weights[at]
+                                                         - np.log(likelihood.draw_counts))
+            low += np.sum(values < min_ess, axis=0)
     return log_likelihood, variance, ess_index, low / n_ess
