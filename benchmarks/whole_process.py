@@ -7,7 +7,8 @@ all threads), run one after another for each seed so that every side sees the sa
 - ``popinfer CLI``: the quick start's two commands (``popinfer fit-individuals`` to a samples
   file, ``popinfer fit-population`` to a population file; defaults otherwise: K = 4000, emcee,
   32 walkers, S = 4000, R = 1000), as ``python -m popinfer`` processes;
-- ``popinfer API``: the same two calls (``fit_individuals``, ``fit_population``) in one process;
+- ``popinfer API``: the same two calls (``fit_individuals``, ``fit_population``) in one process
+  (``popinfer API nuts``, not run unless asked for: with ``sampler="nuts"``);
 - ``nutpie``: a script that imports nutpie, builds the joint non-centred model
   (``joint_models.joint_nutpie``: the joint ln p and its gradient in numpy), samples 4 chains ×
   (1000 tuning + 1000 kept) draws with nutpie's default cores (as many chains at once as there are
@@ -47,7 +48,7 @@ import popinfer
 warnings.simplefilter("ignore")
 samples = popinfer.fit_individuals({str(DATA)!r}, "normal", seed=int(sys.argv[1]), progress=False)
 result = popinfer.fit_population(samples, "normal", hyperpriors={HYPERPRIORS!r}, seed=int(sys.argv[1]) + 1,
-                                 progress=False)
+                                 sampler=sys.argv[2], progress=False)
 print(result.hyper("mu").mean(), result.hyper("sigma").mean())
 """
 JOINT = f"""
@@ -59,7 +60,8 @@ print(mu.mean(), tau.mean())
 """
 # The joint fits: (function in joint_models, its extra arguments).
 JOINT_FITS = {"nutpie": ("nutpie", ", cores=None"), "nutpie 1 core": ("nutpie", ", cores=1"), "NumPyro": ("numpyro", "")}
-FITS = ["popinfer CLI", "popinfer API", *JOINT_FITS]
+FITS = ["popinfer CLI", "popinfer API", "popinfer API nuts", *JOINT_FITS]
+DEFAULT_FITS = [fit for fit in FITS if fit != "popinfer API nuts"]
 
 
 def timed(commands):
@@ -93,8 +95,8 @@ def run_fit(fit, seed, work):
 
         result = popinfer.read_population(population)
         return wall, cpu, float(result.hyper("mu").mean()), float(result.hyper("sigma").mean())
-    if fit == "popinfer API":
-        wall, cpu, out = timed([[python, "-c", API, str(seed)]])
+    if fit.startswith("popinfer API"):
+        wall, cpu, out = timed([[python, "-c", API, str(seed), "nuts" if fit.endswith("nuts") else "emcee"]])
     else:
         name, options = JOINT_FITS[fit]
         wall, cpu, out = timed([[python, "-c", JOINT.format(name=name, options=options), str(seed)]])
@@ -105,7 +107,7 @@ def run_fit(fit, seed, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--fits", nargs="+", choices=FITS, default=FITS)
+    parser.add_argument("--fits", nargs="+", choices=FITS, default=DEFAULT_FITS)
     parser.add_argument("--numpyro-seeds", type=int, nargs="*", default=[1],
                         help="seeds NumPyro runs for (its process takes ~10x the others')")
     args = parser.parse_args()
