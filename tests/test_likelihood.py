@@ -145,6 +145,30 @@ def test_resampling_follows_the_weights():
     assert stats.chisquare(np.bincount(index[:, 0], minlength=5), shifted).pvalue < 1e-4  # negative control
 
 
+def test_resampling_a_group_mixing_walkers_in_and_beyond_the_linear_form_follows_each_ones_weights():
+    theta = np.linspace(-2, 2, 5)[None, :, None].repeat(3, axis=0)
+    likelihood = HyperLikelihood(get_population("normal", ["x"]), theta, np.zeros((3, 5)))
+    n = 20000
+    # Even rows: σ = 1 (the linear form); odd rows: σ = 0.001, beyond its range (the direct density),
+    # where all the weight is on the draw at θ = 1 (index 3), nearest μ = 0.9.
+    hyper = {"mu": np.tile([0.5, 0.9], n // 2), "sigma": np.tile([1.0, 0.001], n // 2)}
+    linear = likelihood._linear_ok(hyper)
+    assert linear[0] and not linear[1]
+    uniforms = np.random.default_rng(0).random((n, 3))
+    index = likelihood.resample(hyper, uniforms)
+    assert np.all(index[1::2] == 3)
+    weights = stats.norm.pdf(theta[0, :, 0], 0.5, 1.0)
+    for obj in range(3):
+        counts = np.bincount(index[0::2, obj], minlength=5)
+        assert stats.chisquare(counts, n / 2 * weights / weights.sum()).pvalue > 1e-4
+    shifted = stats.norm.pdf(theta[0, :, 0], 0.7, 1.0)
+    assert stats.chisquare(np.bincount(index[0::2, 0], minlength=5), n / 2 * shifted / shifted.sum()).pvalue < 1e-4
+    # Each walker's draw is the one it gets when resampled with its own kind alone.
+    for rows in (slice(0, None, 2), slice(1, None, 2)):
+        alone = likelihood.resample({name: value[rows] for name, value in hyper.items()}, uniforms[rows])
+        np.testing.assert_array_equal(index[rows], alone)
+
+
 def _reference_estimate(theta, log_interim, hyper, w):
     log_w = stats.norm.logpdf(theta[..., 0], hyper["mu"][w], hyper["sigma"][w]) - log_interim
     ln_sum = logsumexp(log_w, axis=1)

@@ -330,8 +330,20 @@ class HyperLikelihood:
         the result does not depend on threading.
         """
         hi = self.n_objects if hi is None else hi
+        # As in sampling (``_plan``): the walkers the linear form serves use it, only the others
+        # the direct density (one walker beyond its range does not send the whole group there).
+        linear = self._linear_ok(hyper) if self.form is not None else np.zeros(len(uniforms), dtype=bool)
+        if linear.all() or not linear.any():
+            return self._resample_group(hyper, uniforms, lo, hi, bool(linear[0]))
         out = np.zeros(uniforms.shape, dtype=np.int64)
-        linear = self.form is not None and self._linear_ok(hyper).all()
+        for walkers in (np.flatnonzero(linear), np.flatnonzero(~linear)):
+            sub = {name: np.asarray(value)[walkers] for name, value in hyper.items()}
+            out[walkers] = self._resample_group(sub, uniforms[walkers], lo, hi, bool(linear[walkers[0]]))
+        return out
+
+    def _resample_group(self, hyper, uniforms, lo, hi, linear):
+        """:meth:`resample` for walkers that all use the linear form (``linear``) or none."""
+        out = np.zeros(uniforms.shape, dtype=np.int64)
         eta, offset = self._coefficients(hyper) if linear else (None, None)
 
         def work(bounds):
