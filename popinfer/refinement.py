@@ -52,7 +52,7 @@ from .io.population import read_population
 from .io.samples import DIAGNOSTICS, Samples, read_samples, write_samples
 from .models import BUILTIN_MODELS
 from .populations import population_of_file
-from .reweighting.diagnostics import LOW_ESS_FRACTION
+from .reweighting.diagnostics import LOW_ESS_FRACTION, MAX_ESS_DRAWS
 from .seeds import resolve_seed
 from .table import read_table, table_from_frame
 
@@ -350,7 +350,10 @@ def _check_model(model, label, trust_code):
 
 
 def _fit_again(samples, fitted, min_ess, seed, progress):
-    """Stage two on ``samples`` in memory, with the population file's population, hyperpriors and settings."""
+    """Stage two on ``samples`` in memory, with the population file's population, hyperpriors and settings,
+    keeping MAX_ESS_DRAWS hyperparameter draws at most: refine reads the ESS and Var[ln L̂] at that many
+    (as a fit of more does), q's S components and the moments' draws from them, and evaluating the
+    fit's other draws (3000 of the default 4000) would buy nothing. The chain runs as long (50 τ)."""
     from .reweighting import fit_population
 
     settings = fitted.settings
@@ -367,7 +370,8 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
             samples, fitted.population, parameters=fitted.parameters, hyperpriors=dict(fitted.hyperprior),
             fixed=dict(fitted.fixed), min_ess=min_ess, max_variance=settings.get("max_variance"),
             n_walkers=int(settings.get("walkers", 32)), max_steps=int(settings.get("max_steps", 20000)),
-            n_samples=int(settings.get("samples", 4000)), n_reweighted=1, seed=seed, progress=progress, **selection)
+            n_samples=min(int(settings.get("samples", 4000)), MAX_ESS_DRAWS), n_reweighted=1, seed=seed,
+            progress=progress, **selection)
 
 
 def _fit_diagnostics(fit, counts, min_ess):
