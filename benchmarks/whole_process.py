@@ -6,7 +6,9 @@ all threads), run one after another for each seed so that every side sees the sa
 
 - ``popinfer CLI``: the quick start's two commands (``popinfer fit-individuals`` to a samples
   file, ``popinfer fit-population`` to a population file; defaults otherwise: K = 4000, emcee,
-  32 walkers, S = 4000, R = 1000), as ``python -m popinfer`` processes;
+  32 walkers, S = 4000, R = 1000), as ``python -m popinfer`` processes one after the other;
+  ``popinfer CLI pipe``: the quick start's pipeline (``fit-individuals ... -o - | fit-population -``),
+  both processes at once;
 - ``popinfer API``: the same two calls (``fit_individuals``, ``fit_population``) in one process
   (``popinfer API nuts``, not run unless asked for: with ``sampler="nuts"``);
 - ``nutpie``: a script that imports nutpie, builds the joint non-centred model
@@ -27,6 +29,7 @@ each fit's mean and spread (sample sd) over the seeds and the root mean square e
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -59,22 +62,23 @@ mu, tau = joint_{{name}}(*eight_schools(), int(sys.argv[1]){{options}})
 print(mu.mean(), tau.mean())
 """
 # The joint fits: (function in joint_models, its extra arguments).
-JOINT_FITS = {"nutpie": ("nutpie", ", cores=None"), "nutpie 1 core": ("nutpie", ", cores=1"), "NumPyro": ("numpyro", "")}
-FITS = ["popinfer CLI", "popinfer API", "popinfer API nuts", *JOINT_FITS]
+JOINT_FITS = {"nutpie": ("nutpie", ", cores=None"), "nutpie 1 core": ("nutpie", ", cores=1"),
+              "NumPyro": ("numpyro", "")}
+FITS = ["popinfer CLI", "popinfer CLI pipe", "popinfer API", "popinfer API nuts", *JOINT_FITS]
 DEFAULT_FITS = [fit for fit in FITS if fit != "popinfer API nuts"]
 
 
 def timed(commands):
-    """Run ``commands`` one after another, each as its own process; (wall s, CPU s of the
-    processes and their threads, the last one's stdout)."""
+    """Run ``commands`` one after another, each as its own process (a string: a shell pipeline);
+    (wall s, CPU s of the processes and their threads, the last one's stdout)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     wall, before = 0.0, os.times()
     for command in commands:
         began = time.perf_counter()
-        process = subprocess.run(command, capture_output=True, env=env, cwd=ROOT)
+        process = subprocess.run(command, capture_output=True, env=env, cwd=ROOT, shell=isinstance(command, str))
         wall += time.perf_counter() - began
         if process.returncode != 0:
-            sys.exit(f"{' '.join(command)} failed:\n{process.stderr.decode()}")
+            sys.exit(f"{command} failed:\n{process.stderr.decode()}")
     after = os.times()
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     return wall, cpu, process.stdout.decode()
@@ -83,14 +87,17 @@ def timed(commands):
 def run_fit(fit, seed, work):
     """(wall, CPU, E[mu], E[tau]) of one fit."""
     python = sys.executable
-    if fit == "popinfer CLI":
+    if fit.startswith("popinfer CLI"):
         samples, population = work / f"eight-{seed}.h5", work / f"eight-{seed}-pop.h5"
         hyper = [arg for prior in HYPERPRIORS for arg in ("--hyperprior", prior)]
-        wall, cpu, _ = timed([
-            [python, "-m", "popinfer", "fit-individuals", str(DATA), "-o", str(samples), "--model", "normal",
-             "--seed", str(seed), "--overwrite", "--quiet"],
-            [python, "-m", "popinfer", "fit-population", str(samples), "-o", str(population), "--population",
-             "normal", *hyper, "--seed", str(seed + 1), "--overwrite", "--quiet"]])
+        stage_one = [python, "-m", "popinfer", "fit-individuals", str(DATA), "--model", "normal", "--seed", str(seed),
+                     "--quiet", "--overwrite", "-o"]
+        stage_two = [python, "-m", "popinfer", "fit-population", "-o", str(population), "--population", "normal",
+                     *hyper, "--seed", str(seed + 1), "--overwrite", "--quiet"]
+        if fit.endswith("pipe"):  # the quick start's pipeline: both processes at once, the draws through a pipe
+            wall, cpu, _ = timed([f"{shlex.join(stage_one + ['-'])} | {shlex.join(stage_two + ['-'])}"])
+        else:
+            wall, cpu, _ = timed([stage_one + [str(samples)], stage_two + [str(samples)]])
         import popinfer
 
         result = popinfer.read_population(population)
@@ -114,7 +121,7 @@ def main():
     exact = exact_moments(*eight_schools())
     print(f"exact E[mu] = {exact['mu'][0]:.4f} (sd {exact['mu'][1]:.4f}), "
           f"E[tau] = {exact['sigma'][0]:.4f} (sd {exact['sigma'][1]:.4f}); {os.cpu_count()} cores")
-    print(f"{'fit':14s} {'seed':>4s} {'wall_s':>7s} {'cpu_s':>7s} {'E[mu]':>7s} {'E[tau]':>7s} {'err_mu/sd':>9s} "
+    print(f"{'fit':17s} {'seed':>4s} {'wall_s':>7s} {'cpu_s':>7s} {'E[mu]':>7s} {'E[tau]':>7s} {'err_mu/sd':>9s} "
           f"{'err_tau/sd':>10s}  load (1, 5, 15 min)")
     rows = {fit: [] for fit in args.fits}
     with tempfile.TemporaryDirectory() as work:
@@ -126,7 +133,7 @@ def main():
                 errors = ((mu - exact["mu"][0]) / exact["mu"][1], (tau - exact["sigma"][0]) / exact["sigma"][1])
                 rows[fit].append((wall, cpu) + errors)
                 load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-                print(f"{fit:14s} {seed:4d} {wall:7.2f} {cpu:7.2f} {mu:7.3f} {tau:7.3f} {errors[0]:+9.3f} "
+                print(f"{fit:17s} {seed:4d} {wall:7.2f} {cpu:7.2f} {mu:7.3f} {tau:7.3f} {errors[0]:+9.3f} "
                       f"{errors[1]:+10.3f}  {load}", flush=True)
     print("\nover seeds: mean ± sd (wall, CPU); errors in posterior sd: mean ± sd, RMS")
     for fit, values in rows.items():
@@ -135,7 +142,7 @@ def main():
         values = np.array(values)
         spread = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(4)
         rms = np.sqrt(np.mean(values[:, 2:] ** 2, axis=0))
-        print(f"{fit:14s} n={len(values)}  wall {values[:, 0].mean():5.2f} ± {spread[0]:.2f} s  "
+        print(f"{fit:17s} n={len(values)}  wall {values[:, 0].mean():5.2f} ± {spread[0]:.2f} s  "
               f"CPU {values[:, 1].mean():5.2f} ± {spread[1]:.2f} s  "
               f"err mu {values[:, 2].mean():+.3f} ± {spread[2]:.3f} (RMS {rms[0]:.3f})  "
               f"err tau {values[:, 3].mean():+.3f} ± {spread[3]:.3f} (RMS {rms[1]:.3f})")
