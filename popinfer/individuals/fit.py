@@ -22,7 +22,7 @@ from ..models import get_model
 from ..seeds import resolve_seed
 from ..table import read_table, table_from_frame
 from .executors import BatchTask, results_in_order
-from .sampler import buffer_capacity
+from .sampler import buffer_capacity, required_autocorr_times
 
 DEFAULT_WALKERS = 32
 MAX_BATCH_SIZE = 1000
@@ -58,15 +58,18 @@ def _digest(table, columns):
     return hasher.hexdigest()
 
 
-def _warn_unconverged(ids, diagnostics, n_draws):
-    few = np.flatnonzero(diagnostics["converged"] & (diagnostics["effective_draws"] < n_draws))
+def _warn_unconverged(ids, diagnostics, n_draws, n_walkers):
+    required = required_autocorr_times(n_draws, n_walkers) * diagnostics["autocorr_time"].max(axis=1)
+    short = diagnostics["n_steps"] < required
+    few = np.flatnonzero(diagnostics["converged"] & short)
     if few.size:
         listed = ", ".join(f"{ids[i]!r} ({diagnostics['effective_draws'][i]:.0f})" for i in few[:10])
         more = f" and {few.size - 10} more" if few.size > 10 else ""
         warnings.warn(ConvergenceWarning(
-            f"{few.size} object(s) reached --max-steps with fewer than K = {n_draws} effectively independent "
-            f"draws: {listed}{more}. Their draws are valid but correlated, so stage two's ESS and Var[ln L̂] "
-            f"will be optimistic for them; raise --max-steps or --walkers."), stacklevel=3)
+            f"{few.size} object(s) reached --max-steps before the kept half of their chain held K = {n_draws} "
+            f"effectively independent positions (effective draws among the K kept: {listed}{more}). Their "
+            f"draws are valid but correlated, so stage two's ESS and Var[ln L̂] will be optimistic for them; "
+            f"raise --max-steps or --walkers."), stacklevel=3)
     bad = np.flatnonzero(~diagnostics["converged"])
     if not bad.size:
         return
@@ -175,7 +178,7 @@ def fit_individuals(data, model, output=None, *, priors=None, fixed=None, column
                    resolve_seed(seed), shard, command, interim_mixture, batches)
     checkpoint, scratch, first_batch = _start_checkpoint(plan, output, resume, overwrite)
     samples = _run(plan, checkpoint, scratch, first_batch, output, overwrite, workers, progress, scheduler)
-    _warn_unconverged(samples.ids, samples.diagnostics, n_draws)
+    _warn_unconverged(samples.ids, samples.diagnostics, n_draws, n_walkers)
     return samples
 
 

@@ -29,7 +29,7 @@ import math
 import emcee
 import numpy as np
 
-from ..autocorr import integrated_time
+from ..autocorr import effective_size, ensemble_autocorrelation
 from ..errors import ModelError
 from ..interim import factorised
 from ..mcmc import MIN_AUTOCORR_TIMES, InitialisationError, first_check, initial_positions, minimum_steps, next_check
@@ -228,20 +228,34 @@ class FinishedObjects:
         self.converged = np.zeros(n_objects, dtype=bool)
         self.effective = np.zeros(n_objects)
 
-    def finish(self, active, finishing, kept, step, tau, accepted):
+    def finish(self, active, finishing, kept, step, tau, acf, accepted):
         """Record the objects ``active[finishing]``: K draws evenly spaced over the kept half
-        ``kept`` (M, W, B, D), and their diagnostics after ``step`` steps."""
-        n_walkers = kept.shape[1]
-        pick = np.round(np.linspace(0, kept.shape[0] * n_walkers - 1, self.n_draws)).astype(np.int64)
-        pick_rows, pick_walkers = np.unravel_index(pick, (kept.shape[0], n_walkers))
+        ``kept`` (M, W, B, D), and their diagnostics after ``step`` steps; ``acf`` (M, B, D) is the
+        kept half's autocorrelation function (``autocorr.ensemble_autocorrelation``)."""
+        n_rows, n_walkers = kept.shape[:2]
+        # Evenly spaced walker by walker (each walker's draws as far apart as they can be), stored in
+        # the order of the chain: spacing them evenly over the rows, walkers side by side, lets a
+        # walker's draws clump in neighbouring rows whenever W is close to a multiple of the spacing.
+        pick = np.round(np.linspace(0, n_rows * n_walkers - 1, self.n_draws)).astype(np.int64)
+        pick_walkers, pick_rows = np.unravel_index(pick, (n_walkers, n_rows))
+        order = np.lexsort((pick_walkers, pick_rows))
+        pick_rows, pick_walkers = pick_rows[order], pick_walkers[order]
         done = np.flatnonzero(finishing)
+        if not done.size:
+            return
         finished = active[done]
         self.samples[finished] = kept[pick_rows, pick_walkers][:, done, :].transpose(1, 0, 2)
         self.acceptance[finished] = accepted[:, done].sum(axis=0) / (n_walkers * step)
         self.autocorr[finished] = tau[done]
         self.n_steps[finished] = step
         self.converged[finished] = np.all(step >= MIN_AUTOCORR_TIMES * tau, axis=1)[done]
-        self.effective[finished] = np.min(step * n_walkers / (2.0 * tau[done]), axis=1)
+        # The effective draws of the K draws themselves: fewer than the kept half's n_steps·W/(2τ), since
+        # draws of one walker a few steps apart are correlated.
+        picked = np.zeros((n_rows, n_walkers), dtype=bool)
+        picked[pick_rows, pick_walkers] = True
+        effective = effective_size(acf[:, done].reshape(n_rows, -1), picked).reshape(done.size, -1)
+        effective = np.where(np.isfinite(tau[done]), np.minimum(effective, self.n_draws), 0.0)
+        self.effective[finished] = np.min(effective, axis=1)
 
     def diagnostics(self):
         return {"acceptance_fraction": self.acceptance, "autocorr_time": self.autocorr, "n_steps": self.n_steps,
@@ -310,9 +324,10 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
 
         kept = chain.second_half(step)
         tau_walkers = kept[:, :TAU_WALKERS].reshape(kept.shape[0], min(n_walkers, TAU_WALKERS), -1)
-        tau = integrated_time(tau_walkers).reshape(active.size, n_dim) * chain.interval
+        tau, acf = ensemble_autocorrelation(tau_walkers)
+        tau = tau.reshape(active.size, n_dim) * chain.interval
         finishing = np.ones(active.size, bool) if step >= max_steps else np.all(step >= times * tau, axis=1)
-        results.finish(active, finishing, kept, step, tau, move.accepted)
+        results.finish(active, finishing, kept, step, tau, acf.reshape(-1, active.size, n_dim), move.accepted)
         if finishing.any():
             if on_finished is not None:
                 on_finished(int(finishing.sum()))
