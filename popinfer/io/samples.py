@@ -12,8 +12,9 @@ Layout (README, "HDF5 layout")::
     /diagnostics/autocorr_time           (N, D) f8
     /diagnostics/n_steps                 (N,) i8
     /diagnostics/converged               (N,) bool
-    /diagnostics/effective_draws         (N,) f8   n_steps·W/(2τ): effectively independent
-                                                   positions in the kept half (an addition)
+    /diagnostics/effective_draws         (N,) f8   effectively independent draws among the
+                                                   K stored (an addition; older files
+                                                   recorded the kept half's n_steps·W/(2τ))
     /objects/n_draws                     (N,) i8   K_n ≤ K, the object's own draw count (an addition,
                                                    only in files where some K_n < K); draws k ≥ K_n
                                                    are padding, stored as NaN; without it K_n = K
