@@ -452,7 +452,7 @@ def _moment_shares(samples, fit, density):
     """(N, H): each object's share of the Monte Carlo variance of the posterior means of the sampled
     hyperparameters, in units of their posterior variances, over MOMENT_DRAWS of the fit's draws
     (``HyperLikelihood.moment_variance``), times K_n over the object's stage-one effective draws where
-    those are fewer (autocorrelated draws: the sampler aims at n_steps·W/(2τ) ≥ K_n)."""
+    those are fewer (autocorrelated draws: stage one records the effective size of its K_n draws, ≈ 0.8 K_n)."""
     from .reweighting.inputs import read_draws
     from .reweighting.likelihood import HyperLikelihood
 
