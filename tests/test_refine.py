@@ -21,15 +21,15 @@ SMALL_FIT = dict(n_samples=400, max_steps=3000, n_reweighted=10, progress=False)
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """Six objects, K = 200, a population fit in which some objects have few effective draws (stage-one seed 2:
-    at some seeds the Var[ln L̂] target alone also flags the narrow objects, and this test needs some kept)."""
+    """Six objects, K = 200, a population fit in which some objects have few effective draws (stage-one seed 5:
+    at some seeds all six are flagged, at others one; these tests need some kept and several refitted)."""
     root = tmp_path_factory.mktemp("refine")
     rng = np.random.default_rng(3)
     sigma = np.array([0.3, 0.4, 2.0, 3.0, 3.0, 4.0])
     frame = pd.DataFrame({"id": list("abcdef"), "y": rng.normal(1.0, 0.3, 6) + sigma * rng.normal(size=6),
                           "sigma": sigma})
     frame.to_csv(root / "data.csv", index=False)
-    popinfer.fit_individuals(str(root / "data.csv"), "normal", str(root / "s.h5"), n_draws=200, seed=2,
+    popinfer.fit_individuals(str(root / "data.csv"), "normal", str(root / "s.h5"), n_draws=200, seed=5,
                              progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -23,7 +23,7 @@ REAL_COMMIT = Checkpoint.commit
 
 @pytest.fixture(scope="module")
 def inputs(fitted):
-    """test_refine's six objects (K = 200) and their population fit, in which five have few effective draws."""
+    """test_refine's six objects (K = 200) and their population fit, in which some have few effective draws."""
     return str(fitted / "s.h5"), str(fitted / "p.h5")
 
 
