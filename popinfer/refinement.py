@@ -350,7 +350,8 @@ def _check_model(model, label, trust_code):
 
 
 def _fit_again(samples, fitted, min_ess, seed, progress):
-    """Stage two on ``samples`` in memory, with the population file's population, hyperpriors and settings,
+    """Stage two on ``samples`` in memory, with the population file's population, hyperpriors and settings
+    (its sampler and backend too),
     keeping MAX_ESS_DRAWS hyperparameter draws at most: refine reads the ESS and Var[ln L̂] at that many
     (as a fit of more does), q's S components and the moments' draws from them, and evaluating the
     fit's other draws (3000 of the default 4000) would buy nothing. The chain runs as long (50 τ)."""
@@ -364,6 +365,9 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
         selection = {"selection": injections.get("path"), "injections_total": chosen.get("injections_total"),
                      "injections_group": chosen.get("group"),
                      "draw_priors": None if "joint" in declared else [f"{k}={v}" for k, v in declared.items()]}
+    sampler = settings.get("sampler", "emcee")  # and that fit's sampler, with its own options
+    own = {"nuts": ("chains", "tune"), "nested": ("live_points",)}.get(sampler, ())
+    sampler_options = {name: int(settings[name]) for name in own if settings.get(name) is not None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # this fit's diagnostics are what refine reads and reports
         return fit_population(
@@ -371,7 +375,8 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
             fixed=dict(fitted.fixed), min_ess=min_ess, max_variance=settings.get("max_variance"),
             n_walkers=int(settings.get("walkers", 32)), max_steps=int(settings.get("max_steps", 20000)),
             n_samples=min(int(settings.get("samples", 4000)), MAX_ESS_DRAWS), n_reweighted=1, seed=seed,
-            progress=progress, **selection)
+            progress=progress, sampler=sampler, backend=settings.get("backend", "numpy"), **sampler_options,
+            **selection)
 
 
 def _fit_diagnostics(fit, counts, min_ess):

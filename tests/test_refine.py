@@ -163,3 +163,22 @@ def test_the_fits_between_rounds_keep_the_selection_term(tmp_path, monkeypatch):
     assert result.refitted and len(calls) == 1
     assert calls[0]["selection"] == str(survey / "survey_injections.csv")
     assert calls[0]["injections_total"] == 60000 and calls[0]["draw_priors"] == ["theta=normal(0.0, 1.5)"]
+
+
+def test_fits_between_rounds_use_the_population_files_sampler(fitted, tmp_path):
+    """refine's in-memory fits run the sampler (and its options) the population file was fitted with."""
+    pytest.importorskip("nutpie")
+    from popinfer.io.population import read_population
+    from popinfer.refinement import _fit_again
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        popinfer.fit_population(str(fitted / "s.h5"), "normal", str(tmp_path / "nuts.h5"), hyperpriors=HYPERPRIORS,
+                                seed=2, sampler="nuts", chains=2, tune=50, n_samples=100, n_reweighted=10,
+                                progress=False)
+    fitted_nuts = read_population(str(tmp_path / "nuts.h5"))
+    again = _fit_again(read_samples(str(fitted / "s.h5")), fitted_nuts, 10, 3, False)
+    assert (again.settings["sampler"], again.settings["chains"], again.settings["tune"]) == ("nuts", 2, 50)
+    # the control: a population file fitted with emcee is refitted with emcee
+    again = _fit_again(read_samples(str(fitted / "s.h5")), read_population(str(fitted / "p.h5")), 10, 3, False)
+    assert again.settings["sampler"] == "emcee"
