@@ -524,14 +524,19 @@ class HyperLikelihood:
             return
         n_rows = self.form.features(self.theta[:1]).shape[1] + 1
         if n_rows * self.base.size * 8 <= FEATURE_CACHE_BYTES:
-            self._feature_cache = np.concatenate([self._features(lo, hi, self.n_draws) for lo, hi in self._blocks()])
+            # Rows first, (J + 1, N, K): one point's log weights over a chunk are then one
+            # matrix-vector product, reading each row as one run of memory.
+            cache = np.empty((n_rows,) + self.base.shape)
+            for lo, hi in self._blocks():
+                cache[:, lo:hi] = self._features(lo, hi, self.n_draws).transpose(1, 0, 2)
+            self._feature_cache = cache
 
     def _features(self, lo, hi, width=None):
         """(n, J + 1, width): the features of objects lo:hi (kernel positions) over their first
         ``width`` draws (default: the chunk's width) and, as the last row, the base term."""
         width = self._width(lo, hi) if width is None else width
         if self._feature_cache is not None:
-            return self._feature_cache[lo:hi, :, :width]
+            return self._feature_cache[:, lo:hi, :width].transpose(1, 0, 2)
         features = self.form.features(self.theta[lo:hi, :width])
         return np.concatenate([features, self.base[lo:hi, None, :width]], axis=1)
 
@@ -568,8 +573,14 @@ class HyperLikelihood:
         ``features``, if given, is a list that receives the chunk's features T (n, J, K) when
         they were computed on the way (the linear form)."""
         width = self._width(lo, hi)
-        if eta is not None and eta.shape[1] == 1 and self._feature_cache is None:
-            # One point (a gradient-based sampler): T·η + base without the (n, J + 1, K) copy.
+        if eta is not None and eta.shape[1] == 1 and self._feature_cache is not None:
+            # One point (a gradient-based sampler), features kept: one matrix-vector product.
+            rows = self._feature_cache[:, lo:hi, :width]
+            if features is not None:
+                features.append(rows[:-1].transpose(1, 0, 2))
+            log_weight = (eta[:, 0] @ rows.reshape(len(rows), -1)).reshape(hi - lo, 1, width)
+        elif eta is not None and eta.shape[1] == 1:
+            # One point, features computed for the chunk: T·η + base without the (n, J + 1, K) copy.
             chunk_features = self.form.features(self.theta[lo:hi, :width])
             if features is not None:
                 features.append(chunk_features)
@@ -613,9 +624,13 @@ class HyperLikelihood:
             scale = np.where(total > 0, 1.0 / total, 0.0)  # (n, W)
         if coefficients is not None:
             features = features[0] if features else self.form.features(theta)
-            # E_w̃[T], (n, W, J) (one walker: a reshape, which matmul takes without a copy)
-            columns = weights.reshape(weights.shape[0], -1, 1) if n_walkers == 1 else weights.transpose(0, 2, 1)
-            mean = np.matmul(features, columns).transpose(0, 2, 1) * scale[:, :, None]
+            # E_w̃[T], (n, W, J) (one walker: a reshape, which matmul takes without a copy, or for
+            # the kept features, a strided view of their rows, a sum of products)
+            if n_walkers == 1 and not features.flags.c_contiguous:
+                mean = np.einsum("njk,nk->nj", features, weights[:, 0, :])[:, None, :] * scale[:, :, None]
+            else:
+                columns = weights.reshape(weights.shape[0], -1, 1) if n_walkers == 1 else weights.transpose(0, 2, 1)
+                mean = np.matmul(features, columns).transpose(0, 2, 1) * scale[:, :, None]
             for h, (d_eta, d_offset) in enumerate(coefficients):
                 out[:, :, h] = np.einsum("nwj,jw->wn", mean, np.asarray(d_eta).reshape(mean.shape[2], n_walkers))
                 out[:, :, h] += np.asarray(d_offset)[:, None]
