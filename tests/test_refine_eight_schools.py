@@ -11,7 +11,7 @@ sample variances over the seeds gives an estimate with ~8× the degrees of freed
 variance of E[g] itself (checked: Σ_n δ_n matches the full error).
 
 Slow: each seed refits every school, up to K_n = 64000, and fits the population in memory after each round
-(98 s per seed with the machine's load average at 1.2–1.5, 594–713 s at 5–8: about 8 minutes in all)."""
+(707 s for the five seeds with the machine's load average at 1.3–1.9)."""
 
 import warnings
 from pathlib import Path
@@ -28,7 +28,7 @@ EIGHT_SCHOOLS = str(Path(__file__).resolve().parent.parent / "sample_data" / "ei
 
 EIGHT_SCHOOLS_HYPERPRIORS = ["mu=normal(0, 5)", "sigma=halfcauchy(5)"]
 EIGHT_SCHOOLS_SEEDS = (1, 2, 3, 4, 5)
-MOMENT_ERROR = 0.015  # posterior sds: sd(E[μ]) ≤ 0.015 · 3.3 ≈ 0.05; 0.031 measured (E²/2 sizing)
+MOMENT_ERROR = 0.015  # posterior sds: sd(E[μ]) ≤ 0.015 · 3.3 ≈ 0.05; 0.027 measured (E²/2 sizing)
 TARGET_SD = 0.05
 
 # A midpoint grid over (μ, τ) ∈ [−14, 26] × (0, 40): reproduces the exact 4.40 and 3.60.
