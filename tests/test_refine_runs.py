@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import popinfer
 from popinfer.cli import main
 from popinfer.errors import OutputError, UsageError
-from popinfer.io.samples import Checkpoint
+from popinfer.io.samples import Checkpoint, read_samples
 from popinfer.refinement import refine
 from test_refine import fitted  # noqa: F401 (the fixture)
 
@@ -200,13 +200,17 @@ def test_sigkill_then_resume_gives_the_uninterrupted_file(inputs, tmp_path):
     """A refine killed outright (no cleanup runs) mid-refit resumes into the uninterrupted file."""
     from test_robustness import popinfer_process, wait_for_progress
 
-    args = ["refine", *inputs, "-o", "r.h5", "--seed", "4", "--min-ess", "10", "--rounds", "1", "--batch-size", "1"]
+    # --min-ess above K = 200 flags all six objects: six refits, two committed before the kill
+    args = ["refine", *inputs, "-o", "r.h5", "--seed", "4", "--min-ess", "1000", "--rounds", "1", "--batch-size", "1"]
     for directory in ("ref", "run"):
         (tmp_path / directory).mkdir()
     reference = popinfer_process([*args, "--quiet"], tmp_path / "ref")
     assert reference.wait(timeout=300) == 0
+    (record,) = read_samples(str(tmp_path / "ref" / "r.h5")).settings["refinement"]
+    refits = len(record["objects"])  # one batch per refitted object (--batch-size 1)
+    assert refits >= 3
     run = popinfer_process(args, tmp_path / "run")
-    assert wait_for_progress(run, 5, 2)  # two of the five refits committed
+    assert wait_for_progress(run, refits, 2)  # two of the refits committed, not all
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
     partial = tmp_path / "run" / "r.h5.partial"
