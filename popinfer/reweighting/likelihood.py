@@ -330,15 +330,12 @@ class HyperLikelihood:
         the result does not depend on threading.
         """
         hi = self.n_objects if hi is None else hi
-        # As in sampling (``_plan``): the walkers the linear form serves use it, only the others
-        # the direct density (one walker beyond its range does not send the whole group there).
-        linear = self._linear_ok(hyper) if self.form is not None else np.zeros(len(uniforms), dtype=bool)
-        if linear.all() or not linear.any():
-            return self._resample_group(hyper, uniforms, lo, hi, bool(linear[0]))
+        # Grouped as in sampling (``_plan``): the walkers the linear form serves use it, only the
+        # others the direct density (one walker beyond its range does not send the whole group there).
         out = np.zeros(uniforms.shape, dtype=np.int64)
-        for walkers in (np.flatnonzero(linear), np.flatnonzero(~linear)):
+        for walkers, linear in self._plan(hyper, np.ones(len(uniforms), dtype=bool)):
             sub = {name: np.asarray(value)[walkers] for name, value in hyper.items()}
-            out[walkers] = self._resample_group(sub, uniforms[walkers], lo, hi, bool(linear[walkers[0]]))
+            out[walkers] = self._resample_group(sub, uniforms[walkers], lo, hi, linear)
         return out
 
     def _resample_group(self, hyper, uniforms, lo, hi, linear):
