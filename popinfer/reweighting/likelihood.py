@@ -588,8 +588,7 @@ class HyperLikelihood:
             extended = self._features(lo, hi, width)
             if features is not None:
                 features.append(extended[:, :-1, :])
-            # (n, W, K); the offset A(α) is added after the sum. One point is one product per object.
-            log_weight = (eta[:, 0] @ extended)[:, None, :] if eta.shape[1] == 1 else eta.T @ extended
+            log_weight = eta.T @ extended  # (n, W, K); the offset A(α) is added after the sum
         else:
             log_weight = self.population.log_density(self.theta[lo:hi, :width], hyper).transpose(0, 2, 1)
             log_weight = log_weight + self._neg_log_interim(lo, hi, width)[:, None, :]
