@@ -93,29 +93,62 @@ def test_gradient_matches_finite_differences(case):
     check_gradient(likelihood, values)
 
 
+def assert_points_get_their_own_numbers(likelihood, points, rng):
+    """Every point of ``points`` evaluated among the others (in several orders and groupings)
+    gets bit for bit what it gets alone (``==``, not a tolerance)."""
+    alone = [likelihood.ln_likelihood_and_gradient(point) for point in points]
+    for order in (np.arange(len(points)), rng.permutation(len(points)), rng.permutation(len(points))[:2]):
+        values, gradients = likelihood.ln_likelihood_and_gradients(points[order])
+        for row, index in enumerate(order):
+            assert values[row] == alone[index][0] or (np.isnan(values[row]) and np.isnan(alone[index][0]))
+            assert np.array_equal(gradients[row], alone[index][1])
+    return alone
+
+
 @pytest.mark.parametrize("cached", [True, False])
-@pytest.mark.parametrize("case", ["normal", "beta", "gamma", "truncnormal", "studentt"])
-def test_one_point_path_equals_the_many_walker_kernel(case, cached, monkeypatch):
-    """ln_likelihood_and_gradient (one point: its own chunking, a vector product per object,
-    the features kept or recomputed per chunk) gives the many-walker kernel's ln L̂ and
-    gradient at the same point, to rounding."""
+@pytest.mark.parametrize("case", ["normal", "beta", "gamma", "truncnormal", "studentt", "mixture"])
+def test_a_point_evaluated_with_others_gets_exactly_its_own_numbers(case, cached, monkeypatch):
+    """ln_likelihood_and_gradients (several NUTS chains' points in one pass) gives each point
+    exactly its numbers alone, features kept or recomputed per chunk, on a file whose objects
+    hold different draw counts (so chunks span objects of several K_n); and ln L̂ agrees with
+    the walkers' kernel (emcee's, matrix products) to rounding."""
     import popinfer.reweighting.likelihood as module
 
     if not cached:
         monkeypatch.setattr(module, "FEATURE_CACHE_BYTES", 0)
+    monkeypatch.setattr(module, "POINT_CHUNK_ELEMENTS", 3000)  # chunks of a few objects, of several widths
     rng = np.random.default_rng(RNG_SEED)
     name, kind, fixed, point = CASES[case]
     theta, log_interim = draws(kind, rng, (40, 700))
-    likelihood = HyperLikelihood(get_population(name, ["x"]), theta, log_interim, fixed)
+    counts = rng.integers(300, 701, 40)
+    likelihood = HyperLikelihood(get_population(name, ["x"]), theta, log_interim, fixed, draw_counts=counts)
     names = likelihood.sampled_names
     values = np.array([point[n] for n in names])
-    value, gradient = likelihood.ln_likelihood_and_gradient(values)
+    points = values * np.array([[1.0], [1.1], [0.9], [1.05], [0.97]])
+    alone = assert_points_get_their_own_numbers(likelihood, points, rng)
     assert (likelihood._feature_cache is not None) == (cached and likelihood.form is not None)
-    others = values * np.array([[1.0], [1.1], [0.9]])  # the point among other walkers
-    many = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, others), variance=False, gradient=names)
-    assert value == pytest.approx(many.ln_likelihood[0], rel=1e-12, abs=1e-12)
-    np.testing.assert_allclose(gradient, many.gradient[0], rtol=1e-12, atol=1e-12 * np.abs(gradient).max())
-    assert not np.allclose(many.gradient[1], many.gradient[0])  # the other walkers differ (a control)
+    walkers = likelihood(likelihood.hyper(names, points))
+    np.testing.assert_allclose([value for value, _ in alone], walkers, rtol=1e-12)
+    assert not np.allclose(alone[1][1], alone[0][1])  # the points differ (a control)
+
+
+def test_points_beyond_the_linear_forms_range_and_with_a_selection_term_get_their_own_numbers():
+    """The same with a point the direct density serves (σ tiny, θ far) among linear-form ones,
+    an invalid point, and a selection term (evaluated point by point)."""
+    rng = np.random.default_rng(RNG_SEED)
+    theta, log_interim = draws("real", rng, (30, 400))
+    detected = rng.normal(0.0, 2.0, 3000)
+    injections = Injections("test", "", ["x"], detected[:, None], stats.norm.logpdf(detected, 0.0, 2.0), 6000,
+                            {"x": "normal(0, 2)"})
+    population = get_population("normal", ["x"])
+    likelihood = HyperLikelihood(population, 30.0 * theta, log_interim,
+                                 terms=[SelectionTerm(population, injections, 30)])
+    points = np.array([[30.0, 0.2], [30.0, 40.0], [25.0, 35.0], [30.0, -1.0]])
+    linear = likelihood._linear_ok(likelihood.hyper(["mu", "sigma"], points[:3]))
+    assert list(linear) == [False, True, True]
+    alone = assert_points_get_their_own_numbers(likelihood, points, rng)
+    assert alone[3][0] == -np.inf and np.all(alone[3][1] == 0.0)
+    assert all(np.isfinite(value) for value, _ in alone[:3])
 
 
 def test_the_gradient_is_wrong_when_a_coefficient_derivative_is_wrong():

@@ -301,3 +301,84 @@ def test_sigint_during_nuts_stops_the_run_without_output(tmp_path, eight_exact):
     message = run.stderr.read().decode()
     assert "Traceback" not in message and "restart" in message
     assert sorted(os.listdir(tmp_path)) == ["eight.h5"]
+
+
+class _CountingTarget:
+    """A stand-in for UnconstrainedPosterior: ln p = −Σu²/2, recording each call's batch."""
+
+    def __init__(self, fail_at=None):
+        self.batches, self.fail_at = [], fail_at
+
+    def log_density_and_gradients(self, points):
+        self.batches.append(len(points))
+        if self.fail_at is not None and len(self.batches) == self.fail_at:
+            raise FloatingPointError("kernel failure")
+        return -0.5 * (points ** 2).sum(axis=1), -points
+
+
+class _Run:
+    """A stand-in for a nutpie run: finished or (nutpie's way of saying so) still running."""
+
+    def __init__(self, finished=False):
+        self.finished = finished
+
+    @property
+    def is_finished(self):
+        if not self.finished:
+            raise TimeoutError("Timeout while waiting for sampler to finish")
+        return True
+
+
+def run_chains(lockstep, steps):
+    """Each chain c evaluates the points (c, s) for s < steps[c], making a draw after each (as
+    nutpie does after a trajectory); returns what each got (or the exception it raised)."""
+    import threading
+
+    got = {}
+
+    def chain(c):
+        got[c] = []
+        try:
+            for s in range(steps[c]):
+                got[c].append(lockstep.evaluate(c, np.array([c, s], dtype=float)))
+                lockstep.drawn(c)
+        except Exception as error:  # noqa: BLE001 - handed back for the test to inspect
+            got[c] = error
+
+    threads = [threading.Thread(target=chain, args=(c,)) for c in range(len(steps))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)  # a hang guard, not a timing
+    return got
+
+
+def test_lockstep_evaluates_the_chains_together_and_each_gets_its_own_result():
+    from popinfer.reweighting.samplers.nuts import _Lockstep
+
+    target = _CountingTarget()
+    got = run_chains(_Lockstep(target, [_Run(), _Run(), _Run()], 5), [5, 5, 5])
+    for c in range(3):
+        assert [value for value, _ in got[c]] == [-0.5 * (c * c + s * s) for s in range(5)]
+        assert all(np.array_equal(gradient, [-c, -s]) for s, (_, gradient) in enumerate(got[c]))
+    assert target.batches == [3] * 5
+
+
+def test_lockstep_goes_on_without_a_chain_whose_run_stopped_early(monkeypatch):
+    """A chain nutpie stopped before its last draw (here: before its first) is noticed from its
+    run (is_finished); the others then go on in pairs."""
+    from popinfer.reweighting.samplers.nuts import _Lockstep
+
+    monkeypatch.setattr(_Lockstep, "STALL", 0.01)
+    target = _CountingTarget()
+    got = run_chains(_Lockstep(target, [_Run(), _Run(), _Run(finished=True)], 4), [4, 4, 0])
+    assert len(got[0]) == len(got[1]) == 4 and got[2] == []
+    assert target.batches == [2, 2, 2, 2]
+
+
+def test_lockstep_hands_an_evaluation_error_to_every_chain_of_the_batch():
+    from popinfer.reweighting.samplers.nuts import _Lockstep
+
+    got = run_chains(_Lockstep(_CountingTarget(fail_at=2), [_Run(), _Run()], 3), [3, 3])
+    assert all(isinstance(got[c], FloatingPointError) for c in (0, 1))

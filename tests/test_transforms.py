@@ -90,3 +90,24 @@ def test_unconstrained_posterior_gradient_matches_finite_differences():
     numeric = finite_difference(lambda v: target.log_density_and_gradient(v)[0], u, [1e-6, 1e-6])
     np.testing.assert_allclose(gradient, numeric, rtol=1e-6)
     assert target.log_density_and_gradient(np.array([0.0, -800.0]))[0] == -math.inf  # σ underflows to 0
+
+
+def test_points_evaluated_together_get_exactly_their_own_numbers():
+    """log_density_and_gradients (the NUTS chains' points in one likelihood call) gives every
+    point bit for bit what log_density_and_gradient gives it alone, including points outside
+    the bounded prior's edge and where σ underflows."""
+    rng = np.random.default_rng(4)
+    theta = rng.normal(1.0, 1.0, (7, 300, 1)) + rng.normal(0.0, 1.0, (7, 1, 1))
+    likelihood = HyperLikelihood(get_population("normal", ["x"]), theta, np.full((7, 300), -np.log(200.0)))
+    priors = {"mu": parse_distribution("uniform(-3, 3)"), "sigma": parse_distribution("halfcauchy(2)")}
+    target = UnconstrainedPosterior(HyperPosterior(likelihood, ["mu", "sigma"], priors))
+    points = np.array([[0.7, 0.2], [2.0, -800.0], [-0.4, 1.1], [40.0, 0.0], [0.9, -0.3]])
+    alone = [target.log_density_and_gradient(u) for u in points]
+    assert alone[1][0] == -math.inf  # σ underflows to 0
+    assert all(math.isfinite(alone[i][0]) for i in (0, 2, 3, 4))
+    for order in ([0, 1, 2, 3, 4], [4, 2, 0], [3, 0]):
+        values, gradients = target.log_density_and_gradients(points[order])
+        for row, index in enumerate(order):
+            assert values[row] == alone[index][0]
+            assert np.array_equal(gradients[row], alone[index][1])
+    assert target.evaluations == 5 + 5 + 3 + 2

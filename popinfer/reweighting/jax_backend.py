@@ -94,6 +94,13 @@ class JaxHyperLikelihood(HyperLikelihood):
         return self._term_without_gradient()
 
     # -- kernel ---------------------------------------------------------------
+    def ln_likelihood_and_gradients(self, values):
+        """Point by point: XLA's arithmetic over several points need not round as over one, and
+        each point's numbers must be its own (chains evaluated together, ``samplers.nuts``)."""
+        values = np.asarray(values, dtype=float).reshape(-1, len(self.sampled_names))
+        pairs = [super(JaxHyperLikelihood, self).ln_likelihood_and_gradients(row[None, :]) for row in values]
+        return np.concatenate([value for value, _ in pairs]), np.concatenate([gradient for _, gradient in pairs])
+
     def _keep_features(self):
         """Nothing to keep: the JAX kernel's draws are on the device already (the numpy kernel's
         feature cache for single-point evaluations would only cost memory)."""

@@ -33,7 +33,10 @@ self-normalised weights w̃_nk = w_nk / Σ_k w_nk,
                 = E_w̃n[T]·∂η/∂α + ∂A/∂α          for a linear form T(θ)·η(α) + A(α) + b(θ)
 
 (the population supplies ∂η/∂α and ∂A/∂α, or ∂ ln f/∂α per draw; see ``populations.base``).
-:meth:`HyperLikelihood.ln_likelihood_and_gradient` is ln L̂ and its gradient at one point.
+:meth:`HyperLikelihood.ln_likelihood_and_gradient` is ln L̂ and its gradient at one point,
+:meth:`HyperLikelihood.ln_likelihood_and_gradients` at several in one pass, each point's
+numbers exactly those it gets alone (elementwise arithmetic in chunks that do not depend on
+the number of points), so that a sampler's chains can share passes without changing draws.
 """
 
 from __future__ import annotations
@@ -52,13 +55,14 @@ from ..errors import GradientUnavailableError
 # absolute precision to cancellation; walkers beyond it use the direct density.
 LINEAR_FORM_LIMIT = 1e5
 CHUNK_ELEMENTS = 2**19
-# One point at a time (a gradient-based sampler): a chunk that stays in a core's L2 cache
-# through the pass's several sweeps (measured fastest on N = 10³ and 10⁴, K = 10³).
+# Gradient passes (a gradient-based sampler's points, one or a few chains' at once): chunks of
+# this many draws, whatever the number of points, so that a point's numbers do not depend on
+# it (measured fastest for 1 and 4 points on N = 10³, K = 10³).
 POINT_CHUNK_ELEMENTS = 2**17
 OUTSIDE = -1e300
 PARALLEL_MIN_ELEMENTS = 2**21
-# Gradient-based samplers evaluate one point per call, where recomputing the features per call
-# is a large share of the work (≈ 40 % more time for beta's logarithms): they are then kept, up to this size.
+# Gradient-based samplers evaluate one or a few points per call, where recomputing the features
+# per call is a large share of the work (≈ 40 % more time for beta's logarithms): they are then kept, up to this size.
 FEATURE_CACHE_BYTES = 256 * 2**20
 
 
@@ -238,16 +242,25 @@ class HyperLikelihood:
         GradientUnavailableError
             The population or a likelihood term has no gradient (use ``--sampler emcee``).
         """
+        values = np.asarray(values, dtype=float).reshape(1, len(self.sampled_names))
+        ln_likelihood, gradient = self.ln_likelihood_and_gradients(values)
+        return float(ln_likelihood[0]), gradient[0]
+
+    def ln_likelihood_and_gradients(self, values):
+        """:meth:`ln_likelihood_and_gradient` at W points in one pass over the draws: (W,), (W, H).
+
+        Each point's numbers are exactly those it gets alone (whatever the other points), so
+        chains evaluated together follow the trajectories they follow alone.
+        """
         reason = self.gradient_unavailable()
         if reason is not None:
             raise GradientUnavailableError(
                 f"--sampler nuts needs the gradient of ln L̂, but {reason}. Use --sampler emcee (or, for a "
                 f"user population written in jax.numpy, --backend jax, which differentiates it).", "--sampler")
         names = self.sampled_names
-        values = np.asarray(values, dtype=float).reshape(1, len(names))
-        self._keep_features()
+        values = np.asarray(values, dtype=float).reshape(-1, len(names))
         estimate = self.ln_likelihood_and_variance(self.hyper(names, values), variance=False, gradient=names)
-        return float(estimate.ln_likelihood[0]), estimate.gradient[0]
+        return estimate.ln_likelihood, estimate.gradient
 
     def ln_likelihood_and_variance(self, hyper, variance=True, cut=True, gradient=None):
         """ln L̂(α), the per-object terms and Var[ln L̂](α) for every walker: the one place
@@ -274,7 +287,7 @@ class HyperLikelihood:
         ln_likelihood = first.sum(axis=1) - self._log_draws  # HMB 2010, eq. 9, with each object's own K_n
         estimate = LikelihoodEstimate(ln_likelihood, first, squares)
         if derivative is not None:
-            estimate.gradient = derivative.sum(axis=1)
+            estimate.gradient = np.array([point.sum(axis=0) for point in derivative])  # point by point, (W, H)
         if squares is not None:
             estimate.ess, estimate.ln_likelihood_variance = self.variance(first, squares)
         if self.terms:
@@ -479,17 +492,21 @@ class HyperLikelihood:
         rows = np.flatnonzero(np.isfinite(estimate.ln_likelihood))
         if not rows.size:
             return
-        sub = {name: np.asarray(value)[rows] for name, value in hyper.items()}
         variance = estimate.ln_likelihood_variance is not None
+        # With a gradient, point by point, as the population term (a gradient-based sampler's
+        # chains may share a call); else all walkers at once.
+        groups = [rows[i:i + 1] for i in range(rows.size)] if gradient is not None else [rows]
         for term in self.terms:
-            if gradient is not None:
-                ln_term, variance_term, derivative = term.gradient(sub, gradient, variance)
-                estimate.gradient[rows] += np.asarray(derivative, dtype=float)
-            else:
-                ln_term, variance_term = term(sub, variance)
-            estimate.ln_likelihood[rows] += np.asarray(ln_term, dtype=float)
-            if variance:
-                estimate.ln_likelihood_variance[rows] += np.asarray(variance_term, dtype=float)
+            for group in groups:
+                sub = {name: np.asarray(value)[group] for name, value in hyper.items()}
+                if gradient is not None:
+                    ln_term, variance_term, derivative = term.gradient(sub, gradient, variance)
+                    estimate.gradient[group] += np.asarray(derivative, dtype=float)
+                else:
+                    ln_term, variance_term = term(sub, variance)
+                estimate.ln_likelihood[group] += np.asarray(ln_term, dtype=float)
+                if variance:
+                    estimate.ln_likelihood_variance[group] += np.asarray(variance_term, dtype=float)
 
     def _linear_ok(self, hyper):
         eta, offset = self.form.coefficients(hyper)
@@ -564,38 +581,28 @@ class HyperLikelihood:
             for chunk in chunks:
                 work(chunk)
 
-    def _shifted(self, lo, hi, hyper, eta, offset, features=None):
-        """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum.
-
-        ``features``, if given, is a list that receives the chunk's features T (n, J, K) when
-        they were computed on the way (the linear form)."""
+    def _shifted(self, lo, hi, hyper, eta, offset):
+        """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum."""
         width = self._width(lo, hi)
-        if eta is not None and eta.shape[1] == 1 and self._feature_cache is not None:
-            # One point (a gradient-based sampler), features kept: one matrix-vector product.
-            rows = self._feature_cache[:, lo:hi, :width]
-            if features is not None:
-                features.append(rows[:-1].transpose(1, 0, 2))
-            log_weight = (eta[:, 0] @ rows.reshape(len(rows), -1)).reshape(hi - lo, 1, width)
-        elif eta is not None and eta.shape[1] == 1:
+        if eta is not None and eta.shape[1] == 1 and self._feature_cache is None:
             # One point, features computed for the chunk: T·η + base without the (n, J + 1, K) copy.
-            chunk_features = self.form.features(self.theta[lo:hi, :width])
-            if features is not None:
-                features.append(chunk_features)
-            log_weight = eta[:-1, 0] @ chunk_features  # (n, K); the offset A(α) is added after the sum
+            log_weight = eta[:-1, 0] @ self.form.features(self.theta[lo:hi, :width])  # (n, K); A(α) after the sum
             log_weight += self.base[lo:hi, :width]
             log_weight = log_weight[:, None, :]
         elif eta is not None:
-            extended = self._features(lo, hi, width)
-            if features is not None:
-                features.append(extended[:, :-1, :])
-            log_weight = eta.T @ extended  # (n, W, K); the offset A(α) is added after the sum
+            log_weight = eta.T @ self._features(lo, hi, width)  # (n, W, K); the offset A(α) is added after the sum
         else:
             log_weight = self.population.log_density(self.theta[lo:hi, :width], hyper).transpose(0, 2, 1)
             log_weight = log_weight + self._neg_log_interim(lo, hi, width)[:, None, :]
-        peak = log_weight.max(axis=2)
-        peak = np.where(np.isfinite(peak) & (peak > 0.5 * OUTSIDE), peak, -np.inf)
-        log_weight -= np.where(np.isfinite(peak), peak, 0.0)[:, :, None]
+        peak = self._peak(log_weight)
+        log_weight -= np.where(np.isfinite(peak), peak, 0.0)[..., None]
         return log_weight, peak
+
+    @staticmethod
+    def _peak(log_weight):
+        """The maximum over the last axis (the draws); −inf where it is −inf, nan or at the OUTSIDE floor."""
+        peak = log_weight.max(axis=-1)
+        return np.where(np.isfinite(peak) & (peak > 0.5 * OUTSIDE), peak, -np.inf)
 
     def _coefficients(self, hyper):
         """η extended by the base feature's coefficient 1, and A(α)."""
@@ -610,52 +617,19 @@ class HyperLikelihood:
         gradients = self.form.coefficient_gradients(hyper)
         return [gradients[name] for name in names]
 
-    def _chunk_derivative(self, lo, hi, hyper, names, weights, total, features, coefficients):
-        """d ln Σ_k w_nk/dα of objects lo:hi, (W, n, H), from the chunk's (shifted, exponentiated)
-        weights (n, W, K) and their sums ``total`` (n, W)."""
-        n_walkers, width = weights.shape[1:]
-        theta = self.theta[lo:hi, :width]
-        out = np.zeros((n_walkers, hi - lo, len(names)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(total > 0, 1.0 / total, 0.0)  # (n, W)
-        if coefficients is not None:
-            features = features[0] if features else self.form.features(theta)
-            # E_w̃[T], (n, W, J) (one walker: a reshape, which matmul takes without a copy, or for
-            # the kept features, a strided view of their rows, a sum of products)
-            if n_walkers == 1 and not features.flags.c_contiguous:
-                mean = np.einsum("njk,nk->nj", features, weights[:, 0, :])[:, None, :] * scale[:, :, None]
-            else:
-                columns = weights.reshape(weights.shape[0], -1, 1) if n_walkers == 1 else weights.transpose(0, 2, 1)
-                mean = np.matmul(features, columns).transpose(0, 2, 1) * scale[:, :, None]
-            for h, (d_eta, d_offset) in enumerate(coefficients):
-                out[:, :, h] = np.einsum("nwj,jw->wn", mean, np.asarray(d_eta).reshape(mean.shape[2], n_walkers))
-                out[:, :, h] += np.asarray(d_offset)[:, None]
-        else:
-            per_draw = self.population.log_density_gradient(theta, hyper)
-            for h, name in enumerate(names):
-                values = np.where(weights > 0, np.broadcast_to(per_draw[name], weights.shape[:1] + weights.shape[2:]
-                                                               + weights.shape[1:2]).transpose(0, 2, 1), 0.0)
-                out[:, :, h] = (np.einsum("nwk,nwk->nw", weights, values) * scale).T
-        return out
-
     def _evaluate(self, hyper, linear, second, gradient=None):
+        if gradient is not None:
+            return self._evaluate_points(hyper, linear, second, gradient)
         n_walkers = len(next(iter(hyper.values())))
         first = np.empty((n_walkers, self.n_objects))
         squares = np.empty((n_walkers, self.n_objects)) if second else None
-        derivative = np.zeros((n_walkers, self.n_objects, len(gradient))) if gradient is not None else None
-        coefficients = self._derivative_coefficients(hyper, gradient) if gradient is not None else None
         eta, offset = self._coefficients(hyper) if linear else (None, np.zeros(n_walkers))
 
         def work(bounds):
             lo, hi = bounds
-            features = [] if gradient is not None else None
-            shifted, peak = self._shifted(lo, hi, hyper, eta, offset, features)
+            shifted, peak = self._shifted(lo, hi, hyper, eta, offset)
             np.exp(shifted, out=shifted)
             total = shifted.sum(axis=2)
-            if gradient is not None:
-                derivative[:, lo:hi] = self._chunk_derivative(lo, hi, hyper, gradient, shifted,
-                                                              np.where(np.isfinite(peak), total, 0.0), features,
-                                                              coefficients)
             with np.errstate(divide="ignore", invalid="ignore"):
                 first[:, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + offset, -np.inf).T
                 if second:
@@ -664,7 +638,90 @@ class HyperLikelihood:
                                                  -np.inf).T
 
         self._map(work, self._chunks(n_walkers), n_walkers)
+        return first, squares, None
+
+    def _evaluate_points(self, hyper, linear, second, names):
+        """As :meth:`_evaluate`, with d ln Σ_k w_nk/dα over ``names``, for gradient-based samplers.
+
+        Every number of a point is its own: chunks do not depend on how many points are
+        evaluated together, and the arithmetic is elementwise products and sums along one
+        object's draws (no matrix products, whose rounding depends on the shapes). So
+        several chains' points evaluated in one pass (see ``samplers.nuts``) give each
+        chain exactly the numbers it gets alone, while the pass reads the draws once.
+        Arrays are (W, n, K): points, the chunk's objects, draws.
+        """
+        n_walkers = len(next(iter(hyper.values())))
+        first = np.empty((n_walkers, self.n_objects))
+        squares = np.empty((n_walkers, self.n_objects)) if second else None
+        derivative = np.zeros((n_walkers, self.n_objects, len(names)))
+        # d/dα from the linear form's coefficients (also for walkers beyond its range, which take
+        # their weights from the direct density), else from the population's per-draw gradient.
+        coefficients = self._derivative_coefficients(hyper, names)
+        if linear:
+            self._keep_features()
+            eta, offset = self._coefficients(hyper)
+        else:
+            offset = np.zeros(n_walkers)
+
+        def work(bounds):
+            lo, hi = bounds
+            width = self._width(lo, hi)
+            if linear:
+                rows = self._point_rows(lo, hi, width)  # T_1 … T_J, then the base row (coefficient 1)
+                log_weight = np.multiply(eta[0][:, None, None], rows[0])
+                term = np.empty_like(log_weight)
+                for j in range(1, len(rows) - 1):
+                    np.multiply(eta[j][:, None, None], rows[j], out=term)
+                    log_weight += term
+                log_weight += rows[-1]
+            else:
+                theta = self.theta[lo:hi, :width]
+                log_weight = self.population.log_density(theta, hyper).transpose(2, 0, 1)
+                log_weight = np.ascontiguousarray(log_weight + self._neg_log_interim(lo, hi, width))
+                term = np.empty_like(log_weight)
+            peak = self._peak(log_weight)
+            log_weight -= np.where(np.isfinite(peak), peak, 0.0)[:, :, None]
+            weights = np.exp(log_weight, out=log_weight)
+            total = weights.sum(axis=2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(np.isfinite(peak) & (total > 0), 1.0 / total, 0.0)
+                first[:, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + offset[:, None], -np.inf)
+                if second:
+                    np.square(weights, out=term)
+                    squares[:, lo:hi] = np.where(np.isfinite(peak), np.log(term.sum(axis=2))
+                                                 + 2.0 * (peak + offset[:, None]), -np.inf)
+            if coefficients is not None:
+                # E_w̃[T_j] (W, n), then d/dα = Σ_j E_w̃[T_j] ∂η_j/∂α + ∂A/∂α
+                features = rows[:-1] if linear else list(self.form.features(theta).transpose(1, 0, 2))
+                means = []
+                for row in features:
+                    np.multiply(weights, row, out=term)
+                    means.append(term.sum(axis=2) * scale)
+                for h, (d_eta, d_offset) in enumerate(coefficients):
+                    d_eta = np.asarray(d_eta, dtype=float).reshape(len(means), n_walkers)
+                    out = means[0] * d_eta[0][:, None]
+                    for j in range(1, len(means)):
+                        out += means[j] * d_eta[j][:, None]
+                    out += np.asarray(d_offset, dtype=float)[:, None]
+                    derivative[:, lo:hi, h] = out
+            else:
+                per_draw = self.population.log_density_gradient(theta, hyper)
+                for h, name in enumerate(names):
+                    values = np.broadcast_to(per_draw[name], theta.shape[:2] + (n_walkers,)).transpose(2, 0, 1)
+                    np.multiply(weights, values, out=term, where=weights > 0)
+                    np.copyto(term, 0.0, where=~(weights > 0))
+                    derivative[:, lo:hi, h] = term.sum(axis=2) * scale
+
+        self._map(work, self._chunks(1), n_walkers)
         return first, squares, derivative
+
+    def _point_rows(self, lo, hi, width):
+        """[T_1, …, T_J, base] of objects lo:hi over ``width`` draws, each (n, width): the kept
+        features' rows, or computed once for the chunk (for every point evaluated with it)."""
+        if self._feature_cache is not None:
+            return list(self._feature_cache[:, lo:hi, :width])
+        features = self.form.features(self.theta[lo:hi, :width])
+        return [features[:, j, :] for j in range(features.shape[1])] + [self.base[lo:hi, :width]]
 
 
 def reference_log_likelihood(population, theta, log_interim_prior, hyper):

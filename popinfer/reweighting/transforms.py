@@ -17,8 +17,9 @@ targets ln p(x(u) | data) + ln |dx/du| draws x from p(x | data)
 :class:`UnconstrainedPosterior` is ln p(u | data) and its gradient. It asks the
 likelihood for ln L̂ and its gradient only through
 ``likelihood.ln_likelihood_and_gradient(values)`` (values in ``posterior.names``
-order), so any object offering that method (the numpy kernel, an autodiff backend)
-serves.
+order), or ``ln_likelihood_and_gradients`` for several points at once where the
+likelihood offers it, so any object offering the first (the numpy kernel, an
+autodiff backend) serves.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class UnconstrainedPosterior:
         return np.stack([t.to_unconstrained(x[..., i]) for i, t in enumerate(self.transforms)], axis=-1)
 
     def _transform(self, u):
-        """x(u), dx/du, Σ ln |dx/du| and d ln |dx/du|/du at one point (the table of the module docstring)."""
+        """x(u), dx/du, Σ ln |dx/du| and d ln |dx/du|/du at points ``u`` (W, H) (the table of the
+        module docstring), elementwise: a point's numbers do not depend on the others."""
         with np.errstate(over="ignore"):
             exp_u = np.exp(u)
         sigmoid, complement = expit(u), expit(-u)
@@ -177,25 +179,47 @@ class UnconstrainedPosterior:
         log_jacobian = np.where(self._logit, np.log(self._width) - np.logaddexp(0.0, u) - np.logaddexp(0.0, -u),
                                 np.where(self._identity, 0.0, u))
         log_jacobian_gradient = np.where(self._logit, complement - sigmoid, np.where(self._identity, 0.0, 1.0))
-        return x, derivative, float(log_jacobian.sum()), log_jacobian_gradient
+        return x, derivative, log_jacobian.sum(axis=-1), log_jacobian_gradient
 
     def log_density_and_gradient(self, u):
         """(ln p(u | data), d ln p/du (H,)) at one point ``u`` (H,); (−inf, zeros) where the
         prior or the likelihood vanishes."""
-        u = np.asarray(u, dtype=float)
+        values, gradients = self.log_density_and_gradients(np.asarray(u, dtype=float)[None, :])
+        return float(values[0]), gradients[0]
+
+    def log_density_and_gradients(self, points):
+        """:meth:`log_density_and_gradient` at W points (W, H), with one likelihood call for all of
+        them: (W,), (W, H). Each point's numbers are those it gets alone (elementwise arithmetic,
+        and the likelihood's ``ln_likelihood_and_gradients`` keeps them so)."""
+        points = np.asarray(points, dtype=float).reshape(-1, self.n_dim)
         with self._count:
-            self.evaluations += 1
-        x, derivative, log_jacobian, log_jacobian_gradient = self._transform(u)
+            self.evaluations += len(points)
+        x, derivative, log_jacobian, log_jacobian_gradient = self._transform(points)
+        log_prior = np.zeros(len(points))
         with np.errstate(over="ignore", invalid="ignore"):
-            log_prior = float(sum(prior.logpdf(x[i]) for i, prior in enumerate(self.priors)))
-        if not math.isfinite(log_prior):
-            return -math.inf, np.zeros_like(u)
+            for i, prior in enumerate(self.priors):
+                log_prior = log_prior + prior.logpdf(x[:, i])
+        values, gradients = np.full(len(points), -math.inf), np.zeros_like(points)
+        live = np.flatnonzero(np.isfinite(log_prior))
+        if not live.size:
+            return values, gradients
         # At the far ends of u, x can round to a point (σ = 1e-320) where the population's
         # formulas overflow: ln L̂ is then not finite, and the point is rejected.
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            ln_likelihood, gradient = self.likelihood.ln_likelihood_and_gradient(x)
-        if not (math.isfinite(ln_likelihood) and np.all(np.isfinite(gradient))):
-            return -math.inf, np.zeros_like(u)
-        gradient_x = np.asarray(gradient, dtype=float) + np.array(
-            [float(prior.logpdf_gradient(x[i])) for i, prior in enumerate(self.priors)])
-        return log_prior + ln_likelihood + log_jacobian, gradient_x * derivative + log_jacobian_gradient
+            ln_likelihood, gradient = self._likelihood(x[live])
+        ln_likelihood = np.asarray(ln_likelihood, dtype=float)
+        gradient = np.asarray(gradient, dtype=float).reshape(len(live), self.n_dim)
+        finite = np.isfinite(ln_likelihood) & np.all(np.isfinite(gradient), axis=1)
+        rows = live[finite]
+        prior_gradient = np.stack([prior.logpdf_gradient(x[rows, i]) for i, prior in enumerate(self.priors)], axis=1)
+        values[rows] = log_prior[rows] + ln_likelihood[finite] + log_jacobian[rows]
+        gradients[rows] = (gradient[finite] + prior_gradient) * derivative[rows] + log_jacobian_gradient[rows]
+        return values, gradients
+
+    def _likelihood(self, x):
+        """ln L̂ and d ln L̂/dx at the points ``x`` (W, H): in one call where the likelihood takes
+        several points (``ln_likelihood_and_gradients``), else point by point."""
+        if hasattr(self.likelihood, "ln_likelihood_and_gradients"):
+            return self.likelihood.ln_likelihood_and_gradients(x)
+        pairs = [self.likelihood.ln_likelihood_and_gradient(point) for point in x]
+        return [value for value, _ in pairs], [gradient for _, gradient in pairs]

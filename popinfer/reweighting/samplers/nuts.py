@@ -8,9 +8,13 @@ The target is ln p(u | data) of :class:`~popinfer.reweighting.transforms.Unconst
 included), whose gradient comes from the likelihood's ``ln_likelihood_and_gradient``
 (one kernel pass gives both). Chains start at distinct points drawn from the hyperpriors
 and resampled by likelihood (``mcmc.initial_positions``, as emcee's walkers do), so every
-start is admissible. The chains run at once (each a nutpie run of one chain with its own
-seed, the kernel's threads shared out among them), so the draws are those of the chains
-run one after another and do not depend on threads: the same seed gives the same file.
+start is admissible. The chains run at once, each a nutpie run of one chain with its own
+seed, in lockstep (:class:`_Lockstep`): a chain's evaluation waits until every chain still
+running has a point waiting, and one kernel pass (on all the kernel's threads) evaluates
+them all, reading the draws once for all chains. Every point's numbers are those it gets
+alone (``HyperLikelihood.ln_likelihood_and_gradients``), so the draws are those of the
+chains run one after another and depend neither on threads nor on which chains shared a
+pass: the same seed gives the same file.
 
 After ``tune`` adaptation steps per chain, each chain keeps ⌈S / chains⌉ draws; the S
 draws returned are evenly spaced over the chains' draws. R̂ and bulk/tail ESS of every
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -59,6 +64,90 @@ def convergence_diagnostics(chains, names):
         out["ess_bulk"][name] = float(arviz.ess(values, method="bulk"))
         out["ess_tail"][name] = float(arviz.ess(values, method="tail"))
     return out
+
+
+class _Lockstep:
+    """The chains' evaluations made together (see the module docstring).
+
+    ``evaluate(chain, u)`` is a chain's ln p and gradient at ``u``: the call waits until every
+    chain still running has a point waiting, and the last to arrive evaluates them all in one
+    call of ``target.log_density_and_gradients`` while the others wait for their results. A
+    chain counts as running until it has made its last draw (``drawn``, called from nutpie's
+    per-draw expansion, counts them) or its run has finished (checked when the chains wait
+    for one that has not come for ``STALL`` seconds, e.g. a chain nutpie stopped early).
+    """
+
+    STALL = 0.2
+
+    def __init__(self, target, runs, draws_per_chain):
+        self._target, self._runs, self._draws_per_chain = target, runs, draws_per_chain
+        self._drawn = [0] * len(runs)
+        self._stopped = [False] * len(runs)
+        self._waiting, self._results = {}, {}
+        self._busy = self._closed = False
+        self._condition = threading.Condition()
+
+    def evaluate(self, chain, u):
+        with self._condition:
+            self._waiting[chain] = np.array(u, dtype=float)
+            while chain not in self._results and not self._closed:
+                if not self._busy and len(self._waiting) >= self._stopped.count(False):
+                    self._evaluate_waiting()
+                elif not self._condition.wait(self.STALL) and not self._busy:
+                    self._check_runs()
+            self._waiting.pop(chain, None)
+            result = self._results.pop(chain, None)
+        if result is None:  # released by close(): evaluated alone until nutpie stops the chain
+            return self._target.log_density_and_gradient(u)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def drawn(self, chain):
+        """Chain ``chain`` has made one more draw (tuning included); after its last it stops calling."""
+        with self._condition:
+            self._drawn[chain] += 1
+            if self._drawn[chain] >= self._draws_per_chain:
+                self._stop(chain)
+
+    def close(self):
+        """Release every waiting chain, to evaluate its point alone: the run is being cancelled
+        (nutpie stops a chain between evaluations; one that fails or returns −inf there panics)."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    def _stop(self, chain):
+        if not self._stopped[chain]:
+            self._stopped[chain] = True
+            self._condition.notify_all()
+
+    def _check_runs(self):
+        """Count the chains whose nutpie run has finished as stopped (called with the lock held)."""
+        for chain, run in enumerate(self._runs):
+            if chain not in self._waiting and not self._stopped[chain] and run is not None:
+                try:
+                    finished = run.is_finished
+                except TimeoutError:  # nutpie's answer for "still running"
+                    finished = False
+                if finished:
+                    self._stop(chain)
+
+    def _evaluate_waiting(self):
+        """Evaluate every waiting point in one call (called with the lock held, released meanwhile)."""
+        batch, self._waiting, self._busy = self._waiting, {}, True
+        chains = sorted(batch)
+        self._condition.release()
+        try:
+            values, gradients = self._target.log_density_and_gradients(np.stack([batch[c] for c in chains]))
+            results = {c: (float(values[i]), gradients[i]) for i, c in enumerate(chains)}
+        except BaseException as error:  # handed to every chain of the batch, to raise in its own thread
+            results = {c: error for c in chains}
+        finally:
+            self._condition.acquire()
+        self._results.update(results)
+        self._busy = False
+        self._condition.notify_all()
 
 
 class NutsSampler:
@@ -111,13 +200,22 @@ class NutsSampler:
         chains, divergences, step_sizes = [], 0, []
         evaluations_before = target.evaluations
 
-        def make_logp():
-            return target.log_density_and_gradient
+        runs = [None] * self.chains
+        lockstep = _Lockstep(target, runs, self.tune + n_draws) if self.concurrent else None
 
-        def make_expand(seed1, seed2, chain):
-            def expand(u):
-                return {"u": np.array(u, dtype=float)}
-            return expand
+        def make_logp(chain):
+            if lockstep is None:
+                return lambda: target.log_density_and_gradient
+            return lambda: lambda u: lockstep.evaluate(chain, u)
+
+        def make_expand(chain):
+            def make(seed1, seed2, chain_index):
+                def expand(u):
+                    if lockstep is not None:
+                        lockstep.drawn(chain)
+                    return {"u": np.array(u, dtype=float)}
+                return expand
+            return make
 
         bar = tqdm(total=self.chains, unit="chain", desc="fit-population (nuts)", file=sys.stderr,
                    disable=not progress, dynamic_ncols=True)
@@ -129,20 +227,16 @@ class NutsSampler:
             pending.remove(run)
             return trace
 
-        likelihood = target.likelihood
-        kernel_threads = likelihood.threads
         traces = []
         try:
-            if self.concurrent:
-                # The chains share the cores: each evaluation gets its share, so no more threads than cores.
-                likelihood.threads = max(1, kernel_threads // self.chains)
-            for chain_seed, point in zip(chain_seeds, start):
-                model = from_pyfunc(n_dim, make_logp, make_expand, [np.dtype("float64")], [(n_dim,)], ["u"],
-                                    make_initial_point_fn=lambda _seed, point=point.copy(): point.copy())
-                pending.append(nutpie.sample(model, draws=n_draws, tune=self.tune, chains=1, cores=1,
-                                             **self.nutpie_options,
-                                             seed=int(chain_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)),
-                                             progress_bar=False, save_warmup=False, blocking=False))
+            for chain, (chain_seed, point) in enumerate(zip(chain_seeds, start)):
+                model = from_pyfunc(n_dim, make_logp(chain), make_expand(chain), [np.dtype("float64")], [(n_dim,)],
+                                    ["u"], make_initial_point_fn=lambda _seed, point=point.copy(): point.copy())
+                runs[chain] = nutpie.sample(model, draws=n_draws, tune=self.tune, chains=1, cores=1,
+                                            **self.nutpie_options,
+                                            seed=int(chain_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)),
+                                            progress_bar=False, save_warmup=False, blocking=False)
+                pending.append(runs[chain])
                 if not self.concurrent:
                     traces.append(collect(pending[-1]))
                     bar.update(1)
@@ -150,9 +244,10 @@ class NutsSampler:
                 traces.append(collect(pending[0]))
                 bar.update(1)
         finally:
+            if lockstep is not None:
+                lockstep.close()  # before cancelling: a chain waiting for its batch would never return
             for run in pending:
                 run.cancel()
-            likelihood.threads = kernel_threads
             bar.close()
         for chain, trace in enumerate(traces):
             draws = np.asarray(trace.posterior["u"].values[0], dtype=float)
