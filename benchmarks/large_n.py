@@ -10,9 +10,9 @@ best of ``--repeat``, at points near the posterior:
 - emcee's call: ln L̂ of 32 walkers in one pass (``variance=False``, as emcee's posterior asks);
 - NUTS's call: ln L̂ and its gradient at one point (``ln_likelihood_and_gradient``; the
   features are recomputed per call when they exceed the 256 MiB cache, as at these N);
-- NUTS's rate as its chains make it: one thread per core, each evaluating its own points
-  with a one-thread kernel (the chains run at once and share the cores out so), timed
-  together: the time per evaluation is the wall time over all the threads' evaluations.
+- NUTS's rate as its chains make it: the 4 chains in lockstep, one call of
+  ``ln_likelihood_and_gradients`` for their 4 points on all the kernel's threads; the time
+  per evaluation is the call's wall time over 4.
 
 Evaluations needed for ≥ 1000 effective draws of every hyperparameter are arguments
 (``--emcee-calls``, ``--nuts-gradients``), measured by full runs at smaller N (see README's
@@ -26,7 +26,6 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -75,23 +74,10 @@ def call_times(n_objects, n_draws, repeat):
     return emcee_call, nuts_call, nuts_rate
 
 
-def chains_rate(likelihood, point, repeat, cores=None):
-    """Wall seconds per evaluation with one single-threaded chain per core evaluating at once."""
-    cores = cores or os.cpu_count() or 1
-    threads, likelihood.threads = likelihood.threads, 1
-    points = [point * (1.0 + 0.01 * c) for c in range(cores)]
-
-    def chain(c):
-        for _ in range(repeat):
-            likelihood.ln_likelihood_and_gradient(points[c])
-
-    try:
-        with ThreadPoolExecutor(cores) as pool:
-            began = time.perf_counter()
-            list(pool.map(chain, range(cores)))
-            return (time.perf_counter() - began) / (cores * repeat)
-    finally:
-        likelihood.threads = threads
+def chains_rate(likelihood, point, repeat, chains=4):
+    """Wall seconds per evaluation with ``chains`` chains in lockstep (one call for their points)."""
+    points = np.array([point * (1.0 + 0.01 * c) for c in range(chains)])
+    return best_of(repeat, lambda: likelihood.ln_likelihood_and_gradients(points)) / chains
 
 
 def main():
@@ -107,14 +93,14 @@ def main():
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
     print(f"{'N':>7s} {'emcee call (32 walkers)':>24s} {'ns/obj·draw·walker':>19s} {'NUTS call (1 point + grad)':>27s} "
-          f"{'NUTS chains at once, per call':>30s} {'emcee to 1000 ESS':>18s} {'NUTS to 1000 ESS':>17s}")
+          f"{'NUTS 4 chains in lockstep, per point':>37s} {'emcee to 1000 ESS':>18s} {'NUTS to 1000 ESS':>17s}")
     for n_objects in args.objects:
         emcee_call, nuts_call, nuts_rate = call_times(n_objects, args.draws, args.repeat)
         per_element = emcee_call / (n_objects * args.draws * WALKERS) * 1e9
         emcee_total = emcee_call * args.emcee_calls
         nuts_total = nuts_rate * args.nuts_gradients
         print(f"{n_objects:7d} {emcee_call * 1e3:21.0f} ms {per_element:19.2f} {nuts_call * 1e3:24.1f} ms "
-              f"{nuts_rate * 1e3:27.1f} ms {emcee_total / 60:14.1f} min {nuts_total / 60:13.1f} min", flush=True)
+              f"{nuts_rate * 1e3:34.1f} ms {emcee_total / 60:14.1f} min {nuts_total / 60:13.1f} min", flush=True)
     print(f"(emcee: {args.emcee_calls} calls of {WALKERS} walkers; NUTS: {args.nuts_gradients} gradient evaluations)")
     print(f"load average at end: {os.getloadavg()}")
 

@@ -137,10 +137,17 @@ def run(samples, sampler, seed, n_samples, population="normal", hyperpriors=HYPE
         ess = {name: settings["n_steps"] / 2 * settings["walkers"] / tau
                for name, tau in zip(result.hyperparameters, result.autocorr_time)}
     else:
-        evaluations = settings["gradient_evaluations"]
+        evaluations = nuts_evaluations(settings)
         ess = dict(settings["ess_bulk"])
     warned = sorted({type(w.message).__name__ for w in caught})
     return result, wall, cpu_seconds, evaluations, ess, warned
+
+
+def nuts_evaluations(settings):
+    """NUTS's gradient evaluations in full-draw equivalents: those of the tuning on every
+    ``tune_thin``-th draw count 1/tune_thin each."""
+    thinned = settings.get("tuning_evaluations_thinned", 0)
+    return round(settings["gradient_evaluations"] - thinned + thinned / settings.get("tune_thin", 1))
 
 
 def main():

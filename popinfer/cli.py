@@ -276,6 +276,9 @@ def merge_command(shards, output, overwrite, debug):
               help="--sampler nested: minimum number of live points [default: 400].")
 @click.option("--chains", type=int, default=None, help="--sampler nuts: independent chains [default: 4].")
 @click.option("--tune", type=int, default=None, help="--sampler nuts: adaptation steps per chain [default: 400].")
+@click.option("--tune-thin", type=int, default=None, metavar="N",
+              help="--sampler nuts: the adaptation steps use every N-th stage-one draw of each object (the kept "
+                   "draws use all) [default: 4; 1: all].")
 @click.option("--backend", type=click.Choice(["numpy", "jax"]), default="numpy", show_default=True,
               help="Kernel of ln L: numpy, or jax (the jax extra: jitted, on a GPU when jax has one, gradients of "
                    "jax.numpy populations by autodiff).")
@@ -297,7 +300,7 @@ def merge_command(shards, output, overwrite, debug):
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           sampler, live_points, chains, tune, backend, n_walkers, max_steps, n_samples, n_reweighted,
+                           sampler, live_points, chains, tune, tune_thin, backend, n_walkers, max_steps, n_samples, n_reweighted,
                            selection, injections_total, draw_priors, injections_group, observing_time, seed, quiet, overwrite,
                            strict, debug):
     """Infer the population from stage-one draws (stage two).
@@ -327,7 +330,7 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
         command=_recorded_command(click.get_current_context()), selection=selection,
         injections_total=injections_total, draw_priors=list(draw_priors), injections_group=injections_group,
         observing_time=observing_time,
-        sampler=sampler, live_points=live_points, chains=chains, tune=tune, backend=backend,
+        sampler=sampler, live_points=live_points, chains=chains, tune=tune, tune_thin=tune_thin, backend=backend,
     )
 
 

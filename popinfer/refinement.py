@@ -366,7 +366,7 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
                      "injections_group": chosen.get("group"),
                      "draw_priors": None if "joint" in declared else [f"{k}={v}" for k, v in declared.items()]}
     sampler = settings.get("sampler", "emcee")  # and that fit's sampler, with its own options
-    own = {"nuts": ("chains", "tune"), "nested": ("live_points",)}.get(sampler, ())
+    own = {"nuts": ("chains", "tune", "tune_thin"), "nested": ("live_points",)}.get(sampler, ())
     sampler_options = {name: int(settings[name]) for name in own if settings.get(name) is not None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # this fit's diagnostics are what refine reads and reports

@@ -254,3 +254,33 @@ def test_hyperprior_gradient_matches_finite_differences_of_scipy(family):
     low, high = distribution.support
     outside = [v for v in (low - 1.0, high + 1.0) if np.isfinite(v)]
     assert np.all(distribution.logpdf_gradient(np.array(outside)) == 0.0)
+
+
+@pytest.mark.parametrize("case", ["normal", "beta", "studentt"])
+def test_the_thinned_likelihood_is_the_likelihood_of_every_nth_draw(case):
+    """thinned(3) (NUTS's tuning target) equals a likelihood built from draws 0, 3, 6, … of each
+    object, K_n' = ⌈K_n/3⌉, on a ragged file; and the original is untouched."""
+    rng = np.random.default_rng(RNG_SEED)
+    name, kind, fixed, point = CASES[case]
+    theta, log_interim = draws(kind, rng, (12, 200))
+    counts = rng.integers(50, 201, 12)
+    population = get_population(name, ["x"])
+    full = HyperLikelihood(population, theta, log_interim, fixed, draw_counts=counts)
+    names = full.sampled_names
+    points = np.array([point[n] for n in names]) * np.array([[1.0], [1.1], [0.9]])
+    before = full.ln_likelihood_and_gradients(points)
+    thinned = full.thinned(3)
+    strided = HyperLikelihood(population, theta[:, ::3], log_interim[:, ::3], fixed, draw_counts=-(-counts // 3))
+    values, gradients = thinned.ln_likelihood_and_gradients(points)
+    expected = strided.ln_likelihood_and_gradients(points)
+    np.testing.assert_allclose(values, expected[0], rtol=1e-12)
+    np.testing.assert_allclose(gradients, expected[1], rtol=1e-10, atol=1e-12)
+    estimate = thinned.ln_likelihood_and_variance(thinned.hyper(names, points))
+    np.testing.assert_allclose(estimate.ln_likelihood_variance,
+                               strided.ln_likelihood_and_variance(strided.hyper(names, points)).ln_likelihood_variance,
+                               rtol=1e-10)
+    assert not np.allclose(values, before[0])  # fewer draws: another estimate (a control)
+    after = full.ln_likelihood_and_gradients(points)
+    assert np.array_equal(after[0], before[0]) and np.array_equal(after[1], before[1])
+    assert full.thinned(1) is full
+    thinned.close()

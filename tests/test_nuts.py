@@ -195,7 +195,8 @@ def test_population_without_gradients_is_refused_with_the_remedy(tmp_path, eight
 
 
 @pytest.mark.parametrize("options, fragment", [({"chains": 3}, "--chains is an option of --sampler nuts"),
-                                               ({"tune": 50}, "--tune is an option of --sampler nuts")])
+                                               ({"tune": 50}, "--tune is an option of --sampler nuts"),
+                                               ({"tune_thin": 2}, "--tune-thin is an option of --sampler nuts")])
 def test_nuts_options_belong_to_nuts(eight_exact, options, fragment):
     with pytest.raises(UsageError, match=fragment):
         quiet_fit(eight_exact, "normal", sampler="emcee", **options)
@@ -206,16 +207,24 @@ def test_one_chain_is_refused(eight_exact):
         quiet_fit(eight_exact, "normal", sampler="nuts", chains=1)
 
 
+@pytest.mark.parametrize("thin", [0, 2.5])
+def test_a_tune_thin_that_is_not_a_positive_whole_number_is_refused(eight_exact, thin):
+    with pytest.raises(UsageError, match=f"--tune-thin {thin}: need a whole number of at least 1"):
+        quiet_fit(eight_exact, "normal", sampler="nuts", tune_thin=thin)
+
+
 def test_cli_records_the_sampler_and_its_diagnostics(tmp_path, eight_exact):
     write_samples(eight_exact, tmp_path / "eight.h5")
     runner = CliRunner()
     result = runner.invoke(main, ["fit-population", str(tmp_path / "eight.h5"), "-o", str(tmp_path / "p.h5"),
                                   "--population", "normal", "--sampler", "nuts", "--chains", "2", "--tune", "100",
-                                  "--samples", "400", "--reweighted", "10", "--seed", "2", "--quiet",
+                                  "--tune-thin", "2", "--samples", "400", "--reweighted", "10", "--seed", "2", "--quiet",
                                   "--hyperprior", "mu=normal(0, 5)", "--hyperprior", "sigma=halfcauchy(5)"])
     assert result.exit_code == 0, result.stderr
     population = popinfer.read_population(tmp_path / "p.h5")
     assert population.settings["sampler"] == "nuts" and population.settings["chains"] == 2
+    assert population.settings["tune_thin"] == 2 and 0 < population.settings["tuning_evaluations_thinned"] < \
+        population.settings["gradient_evaluations"]
     assert math.isfinite(population.settings["max_rhat"]) and population.hyper_samples.shape == (400, 2)
     summary = runner.invoke(main, ["summary", str(tmp_path / "p.h5")])
     assert summary.exit_code == 0 and "nuts: 2 chains, max R̂" in summary.stdout
@@ -358,7 +367,7 @@ def test_lockstep_evaluates_the_chains_together_and_each_gets_its_own_result():
     from popinfer.reweighting.samplers.nuts import _Lockstep
 
     target = _CountingTarget()
-    got = run_chains(_Lockstep(target, [_Run(), _Run(), _Run()], 5), [5, 5, 5])
+    got = run_chains(_Lockstep((target, target), [_Run(), _Run(), _Run()], 0, 5), [5, 5, 5])
     for c in range(3):
         assert [value for value, _ in got[c]] == [-0.5 * (c * c + s * s) for s in range(5)]
         assert all(np.array_equal(gradient, [-c, -s]) for s, (_, gradient) in enumerate(got[c]))
@@ -372,7 +381,7 @@ def test_lockstep_goes_on_without_a_chain_whose_run_stopped_early(monkeypatch):
 
     monkeypatch.setattr(_Lockstep, "STALL", 0.01)
     target = _CountingTarget()
-    got = run_chains(_Lockstep(target, [_Run(), _Run(), _Run(finished=True)], 4), [4, 4, 0])
+    got = run_chains(_Lockstep((target, target), [_Run(), _Run(), _Run(finished=True)], 0, 4), [4, 4, 0])
     assert len(got[0]) == len(got[1]) == 4 and got[2] == []
     assert target.batches == [2, 2, 2, 2]
 
@@ -380,5 +389,15 @@ def test_lockstep_goes_on_without_a_chain_whose_run_stopped_early(monkeypatch):
 def test_lockstep_hands_an_evaluation_error_to_every_chain_of_the_batch():
     from popinfer.reweighting.samplers.nuts import _Lockstep
 
-    got = run_chains(_Lockstep(_CountingTarget(fail_at=2), [_Run(), _Run()], 3), [3, 3])
+    target = _CountingTarget(fail_at=2)
+    got = run_chains(_Lockstep((target, target), [_Run(), _Run()], 0, 3), [3, 3])
     assert all(isinstance(got[c], FloatingPointError) for c in (0, 1))
+
+
+def test_lockstep_evaluates_tuning_draws_on_the_tuning_target_and_the_rest_on_the_full_one():
+    from popinfer.reweighting.samplers.nuts import _Lockstep
+
+    tuning, full = _CountingTarget(), _CountingTarget()
+    got = run_chains(_Lockstep((tuning, full), [_Run(), _Run()], 2, 5), [5, 5])
+    assert tuning.batches == [2, 2] and full.batches == [2, 2, 2]
+    assert len(got[0]) == len(got[1]) == 5

@@ -42,7 +42,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
                    injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
                    sampler=DEFAULT_SAMPLER, live_points=None, chains=None, tune=None,
-                   backend=DEFAULT_BACKEND):
+                   backend=DEFAULT_BACKEND, tune_thin=None):
     """Infer the population from stage-one draws (stage two).
 
     Parameters
@@ -92,6 +92,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         ``sampler="nested"``: minimum number of live points.
     chains, tune : int, optional
         ``sampler="nuts"``: independent chains (default 4) and adaptation steps per chain (default 400).
+    tune_thin : int, optional
+        ``sampler="nuts"``: the tuning steps use every ``tune_thin``-th stage-one draw of each
+        object (default 4; 1: all); the kept draws always use all of them.
     backend : str
         The kernel's implementation (``reweighting.backends``): ``numpy`` (default) or
         ``jax`` (the ``jax`` extra; a GPU when jax has one, gradients by autodiff).
@@ -105,11 +108,11 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
     for option, value, owner in (("--live-points", live_points, "nested"), ("--chains", chains, "nuts"),
-                                 ("--tune", tune, "nuts")):
+                                 ("--tune", tune, "nuts"), ("--tune-thin", tune_thin, "nuts")):
         if value is not None and sampler != owner:
             raise UsageError(f"{option} is an option of --sampler {owner}, not of {sampler}.", option)
     sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "live_points": live_points,
-                                    "chains": chains, "tune": tune})
+                                    "chains": chains, "tune": tune, "tune_thin": tune_thin})
     kernel = likelihood_class(backend)
     if output is not None:
         check_output(output, overwrite, inputs=[samples])

@@ -94,6 +94,10 @@ class JaxHyperLikelihood(HyperLikelihood):
         return self._term_without_gradient()
 
     # -- kernel ---------------------------------------------------------------
+    def thinned(self, step):
+        """Itself: the draws live on the device, whole (a sampler's tuning then uses all of them)."""
+        return self
+
     def ln_likelihood_and_gradients(self, values):
         """Point by point: XLA's arithmetic over several points need not round as over one, and
         each point's numbers must be its own (chains evaluated together, ``samplers.nuts``)."""

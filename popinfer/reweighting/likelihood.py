@@ -41,6 +41,7 @@ the number of points), so that a sampler's chains can share passes without chang
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -425,6 +426,23 @@ class HyperLikelihood:
         self._map(work, self._chunks(min(step, n_walkers)), min(step, n_walkers))
         return np.maximum(self._in_file_order(out.T).T, 0.0)
 
+    def thinned(self, step):
+        """This likelihood over every ``step``-th draw of each object (draws 0, step, 2·step, …; K_n' =
+        ⌈K_n/step⌉), for a gradient-based sampler's tuning. The draws are views, nothing is copied;
+        ``close`` it after use (its thread pool is its own)."""
+        if step == 1:
+            return self
+        other = copy.copy(self)
+        other.theta, other.base = self.theta[:, ::step], self.base[:, ::step]  # padding stays at the tail
+        other.n_draws = other.theta.shape[1]
+        other.draw_counts = -(-self.draw_counts // step)
+        other._counts = -(-self._counts // step)  # still ascending
+        other._groups = self._width_groups(other._counts)
+        other._log_draws = float(np.sum(np.log(other.draw_counts)))
+        other.terms = list(self.terms)
+        other._pool = other._feature_cache = None
+        return other
+
     def close(self):
         if self._pool is not None:
             self._pool.shutdown()
@@ -446,9 +464,14 @@ class HyperLikelihood:
             self.base = self.base[self._order]
             counts = counts[self._order]
         self._counts = counts
+        self._groups = self._width_groups(counts)
+
+    @staticmethod
+    def _width_groups(counts):
+        """Ranges of kernel positions whose K_n (ascending) share a power-of-two bracket."""
         bracket = np.ceil(np.log2(np.maximum(counts, 1)))
-        edges = [0] + (np.flatnonzero(np.diff(bracket)) + 1).tolist() + [self.n_objects]
-        self._groups = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+        edges = [0] + (np.flatnonzero(np.diff(bracket)) + 1).tolist() + [len(counts)]
+        return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
     def _in_file_order(self, values):
         """``values`` with axis 1 (objects, in the kernel's order) put back in file order."""

@@ -62,9 +62,10 @@ class _Nested:
 def _nuts(options):
     from .nuts import NutsSampler
 
-    chains, tune = options.get("chains"), options.get("tune")
+    chains, tune, thin = options.get("chains"), options.get("tune"), options.get("tune_thin")
     return NutsSampler(NutsSampler.DEFAULT_CHAINS if chains is None else chains,
-                       NutsSampler.DEFAULT_TUNE if tune is None else tune)
+                       NutsSampler.DEFAULT_TUNE if tune is None else tune,
+                       NutsSampler.DEFAULT_TUNE_THIN if thin is None else thin)
 
 
 register_sampler("emcee", lambda options: EmceeSampler(options["n_walkers"], options["max_steps"]))

@@ -70,17 +70,20 @@ class _Lockstep:
     """The chains' evaluations made together (see the module docstring).
 
     ``evaluate(chain, u)`` is a chain's ln p and gradient at ``u``: the call waits until every
-    chain still running has a point waiting, and the last to arrive evaluates them all in one
-    call of ``target.log_density_and_gradients`` while the others wait for their results. A
-    chain counts as running until it has made its last draw (``drawn``, called from nutpie's
-    per-draw expansion, counts them) or its run has finished (checked when the chains wait
-    for one that has not come for ``STALL`` seconds, e.g. a chain nutpie stopped early).
+    chain still running has a point waiting, and the last to arrive evaluates them all while
+    the others wait for their results — one call of ``log_density_and_gradients`` per target:
+    ``targets[0]`` for the chains still tuning (their first ``tune`` draws), ``targets[1]``
+    after. ``drawn(chain)``, called from nutpie's per-draw expansion, counts a chain's draws;
+    after its last (``draws_per_chain``, tuning included) it no longer counts as running, nor
+    once its run has finished (checked when the chains have waited ``STALL`` seconds for one,
+    e.g. a chain nutpie stopped early). With one chain it simply evaluates.
     """
 
     STALL = 0.2
 
-    def __init__(self, target, runs, draws_per_chain):
-        self._target, self._runs, self._draws_per_chain = target, runs, draws_per_chain
+    def __init__(self, targets, runs, tune, draws_per_chain):
+        self._targets, self._runs = targets, runs
+        self._tune, self._draws_per_chain = tune, draws_per_chain
         self._drawn = [0] * len(runs)
         self._stopped = [False] * len(runs)
         self._waiting, self._results = {}, {}
@@ -97,8 +100,9 @@ class _Lockstep:
                     self._check_runs()
             self._waiting.pop(chain, None)
             result = self._results.pop(chain, None)
+            target = self._target(chain)
         if result is None:  # released by close(): evaluated alone until nutpie stops the chain
-            return self._target.log_density_and_gradient(u)
+            return target.log_density_and_gradient(u)
         if isinstance(result, BaseException):
             raise result
         return result
@@ -117,6 +121,9 @@ class _Lockstep:
             self._closed = True
             self._condition.notify_all()
 
+    def _target(self, chain):
+        return self._targets[0] if self._drawn[chain] < self._tune else self._targets[1]
+
     def _stop(self, chain):
         if not self._stopped[chain]:
             self._stopped[chain] = True
@@ -134,20 +141,25 @@ class _Lockstep:
                     self._stop(chain)
 
     def _evaluate_waiting(self):
-        """Evaluate every waiting point in one call (called with the lock held, released meanwhile)."""
+        """Evaluate every waiting point, one call per target (called with the lock held, released meanwhile)."""
         batch, self._waiting, self._busy = self._waiting, {}, True
-        chains = sorted(batch)
+        groups = {}
+        for chain in sorted(batch):
+            groups.setdefault(id(self._target(chain)), (self._target(chain), []))[1].append(chain)
         self._condition.release()
+        results = {}
         try:
-            values, gradients = self._target.log_density_and_gradients(np.stack([batch[c] for c in chains]))
-            results = {c: (float(values[i]), gradients[i]) for i, c in enumerate(chains)}
-        except BaseException as error:  # handed to every chain of the batch, to raise in its own thread
-            results = {c: error for c in chains}
+            for target, chains in groups.values():
+                try:
+                    values, gradients = target.log_density_and_gradients(np.stack([batch[c] for c in chains]))
+                    results.update({c: (float(values[i]), gradients[i]) for i, c in enumerate(chains)})
+                except BaseException as error:  # handed to every chain of the call, to raise in its own thread
+                    results.update({c: error for c in chains})
         finally:
             self._condition.acquire()
-        self._results.update(results)
-        self._busy = False
-        self._condition.notify_all()
+            self._results.update(results)
+            self._busy = False
+            self._condition.notify_all()
 
 
 class NutsSampler:
@@ -159,6 +171,9 @@ class NutsSampler:
         Independent chains (``--chains``), at least 2 for R̂ across chains.
     tune : int
         Adaptation steps per chain (``--tune``), discarded.
+    tune_thin : int
+        The tuning steps evaluate ln L̂ over every ``tune_thin``-th stage-one draw of each
+        object (``--tune-thin``; 1: all of them); the kept draws always use all.
     """
 
     name = "nuts"
@@ -167,14 +182,16 @@ class NutsSampler:
     concurrent = True
     DEFAULT_CHAINS = 4
     DEFAULT_TUNE = 400
+    DEFAULT_TUNE_THIN = 4
+    SETTLE = 10
 
-    def __init__(self, chains=DEFAULT_CHAINS, tune=DEFAULT_TUNE):
-        self.chains, self.tune = chains, tune
+    def __init__(self, chains=DEFAULT_CHAINS, tune=DEFAULT_TUNE, tune_thin=DEFAULT_TUNE_THIN):
+        self.chains, self.tune, self.tune_thin = chains, tune, tune_thin
         self.nutpie_options = {"low_rank_modified_mass_matrix": True}
 
     @property
     def settings(self):
-        return {"chains": self.chains, "tune": self.tune}
+        return {"chains": self.chains, "tune": self.tune, "tune_thin": self.tune_thin}
 
     def check(self, names):
         _nutpie()
@@ -183,6 +200,9 @@ class NutsSampler:
                              "--chains")
         if not isinstance(self.tune, (int, np.integer)) or self.tune < 10:
             raise UsageError(f"--tune {self.tune}: need a whole number of at least 10.", "--tune")
+        if not isinstance(self.tune_thin, (int, np.integer)) or self.tune_thin < 1:
+            raise UsageError(f"--tune-thin {self.tune_thin}: need a whole number of at least 1 (1 tunes on every "
+                             f"draw).", "--tune-thin")
 
     def sample(self, posterior, n_samples, seed, progress=False):
         nutpie, from_pyfunc = _nutpie()
@@ -197,22 +217,36 @@ class NutsSampler:
             raise PopinferError("The hyperparameter posterior is not finite at a start point drawn from the "
                                 "hyperpriors; check the --fix values and the hyperpriors.")
         n_draws = -(-n_samples // self.chains)
+        thinned = target.likelihood.thinned(self.tune_thin)
+        tuning = target if thinned is target.likelihood else UnconstrainedPosterior(
+            type(posterior)(thinned, posterior.names, dict(zip(posterior.names, posterior.priors))))
+        # With a thinned tuning target, a chain's first draws after tuning start from a point
+        # (and a gradient) of that target, a little off the full one's: SETTLE of them are made
+        # and dropped.
+        skip = self.SETTLE if tuning is not target else 0
         chains, divergences, step_sizes = [], 0, []
         evaluations_before = target.evaluations
 
         runs = [None] * self.chains
-        lockstep = _Lockstep(target, runs, self.tune + n_draws) if self.concurrent else None
+        # The chains in lockstep, or (one after another) each on its own.
+        if self.concurrent:
+            locksteps = [_Lockstep((tuning, target), runs, self.tune, self.tune + n_draws + skip)] * self.chains
+            slots = list(range(self.chains))
+        else:
+            locksteps = [_Lockstep((tuning, target), [None], self.tune, self.tune + n_draws + skip)
+                         for _ in range(self.chains)]
+            slots = [0] * self.chains
 
         def make_logp(chain):
-            if lockstep is None:
-                return lambda: target.log_density_and_gradient
-            return lambda: lambda u: lockstep.evaluate(chain, u)
+            lockstep, slot = locksteps[chain], slots[chain]
+            return lambda: lambda u: lockstep.evaluate(slot, u)
 
         def make_expand(chain):
+            lockstep, slot = locksteps[chain], slots[chain]
+
             def make(seed1, seed2, chain_index):
                 def expand(u):
-                    if lockstep is not None:
-                        lockstep.drawn(chain)
+                    lockstep.drawn(slot)
                     return {"u": np.array(u, dtype=float)}
                 return expand
             return make
@@ -232,7 +266,7 @@ class NutsSampler:
             for chain, (chain_seed, point) in enumerate(zip(chain_seeds, start)):
                 model = from_pyfunc(n_dim, make_logp(chain), make_expand(chain), [np.dtype("float64")], [(n_dim,)],
                                     ["u"], make_initial_point_fn=lambda _seed, point=point.copy(): point.copy())
-                runs[chain] = nutpie.sample(model, draws=n_draws, tune=self.tune, chains=1, cores=1,
+                runs[chain] = nutpie.sample(model, draws=n_draws + skip, tune=self.tune, chains=1, cores=1,
                                             **self.nutpie_options,
                                             seed=int(chain_seed.generate_state(1, np.uint64)[0] >> np.uint64(1)),
                                             progress_bar=False, save_warmup=False, blocking=False)
@@ -244,21 +278,24 @@ class NutsSampler:
                 traces.append(collect(pending[0]))
                 bar.update(1)
         finally:
-            if lockstep is not None:
+            for lockstep in set(locksteps):
                 lockstep.close()  # before cancelling: a chain waiting for its batch would never return
             for run in pending:
                 run.cancel()
+            if thinned is not target.likelihood:
+                thinned.close()
             bar.close()
         for chain, trace in enumerate(traces):
             draws = np.asarray(trace.posterior["u"].values[0], dtype=float)
-            if draws.shape[0] != n_draws:
-                raise PopinferError(f"NUTS chain {chain + 1} stopped after {draws.shape[0]} of {n_draws} draws.")
-            chains.append(draws)
-            divergences += int(np.asarray(trace.sample_stats["diverging"].values).sum())
+            if draws.shape[0] != n_draws + skip:
+                raise PopinferError(f"NUTS chain {chain + 1} stopped after {draws.shape[0] - skip} of {n_draws} draws.")
+            chains.append(draws[skip:])
+            divergences += int(np.asarray(trace.sample_stats["diverging"].values)[0, skip:].sum())
             step_sizes.append(float(np.asarray(trace.sample_stats["step_size"].values)[0, -1]))
         constrained = target.to_constrained(np.stack(chains))  # (C, D, H)
         diagnostics = convergence_diagnostics(constrained, target.names)
-        gradient_evaluations = target.evaluations - evaluations_before
+        tuning_evaluations = tuning.evaluations if tuning is not target else 0
+        gradient_evaluations = target.evaluations - evaluations_before + tuning_evaluations
         problems = self._problems(diagnostics, divergences)
         if problems:
             warnings.warn(ConvergenceWarning(
@@ -268,6 +305,7 @@ class NutsSampler:
         pick = np.round(np.linspace(0, flat.shape[0] - 1, n_samples)).astype(np.int64)
         diagnostics.update(
             draws_per_chain=int(n_draws), divergences=divergences, gradient_evaluations=int(gradient_evaluations),
+            tuning_evaluations_thinned=int(tuning_evaluations),
             max_rhat=max(diagnostics["rhat"].values()), min_ess_bulk=min(diagnostics["ess_bulk"].values()),
             min_ess_tail=min(diagnostics["ess_tail"].values()), step_size=step_sizes,
             transforms={name: t.kind for name, t in zip(target.names, target.transforms)})
