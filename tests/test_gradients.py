@@ -284,3 +284,5 @@ def test_the_thinned_likelihood_is_the_likelihood_of_every_nth_draw(case):
     assert np.array_equal(after[0], before[0]) and np.array_equal(after[1], before[1])
     assert full.thinned(1) is full
     thinned.close()
+    full.max_variance = 0.5
+    assert full.thinned(3).max_variance == 1.5  # Var[ln L̂] ∝ 1/K: the cut where the full estimate's is

@@ -429,7 +429,9 @@ class HyperLikelihood:
     def thinned(self, step):
         """This likelihood over every ``step``-th draw of each object (draws 0, step, 2·step, …; K_n' =
         ⌈K_n/step⌉), for a gradient-based sampler's tuning. The draws are views, nothing is copied;
-        ``close`` it after use (its thread pool is its own)."""
+        ``close`` it after use (its thread pool is its own). Var[ln L̂] grows as 1/K, so a
+        ``max_variance`` cut is scaled by ``step`` (the thinned estimate's variance where the
+        full one's is at the cut)."""
         if step == 1:
             return self
         other = copy.copy(self)
@@ -440,6 +442,7 @@ class HyperLikelihood:
         other._groups = self._width_groups(other._counts)
         other._log_draws = float(np.sum(np.log(other.draw_counts)))
         other.terms = list(self.terms)
+        other.max_variance = None if self.max_variance is None else self.max_variance * step
         other._pool = other._feature_cache = None
         return other
 

@@ -16,8 +16,11 @@ alone (``HyperLikelihood.ln_likelihood_and_gradients``), so the draws are those 
 chains run one after another and depend neither on threads nor on which chains shared a
 pass: the same seed gives the same file.
 
-After ``tune`` adaptation steps per chain, each chain keeps ⌈S / chains⌉ draws; the S
-draws returned are evenly spaced over the chains' draws. R̂ and bulk/tail ESS of every
+The ``tune`` adaptation steps per chain evaluate ln L̂ over every ``tune_thin``-th draw of
+each object (``HyperLikelihood.thinned``): they only learn the posterior's scales. Then each
+chain makes SETTLE draws on the full ln L̂ and drops them (they start from the adaptation's
+last point and gradient), and keeps ⌈S / chains⌉ draws; the S draws returned are evenly
+spaced over the chains' draws, which target the posterior of ln L̂ over all the draws. R̂ and bulk/tail ESS of every
 hyperparameter (across chains), the divergent transitions after tuning and the gradient
 evaluations are the diagnostics; a :class:`~popinfer.mcmc.ConvergenceWarning` fires when
 R̂ > 1.01, when an ESS is below 100 per chain (Vehtari et al. 2021), or on divergences.
@@ -220,6 +223,10 @@ class NutsSampler:
         thinned = target.likelihood.thinned(self.tune_thin)
         tuning = target if thinned is target.likelihood else UnconstrainedPosterior(
             type(posterior)(thinned, posterior.names, dict(zip(posterior.names, posterior.priors))))
+        if tuning is not target and not np.all(np.isfinite(tuning.log_density_and_gradients(start)[0])):
+            # A start point the thinned ln L̂ rejects (a --max-variance cut): adapt on all the draws.
+            thinned.close()
+            thinned, tuning = target.likelihood, target
         # With a thinned tuning target, a chain's first draws after tuning start from a point
         # (and a gradient) of that target, a little off the full one's: SETTLE of them are made
         # and dropped.
