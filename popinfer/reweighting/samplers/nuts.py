@@ -20,10 +20,11 @@ The ``tune`` adaptation steps per chain evaluate ln L̂ over every ``tune_thin``
 each object (``HyperLikelihood.thinned``): they only learn the posterior's scales. Then each
 chain makes SETTLE draws on the full ln L̂ and drops them (they start from the adaptation's
 last point and gradient), and keeps ⌈S / chains⌉ draws; the S draws returned are evenly
-spaced over the chains' draws, which target the posterior of ln L̂ over all the draws. R̂ and bulk/tail ESS of every
-hyperparameter (across chains), the divergent transitions after tuning and the gradient
-evaluations are the diagnostics; a :class:`~popinfer.mcmc.ConvergenceWarning` fires when
-R̂ > 1.01, when an ESS is below 100 per chain (Vehtari et al. 2021), or on divergences.
+spaced over the chains' draws, which target the posterior of ln L̂ over all the draws.
+R̂ and bulk/tail ESS of every hyperparameter (across chains), the divergent transitions
+after tuning and the gradient evaluations are the diagnostics; a
+:class:`~popinfer.mcmc.ConvergenceWarning` fires when R̂ > 1.01, when an ESS is below 100
+per chain (Vehtari et al. 2021), or on divergences.
 """
 
 from __future__ import annotations
