@@ -304,7 +304,10 @@ def test_sigint_during_nuts_stops_the_run_without_output(tmp_path, eight_exact):
     write_samples(eight_exact, tmp_path / "eight.h5")
     run = popinfer_process(["fit-population", "eight.h5", "-o", "pop.h5", "--population", "normal", "--sampler",
                             "nuts", "--samples", "400000", "--seed", "1"], tmp_path)
-    assert wait_for_progress(run, 4, 0)  # the chains' progress bar is up: sampling has begun
+    from popinfer.reweighting.samplers.nuts import NutsSampler
+
+    draws = 4 * (NutsSampler.DEFAULT_TUNE + 400000 // 4 + NutsSampler.SETTLE)
+    assert wait_for_progress(run, draws, 1)  # the draws' progress bar moves: sampling has begun
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=300) == 1  # not 0: 4 × 100 000 draws did not finish (timeout: a hang guard)
     message = run.stderr.read().decode()

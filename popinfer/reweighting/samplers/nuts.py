@@ -77,7 +77,8 @@ class _Lockstep:
     chain still running has a point waiting, and the last to arrive evaluates them all while
     the others wait for their results — one call of ``log_density_and_gradients`` per target:
     ``targets[0]`` for the chains still tuning (their first ``tune`` draws), ``targets[1]``
-    after. ``drawn(chain)``, called from nutpie's per-draw expansion, counts a chain's draws;
+    after. ``drawn(chain)``, called from nutpie's per-draw expansion, counts a chain's draws
+    (and reports each to ``on_draw``, the progress bar);
     after its last (``draws_per_chain``, tuning included) it no longer counts as running, nor
     once its run has finished (checked when the chains have waited ``STALL`` seconds for one,
     e.g. a chain nutpie stopped early). With one chain it simply evaluates.
@@ -85,9 +86,10 @@ class _Lockstep:
 
     STALL = 0.2
 
-    def __init__(self, targets, runs, tune, draws_per_chain):
+    def __init__(self, targets, runs, tune, draws_per_chain, on_draw=None):
         self._targets, self._runs = targets, runs
         self._tune, self._draws_per_chain = tune, draws_per_chain
+        self._on_draw = on_draw
         self._drawn = [0] * len(runs)
         self._stopped = [False] * len(runs)
         self._waiting, self._results = {}, {}
@@ -117,6 +119,8 @@ class _Lockstep:
             self._drawn[chain] += 1
             if self._drawn[chain] >= self._draws_per_chain:
                 self._stop(chain)
+        if self._on_draw is not None:
+            self._on_draw(1)
 
     def close(self):
         """Release every waiting chain, to evaluate its point alone: the run is being cancelled
@@ -235,13 +239,16 @@ class NutsSampler:
         chains, divergences, step_sizes = [], 0, []
         evaluations_before = target.evaluations
 
+        per_chain = self.tune + n_draws + skip
+        bar = tqdm(total=self.chains * per_chain, unit="draw", desc="fit-population (nuts)", file=sys.stderr,
+                   disable=not progress, dynamic_ncols=True)
         runs = [None] * self.chains
         # The chains in lockstep, or (one after another) each on its own.
         if self.concurrent:
-            locksteps = [_Lockstep((tuning, target), runs, self.tune, self.tune + n_draws + skip)] * self.chains
+            locksteps = [_Lockstep((tuning, target), runs, self.tune, per_chain, bar.update)] * self.chains
             slots = list(range(self.chains))
         else:
-            locksteps = [_Lockstep((tuning, target), [None], self.tune, self.tune + n_draws + skip)
+            locksteps = [_Lockstep((tuning, target), [None], self.tune, per_chain, bar.update)
                          for _ in range(self.chains)]
             slots = [0] * self.chains
 
@@ -259,8 +266,6 @@ class NutsSampler:
                 return expand
             return make
 
-        bar = tqdm(total=self.chains, unit="chain", desc="fit-population (nuts)", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True)
         pending = []  # runs started and not yet collected: cancelled on any interruption (Ctrl-C included)
 
         def collect(run):
@@ -281,10 +286,8 @@ class NutsSampler:
                 pending.append(runs[chain])
                 if not self.concurrent:
                     traces.append(collect(pending[-1]))
-                    bar.update(1)
             while pending:
                 traces.append(collect(pending[0]))
-                bar.update(1)
         finally:
             for lockstep in set(locksteps):
                 lockstep.close()  # before cancelling: a chain waiting for its batch would never return
