@@ -14,12 +14,16 @@ set of ``--objects`` objects (σ_n ~ U(0.5, 2), τ = 0.1: a population narrower 
 objects' posteriors).
 
 The brute-force side stops at ``--largest`` K or once its attempts have taken ``--budget``
-seconds (then it reports the bound: not reached at that K after that time). Each phase's wall
+seconds (then it reports the bound: not reached at that K after that time). With
+``--budget-ratio R`` its budget is at most R × the refine side's time (R = 5 answers "is refine ≥ 5×
+cheaper?" without running brute force to the end), and with ``--total-budget S`` at most S less the
+refine side's time (the whole run within S); under either it also does not start an attempt that
+would, taking twice the last one's time (K doubles), end past its budget. Each phase's wall
 time is printed, with the load averages (``os.getloadavg``) before and after: compare the two
 sides of one run, not runs on a machine under different load.
 
     python benchmarks/refine.py --case eight-schools
-    python benchmarks/refine.py --case normal --objects 1000 --draws 1000 --budget 1800
+    python benchmarks/refine.py --case normal --objects 1000 --draws 1000 --budget-ratio 5 --total-budget 4500
 """
 
 import argparse
@@ -44,8 +48,15 @@ def population_fit(samples, output, hyperpriors, seed):
         warnings.simplefilter("always")
         result = popinfer.fit_population(samples, "normal", output, hyperpriors=hyperpriors, seed=seed,
                                          progress=False, n_reweighted=10)
-    warned = any(issubclass(w.category, PopulationDiagnosticWarning) for w in caught)
+    warnings_ = [str(w.message) for w in caught if issubclass(w.category, PopulationDiagnosticWarning)]
+    warned = bool(warnings_)
     variance = float(np.median(result.ln_likelihood_variance))
+    ess = np.asarray(result.ess, dtype=float)
+    print(f"    median Var[ln L̂] {variance:.3g}, smallest ESS {ess.min():.3g} (smallest 1 % quantile "
+          f"{np.quantile(ess, 0.01, axis=0).min():.3g}), E[mu] {np.mean(result.hyper('mu')):.4f}, "
+          f"E[sigma] {np.mean(result.hyper('sigma')):.4f}", flush=True)
+    for message in warnings_:
+        print(f"    warns: {message[:100]}", flush=True)
     return warned or variance > 1.0, variance, float(np.mean(result.hyper("mu"))), float(np.mean(result.hyper("sigma")))
 
 
@@ -83,16 +94,21 @@ def run_refine(data, hyperpriors, n_draws, workdir, seed):
     return phase.total, bad, rounds, popinfer.read_samples(samples).object_draw_counts.sum()
 
 
-def run_brute_force(data, hyperpriors, n_draws, workdir, seed, largest, budget):
-    phase, k = Phases("brute force"), n_draws
+def run_brute_force(data, hyperpriors, n_draws, workdir, seed, largest, budget, foresee=False):
+    phase, k, last = Phases("brute force"), n_draws, 0.0
     while True:
+        if foresee and phase.total and phase.total + 2 * last > budget:
+            print(f"  brute force: the attempt at K = {k} would take about {2 * last:.0f} s, past the budget "
+                  f"of {budget:.0f} s: stopped", flush=True)
+            return phase.total, last, k // 2, True
         before = phase.total
         phase(f"fit-individuals K = {k}", popinfer.fit_individuals, data, "normal", f"{workdir}/b{k}.h5", n_draws=k,
               seed=seed, progress=False)
         bad, *_ = phase("fit-population", population_fit, f"{workdir}/b{k}.h5", f"{workdir}/bp{k}.h5", hyperpriors,
                         seed + 1)
+        last = phase.total - before
         if not bad or k >= largest or phase.total >= budget:
-            return phase.total, phase.total - before, k, bad
+            return phase.total, last, k, bad
         k *= 2
 
 
@@ -104,6 +120,10 @@ def main():
     parser.add_argument("--largest", type=int, default=128000, help="brute force stops at this K")
     parser.add_argument("--budget", type=float, default=float("inf"),
                         help="brute force stops once its attempts have taken this many seconds")
+    parser.add_argument("--budget-ratio", type=float, default=None,
+                        help="brute force's budget is at most this many times the refine side's time")
+    parser.add_argument("--total-budget", type=float, default=None,
+                        help="brute force's budget is at most this many seconds less the refine side's time")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
@@ -121,8 +141,12 @@ def main():
         seconds, bad, rounds, draws = run_refine(data, hyperpriors, n_draws, workdir, args.seed)
         print(f"refine: {seconds:.1f} s, {rounds} round(s) of refine, {draws} draws in all, "
               f"{'still warns' if bad else 'no warning, median Var[ln L̂] < 1'}")
+        budget = min(args.budget, float("inf") if args.budget_ratio is None else args.budget_ratio * seconds,
+                     float("inf") if args.total_budget is None else args.total_budget - seconds)
+        foresee = args.budget_ratio is not None or args.total_budget is not None
+        print(f"brute force budget: {budget:.0f} s", flush=True)
         total, last, k, still = run_brute_force(data, hyperpriors, n_draws, workdir, args.seed, args.largest,
-                                                args.budget)
+                                                budget, foresee)
         reached = f"not reached at K = {k} (a lower bound)" if still else f"reached at K = {k}"
         print(f"brute force: {reached}: {total:.1f} s in all attempts, {last:.1f} s for the last; ratio to refine "
               f"{total / seconds:.2f}{' or more' if still else ''} (last alone {last / seconds:.2f})")
