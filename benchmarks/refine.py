@@ -43,6 +43,14 @@ from popinfer.reweighting import PopulationDiagnosticWarning
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def simulated_normal(n_objects, seed):
+    """The normal case's data: σ_n ~ U(0.5, 2), y_n ~ N(θ_n, σ_n), θ_n ~ N(0, 0.1)."""
+    rng = np.random.default_rng(seed)
+    sigma = rng.uniform(0.5, 2.0, n_objects)
+    y = rng.normal(0.0, 0.1, n_objects) + sigma * rng.normal(size=n_objects)
+    return pd.DataFrame({"id": np.arange(n_objects), "y": y, "sigma": sigma})
+
+
 def population_fit(samples, output, hyperpriors, seed):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -131,11 +139,8 @@ def main():
             data, hyperpriors, n_draws = str(ROOT / "sample_data" / "eight_schools.csv"), [
                 "mu=normal(0, 5)", "sigma=halfcauchy(5)"], args.draws or 4000
         else:
-            rng = np.random.default_rng(args.seed)
-            sigma = rng.uniform(0.5, 2.0, args.objects)
-            y = rng.normal(0.0, 0.1, args.objects) + sigma * rng.normal(size=args.objects)
             data = f"{workdir}/normal.csv"
-            pd.DataFrame({"id": np.arange(args.objects), "y": y, "sigma": sigma}).to_csv(data, index=False)
+            simulated_normal(args.objects, args.seed).to_csv(data, index=False)
             hyperpriors, n_draws = ["mu=normal(0, 5)", "sigma=halfnormal(2)"], args.draws or 1000
         print("load averages before: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
         seconds, bad, rounds, draws = run_refine(data, hyperpriors, n_draws, workdir, args.seed)
