@@ -92,8 +92,9 @@ def main():
                              "(N = 10³, --samples 1000 measured 7893 for ESS ≥ 984)")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
-    print(f"{'N':>7s} {'emcee call (32 walkers)':>24s} {'ns/obj·draw·walker':>19s} {'NUTS call (1 point + grad)':>27s} "
-          f"{'NUTS 4 chains in lockstep, per point':>37s} {'emcee to 1000 ESS':>18s} {'NUTS to 1000 ESS':>17s}")
+    print(f"{'N':>7s} {'emcee call (32 walkers)':>24s} {'ns/obj·draw·walker':>19s} "
+          f"{'NUTS call (1 point + grad)':>27s} {'NUTS 4 chains in lockstep, per point':>37s} "
+          f"{'emcee to 1000 ESS':>18s} {'NUTS to 1000 ESS':>17s}")
     for n_objects in args.objects:
         emcee_call, nuts_call, nuts_rate = call_times(n_objects, args.draws, args.repeat)
         per_element = emcee_call / (n_objects * args.draws * WALKERS) * 1e9
