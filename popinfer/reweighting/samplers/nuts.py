@@ -151,13 +151,13 @@ class _Lockstep:
     def _evaluate_waiting(self):
         """Evaluate every waiting point, one call per target (called with the lock held, released meanwhile)."""
         batch, self._waiting, self._busy = self._waiting, {}, True
-        groups = {}
+        groups = {}  # target -> its chains
         for chain in sorted(batch):
-            groups.setdefault(id(self._target(chain)), (self._target(chain), []))[1].append(chain)
+            groups.setdefault(self._target(chain), []).append(chain)
         self._condition.release()
         results = {}
         try:
-            for target, chains in groups.values():
+            for target, chains in groups.items():
                 try:
                     values, gradients = target.log_density_and_gradients(np.stack([batch[c] for c in chains]))
                     results.update({c: (float(values[i]), gradients[i]) for i, c in enumerate(chains)})
