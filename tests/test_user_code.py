@@ -142,3 +142,43 @@ def test_the_one_gate_for_populations_named_in_files(foreign_population_file):
     assert not marker.exists()
     built_in = popinfer.populations.population_of_file("normal", ["theta"], str(path))
     assert built_in.name == "normal"
+
+
+# ---- the per-object calls ---------------------------------------------------------------------
+
+RECORDING_MODEL = textwrap.dedent('''
+    import numpy as np
+    calls = []
+
+    def recording(params, data):
+        calls.append({name: np.array(value) for name, value in params.items()})
+        return params["a"] * data["y"].sum() + params["b"]
+
+    recording.parameters = {"a": "uniform(-10, 10)", "b": "uniform(-10, 10)"}
+    recording.columns = ["y"]
+''')
+
+
+def test_each_object_is_called_with_its_own_rows_and_valid_walkers(tmp_path):
+    """Walkers outside the prior (``valid`` False) are left out of that object's call and get
+    -inf; every other walker gets its own number, from its object's rows."""
+    from popinfer.models.user import UserModel
+    (tmp_path / "recording.py").write_text(RECORDING_MODEL)
+    model = UserModel(f"{tmp_path / 'recording.py'}:recording")
+    y = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 5.0])
+    starts = np.array([0, 3, 5, 6])  # three objects: rows 0-2, 3-4, 5
+    data = model.prepare({"y": y}, starts)
+    data["ids"] = ["p", "q", "r"]
+    rng = np.random.default_rng(3)
+    params = {"a": rng.normal(size=(5, 3)), "b": rng.normal(size=(5, 3))}
+    valid = np.ones((5, 3), bool)
+    valid[[1, 3], 1] = False  # object q: two walkers outside the prior
+    valid[:, 2] = False  # object r: none inside
+    out = model.log_likelihood(params, data, valid)
+    sums = np.array([6.0, 30.0, 5.0])
+    expected = np.where(valid, params["a"] * sums + params["b"], -np.inf)
+    np.testing.assert_array_equal(out, expected)
+    calls = model._function.__globals__["calls"]
+    assert len(calls) == 2  # r is not called
+    np.testing.assert_array_equal(calls[1]["a"], params["a"][[0, 2, 4], 1])
+    np.testing.assert_array_equal(model.log_likelihood(params, data), params["a"] * sums + params["b"])

@@ -74,34 +74,45 @@ class UserModel(ReloadedFunction, Model):
         return {**super().describe(), "source_sha256": self.source_sha256}
 
     def prepare(self, columns, starts):
-        return {"columns": columns, "starts": starts, "ids": None}
+        """The batch's columns, and each object's rows as the dict its call receives (built
+        once per batch, not once per call)."""
+        objects = [{self.column_names[role]: values[starts[b]:starts[b + 1]] for role, values in columns.items()}
+                   for b in range(len(starts) - 1)]
+        return {"columns": columns, "starts": starts, "ids": None, "objects": objects}
 
     def log_likelihood(self, params, data, valid=None):
         """Call the user's function once per object with its valid walkers."""
-        starts = data["starts"]
-        shape = next(iter(params.values())).shape
-        out = np.full(shape, -np.inf)
-        for b in range(len(starts) - 1):
-            walkers = np.ones(shape[0], bool) if valid is None else valid[:, b]
-            n_valid = int(walkers.sum())
-            if not n_valid:
-                continue
-            rows = slice(starts[b], starts[b + 1])
-            object_data = {self.column_names[role]: values[rows] for role, values in data["columns"].items()}
-            object_params = {name: np.ascontiguousarray(values[walkers, b]) for name, values in params.items()}
-            object_id = data["ids"][b] if data.get("ids") is not None else b
-            with no_exit(f"Model {self.spec!r} on object {object_id!r}"):
+        names = list(params)
+        # (B, P, W): each object's walkers of each parameter contiguous, sliced per call
+        by_object = np.ascontiguousarray(np.stack([params[name] for name in names]).transpose(2, 0, 1))
+        n_objects, _, n_walkers = by_object.shape
+        out = np.full((n_objects, n_walkers), -np.inf)
+        every = np.ones(n_objects, bool) if valid is None else valid.all(axis=0)
+        ids = data.get("ids")
+        current = [None]
+        with no_exit(lambda: f"Model {self.spec!r} on object {current[0]!r}"):
+            for b, object_data in enumerate(data["objects"]):
+                object_id = current[0] = ids[b] if ids is not None else b
+                if every[b]:
+                    walkers, n_valid = slice(None), n_walkers
+                else:
+                    walkers = valid[:, b]
+                    n_valid = int(walkers.sum())
+                    if not n_valid:
+                        continue
+                values = by_object[b] if every[b] else by_object[b][:, walkers]
+                object_params = dict(zip(names, values))
                 try:
                     result = self._function(object_params, object_data)
                 except Exception as exc:
                     raise ModelError(
                         f"Model {self.spec!r} raised {type(exc).__name__} on object {object_id!r}: {exc}"
                     ) from exc
-            result = np.asarray(result, dtype=float)
-            if result.shape != (n_valid,):
-                raise ModelError(
-                    f"Model {self.spec!r} returned shape {result.shape} on object {object_id!r}; "
-                    f"expected ({n_valid},): one log-likelihood per walker."
-                )
-            out[walkers, b] = result
-        return out
+                result = np.asarray(result, dtype=float)
+                if result.shape != (n_valid,):
+                    raise ModelError(
+                        f"Model {self.spec!r} returned shape {result.shape} on object {object_id!r}; "
+                        f"expected ({n_valid},): one log-likelihood per walker."
+                    )
+                out[b, walkers] = result
+        return out.T
