@@ -19,6 +19,7 @@ the exact values in units of the posterior sd.
     python benchmarks/samplers.py                   # every case, seeds 1 and 2 (several minutes)
     python benchmarks/samplers.py --case eight --seeds 1
     python benchmarks/samplers.py --case normal1000 --seeds 1 --samples 1000 --samplers nuts
+    python benchmarks/samplers.py --case normal30 normal100 normal300 --seeds 1   # where NUTS starts to pay
 """
 
 import argparse
@@ -150,14 +151,21 @@ def nuts_evaluations(settings):
     return round(settings["gradient_evaluations"] - thinned + thinned / settings.get("tune_thin", 1))
 
 
+def case_name(text):
+    if text in ("eight", "beta1000", "all") or (text.startswith("normal") and text[6:].isdigit() and int(text[6:]) > 1):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected eight, normalN (N > 1), beta1000 or all")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=["eight", "normal1000", "beta1000", "all"], default="all")
+    parser.add_argument("--case", nargs="+", default=["all"], type=case_name,
+                        help="eight, normalN (N simulated normal objects, e.g. normal1000), beta1000, or all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--samplers", nargs="+", choices=["emcee", "nuts"], default=["emcee", "nuts"])
     args = parser.parse_args()
-    cases = ["eight", "normal1000", "beta1000"] if args.case == "all" else [args.case]
+    cases = ["eight", "normal1000", "beta1000"] if args.case == ["all"] else args.case
     for case in cases:
         if case == "beta1000":
             beta_samples, exact = beta_case()
