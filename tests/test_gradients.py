@@ -286,3 +286,26 @@ def test_the_thinned_likelihood_is_the_likelihood_of_every_nth_draw(case):
     thinned.close()
     full.max_variance = 0.5
     assert full.thinned(3).max_variance == 1.5  # Var[ln L̂] ∝ 1/K: the cut where the full estimate's is
+
+
+def test_a_linear_form_without_coefficient_gradients_takes_them_from_the_density():
+    """A population whose linear form gives no ∂η/∂α (the field is optional) but which has
+    ∂ ln f/∂α per draw: the weights come from the form, the gradient from the density."""
+    from popinfer.populations import LinearForm
+    from popinfer.populations.univariate import NormalPopulation
+
+    class Direct(NormalPopulation):
+        def linear_form(self, fixed, center=0.0):
+            form = super().linear_form(fixed, center)
+            return LinearForm(form.features, form.base, form.coefficients)
+
+        def log_density_gradient(self, theta, hyper):
+            x, mu, sigma = theta[..., 0][..., None], hyper["mu"], hyper["sigma"]
+            return {"mu": (x - mu) / sigma**2, "sigma": (x - mu) ** 2 / sigma**3 - 1.0 / sigma}
+
+    theta, log_interim = draws("real", np.random.default_rng(RNG_SEED))
+    direct = HyperLikelihood(Direct(["x"]), theta, log_interim)
+    assert direct.form is not None and direct.form.coefficient_gradients is None
+    gradient, _ = check_gradient(direct, [1.0, 1.2])
+    usual = HyperLikelihood(get_population("normal", ["x"]), theta, log_interim)
+    np.testing.assert_allclose(gradient, usual.ln_likelihood_and_gradient(np.array([1.0, 1.2]))[1], rtol=1e-12)

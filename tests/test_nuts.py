@@ -413,3 +413,50 @@ def test_thinned_tuning_keeps_a_max_variance_cut_at_the_full_estimates_level(eig
                        n_samples=400, n_reweighted=10, seed=3, hyperpriors=EIGHT_HYPER)
     assert result.settings["tuning_evaluations_thinned"] > 0
     assert np.all(np.isfinite(result.hyper_samples)) and np.all(result.ln_likelihood_variance <= 0.3)
+
+
+class _FailedRun:
+    """A nutpie run that failed (asked whether it finished, nutpie raises its error), or, as
+    ``awaited``, one the main thread is waiting on (asking then raises "Already borrowed")."""
+
+    def __init__(self, message):
+        self.message, self.asked = message, 0
+
+    @property
+    def is_finished(self):
+        self.asked += 1
+        raise RuntimeError(self.message)
+
+
+def test_lockstep_counts_a_failed_run_as_stopped_and_never_asks_the_awaited_one(monkeypatch):
+    from popinfer.reweighting.samplers.nuts import _Lockstep
+
+    monkeypatch.setattr(_Lockstep, "STALL", 0.01)
+    target = _CountingTarget()
+    awaited, failed = _FailedRun("Already borrowed"), _FailedRun("sampler failed")
+    lockstep = _Lockstep((target, target), [awaited, _Run(), failed], 0, 3)
+    lockstep.awaited = awaited
+    got = run_chains(lockstep, [3, 3, 0])
+    assert len(got[0]) == len(got[1]) == 3 and got[2] == []
+    assert target.batches == [2, 2, 2] and failed.asked >= 1 and awaited.asked == 0
+
+
+def test_an_evaluation_error_inside_the_chains_surfaces_as_itself(eight_exact, monkeypatch):
+    """A failure of ln L̂ while nutpie runs the chains is raised with its own type and message
+    (not nutpie's report of a failed chain, nor a missing trace), and nothing is left running."""
+    from popinfer.reweighting.likelihood import HyperLikelihood
+
+    real = HyperLikelihood.ln_likelihood_and_gradients
+    calls = []
+
+    def failing(self, values):
+        calls.append(len(values))
+        if len(calls) == 200:
+            raise FloatingPointError("kernel failure at call 200")
+        return real(self, values)
+
+    monkeypatch.setattr(HyperLikelihood, "ln_likelihood_and_gradients", failing)
+    with pytest.raises(FloatingPointError, match="kernel failure at call 200"):
+        popinfer.fit_population(eight_exact, "normal", hyperpriors=EIGHT_HYPER, sampler="nuts", seed=1,
+                                n_samples=400, progress=False)
+    assert len(calls) >= 200

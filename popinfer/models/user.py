@@ -103,7 +103,7 @@ class UserModel(ReloadedFunction, Model):
                 values = by_object[b] if every[b] else by_object[b][:, walkers]
                 object_params = dict(zip(names, values))
                 try:
-                    result = self._function(object_params, object_data)
+                    result = self._function(object_params, dict(object_data))  # a dict of its own to change
                 except Exception as exc:
                     raise ModelError(
                         f"Model {self.spec!r} raised {type(exc).__name__} on object {object_id!r}: {exc}"

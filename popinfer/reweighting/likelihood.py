@@ -428,8 +428,9 @@ class HyperLikelihood:
 
     def thinned(self, step):
         """This likelihood over every ``step``-th draw of each object (draws 0, step, 2·step, …; K_n' =
-        ⌈K_n/step⌉), for a gradient-based sampler's tuning. The draws are views, nothing is copied;
-        ``close`` it after use (its thread pool is its own). Var[ln L̂] grows as 1/K, so a
+        ⌈K_n/step⌉), for a gradient-based sampler's tuning. The draws are views, not copies (kept
+        features, where the gradient pass keeps them, are its own); ``close`` it after use (its
+        thread pool is its own). Var[ln L̂] grows as 1/K, so a
         ``max_variance`` cut is scaled by ``step`` (the thinned estimate's variance where the
         full one's is at the cut)."""
         if step == 1:
@@ -591,7 +592,8 @@ class HyperLikelihood:
 
     def _chunks(self, n_walkers, lo=0, hi=None):
         """Ranges of kernel positions covering lo:hi, each within one of ``_groups`` and about
-        CHUNK_ELEMENTS (POINT_CHUNK_ELEMENTS for one walker) at the group's width."""
+        CHUNK_ELEMENTS at the group's width for ``n_walkers`` walkers, or POINT_CHUNK_ELEMENTS with
+        ``n_walkers`` = 1 (the gradient pass's chunks, the same however many points share it)."""
         hi = self.n_objects if hi is None else hi
         elements = POINT_CHUNK_ELEMENTS if n_walkers == 1 else CHUNK_ELEMENTS
         return [chunk for a, b in self._groups if a < hi and b > lo
@@ -692,6 +694,7 @@ class HyperLikelihood:
         def work(bounds):
             lo, hi = bounds
             width = self._width(lo, hi)
+            theta = self.theta[lo:hi, :width]
             if linear:
                 rows = self._point_rows(lo, hi, width)  # T_1 … T_J, then the base row (coefficient 1)
                 log_weight = np.multiply(eta[0][:, None, None], rows[0])
@@ -701,7 +704,6 @@ class HyperLikelihood:
                     log_weight += term
                 log_weight += rows[-1]
             else:
-                theta = self.theta[lo:hi, :width]
                 log_weight = self.population.log_density(theta, hyper).transpose(2, 0, 1)
                 log_weight = np.ascontiguousarray(log_weight + self._neg_log_interim(lo, hi, width))
                 term = np.empty_like(log_weight)

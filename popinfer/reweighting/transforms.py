@@ -19,7 +19,8 @@ likelihood for ln L̂ and its gradient only through
 ``likelihood.ln_likelihood_and_gradient(values)`` (values in ``posterior.names``
 order), or ``ln_likelihood_and_gradients`` for several points at once where the
 likelihood offers it, so any object offering the first (the numpy kernel, an
-autodiff backend) serves.
+autodiff backend) serves here. (The NUTS sampler also asks the likelihood for
+``thinned(step)`` and ``close()``; a likelihood without thinning returns itself.)
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ and resampled by likelihood (``mcmc.initial_positions``, as emcee's walkers do),
 start is admissible. The chains run at once, each a nutpie run of one chain with its own
 seed, in lockstep (:class:`_Lockstep`): a chain's evaluation waits until every chain still
 running has a point waiting, and one kernel pass (on all the kernel's threads) evaluates
-them all, reading the draws once for all chains. Every point's numbers are those it gets
+them all (for the numpy kernel, reading the draws once for all chains; the JAX backend
+and a selection term's injections take the points one by one). Every point's numbers are those it gets
 alone (``HyperLikelihood.ln_likelihood_and_gradients``), so the draws are those of the
 chains run one after another and depend neither on threads nor on which chains shared a
 pass: the same seed gives the same file.
@@ -81,7 +82,11 @@ class _Lockstep:
     (and reports each to ``on_draw``, the progress bar);
     after its last (``draws_per_chain``, tuning included) it no longer counts as running, nor
     once its run has finished (checked when the chains have waited ``STALL`` seconds for one,
-    e.g. a chain nutpie stopped early). With one chain it simply evaluates.
+    e.g. a chain nutpie stopped early; never the run the main thread is waiting on,
+    ``awaited``, which nutpie will not answer for while it waits). With one chain it simply
+    evaluates. ``error`` is the first exception an evaluation raised (handed to every chain of
+    its pass): nutpie reports a failed chain with its own message, so the sampler raises this
+    one instead.
     """
 
     STALL = 0.2
@@ -95,6 +100,8 @@ class _Lockstep:
         self._waiting, self._results = {}, {}
         self._busy = self._closed = False
         self._condition = threading.Condition()
+        self.awaited = None  # the run the main thread is blocked on
+        self.error = None
 
     def evaluate(self, chain, u):
         with self._condition:
@@ -119,8 +126,8 @@ class _Lockstep:
             self._drawn[chain] += 1
             if self._drawn[chain] >= self._draws_per_chain:
                 self._stop(chain)
-        if self._on_draw is not None:
-            self._on_draw(1)
+            if self._on_draw is not None:  # under the lock: the chains' threads share the bar
+                self._on_draw(1)
 
     def close(self):
         """Release every waiting chain, to evaluate its point alone: the run is being cancelled
@@ -140,11 +147,13 @@ class _Lockstep:
     def _check_runs(self):
         """Count the chains whose nutpie run has finished as stopped (called with the lock held)."""
         for chain, run in enumerate(self._runs):
-            if chain not in self._waiting and not self._stopped[chain] and run is not None:
+            if chain not in self._waiting and not self._stopped[chain] and run is not None and run is not self.awaited:
                 try:
                     finished = run.is_finished
                 except TimeoutError:  # nutpie's answer for "still running"
                     finished = False
+                except BaseException:  # noqa: BLE001 - a failed run raises (or panics) when asked; it has stopped
+                    finished = True
                 if finished:
                     self._stop(chain)
 
@@ -163,9 +172,11 @@ class _Lockstep:
                     results.update({c: (float(values[i]), gradients[i]) for i, c in enumerate(chains)})
                 except BaseException as error:  # handed to every chain of the call, to raise in its own thread
                     results.update({c: error for c in chains})
+                    self.error = self.error or error
         finally:
             self._condition.acquire()
-            self._results.update(results)
+            if not self._closed:  # once closed, the chains have left to evaluate alone: no stale results
+                self._results.update(results)
             self._busy = False
             self._condition.notify_all()
 
@@ -226,9 +237,15 @@ class NutsSampler:
                                 "hyperpriors; check the --fix values and the hyperpriors.")
         n_draws = -(-n_samples // self.chains)
         thinned = target.likelihood.thinned(self.tune_thin)
-        tuning = target if thinned is target.likelihood else UnconstrainedPosterior(
-            type(posterior)(thinned, posterior.names, dict(zip(posterior.names, posterior.priors))))
-        if tuning is not target and not np.all(np.isfinite(tuning.log_density_and_gradients(start)[0])):
+        try:
+            tuning = target if thinned is target.likelihood else UnconstrainedPosterior(
+                type(posterior)(thinned, posterior.names, dict(zip(posterior.names, posterior.priors))))
+            rejected = tuning is not target and not np.all(np.isfinite(tuning.log_density_and_gradients(start)[0]))
+        except BaseException:
+            if thinned is not target.likelihood:
+                thinned.close()
+            raise
+        if rejected:
             # A start point the thinned ln L̂ rejects (a --max-variance cut): adapt on all the draws.
             thinned.close()
             thinned, tuning = target.likelihood, target
@@ -270,9 +287,15 @@ class NutsSampler:
 
         def collect(run):
             # Waiting ourselves: nutpie's blocking call turns Ctrl-C into a shortened trace.
+            for lockstep in set(locksteps):
+                lockstep.awaited = run
             trace = run.wait()
             pending.remove(run)
             return trace
+
+        def raised():
+            """The first exception an evaluation raised, if any (nutpie reports it as its own)."""
+            return next((lockstep.error for lockstep in set(locksteps) if lockstep.error is not None), None)
 
         traces = []
         try:
@@ -288,14 +311,24 @@ class NutsSampler:
                     traces.append(collect(pending[-1]))
             while pending:
                 traces.append(collect(pending[0]))
+        except BaseException as failure:  # nutpie reports a failed chain by panicking (a BaseException)
+            if isinstance(failure, KeyboardInterrupt) or raised() is None:
+                raise
+            raise raised() from None
         finally:
             for lockstep in set(locksteps):
                 lockstep.close()  # before cancelling: a chain waiting for its batch would never return
             for run in pending:
-                run.cancel()
+                try:
+                    run.cancel()
+                except BaseException as error:  # noqa: BLE001 - a failed run panics when cancelled; it has stopped
+                    if isinstance(error, KeyboardInterrupt):
+                        raise
             if thinned is not target.likelihood:
                 thinned.close()
             bar.close()
+        if raised() is not None:  # a chain failed, and nutpie returned what it had
+            raise raised()
         for chain, trace in enumerate(traces):
             draws = np.asarray(trace.posterior["u"].values[0], dtype=float)
             if draws.shape[0] != n_draws + skip:
