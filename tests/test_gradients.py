@@ -309,3 +309,25 @@ def test_a_linear_form_without_coefficient_gradients_takes_them_from_the_density
     gradient, _ = check_gradient(direct, [1.0, 1.2])
     usual = HyperLikelihood(get_population("normal", ["x"]), theta, log_interim)
     np.testing.assert_allclose(gradient, usual.ln_likelihood_and_gradient(np.array([1.0, 1.2]))[1], rtol=1e-12)
+
+
+def test_a_selection_terms_points_share_one_pass_and_keep_their_own_numbers():
+    """The selection term's gradient pass takes all the points of a call at once (one pass over
+    the injections, as NUTS's chains share), and each point's numbers are still exactly those it
+    gets alone, over many injection blocks and every number of points from 2 to 9. (A BLAS
+    contraction of the blocks' shares, whose rounding depends on the number of points, fails.)"""
+    rng = np.random.default_rng(RNG_SEED)
+    theta = rng.normal(1.0, 1.0, (50, 500, 1))
+    detected = rng.normal(0.0, 2.0, 200000)
+    injections = Injections("test", "", ["x"], detected[:, None], stats.norm.logpdf(detected, 0.0, 2.0), 400000,
+                            {"x": "normal(0, 2)"})
+    population = get_population("normal", ["x"])
+    likelihood = HyperLikelihood(population, theta, np.full((50, 500), -np.log(200.0)),
+                                 terms=[SelectionTerm(population, injections, 50)])
+    assert likelihood.terms[0].kernel.n_objects > 100  # many blocks of injections
+    points = np.column_stack([rng.normal(1.0, 0.3, 9), rng.uniform(0.5, 2.0, 9)])
+    alone = [likelihood.ln_likelihood_and_gradients(point[None]) for point in points]
+    for w in range(2, 10):
+        values, gradients = likelihood.ln_likelihood_and_gradients(points[:w])
+        for i in range(w):
+            assert values[i] == alone[i][0][0] and np.array_equal(gradients[i], alone[i][1][0]), (w, i)

@@ -520,20 +520,18 @@ class HyperLikelihood:
         if not rows.size:
             return
         variance = estimate.ln_likelihood_variance is not None
-        # With a gradient, point by point, as the population term (a gradient-based sampler's
-        # chains may share a call); else all walkers at once.
-        groups = [rows[i:i + 1] for i in range(rows.size)] if gradient is not None else [rows]
+        sub = {name: np.asarray(value)[rows] for name, value in hyper.items()}
         for term in self.terms:
-            for group in groups:
-                sub = {name: np.asarray(value)[group] for name, value in hyper.items()}
-                if gradient is not None:
-                    ln_term, variance_term, derivative = term.gradient(sub, gradient, variance)
-                    estimate.gradient[group] += np.asarray(derivative, dtype=float)
-                else:
-                    ln_term, variance_term = term(sub, variance)
-                estimate.ln_likelihood[group] += np.asarray(ln_term, dtype=float)
-                if variance:
-                    estimate.ln_likelihood_variance[group] += np.asarray(variance_term, dtype=float)
+            # With a gradient, the term's pass gives each point its own numbers, as the
+            # population term's does (a gradient-based sampler's chains share a call).
+            if gradient is not None:
+                ln_term, variance_term, derivative = term.gradient(sub, gradient, variance)
+                estimate.gradient[rows] += np.asarray(derivative, dtype=float)
+            else:
+                ln_term, variance_term = term(sub, variance)
+            estimate.ln_likelihood[rows] += np.asarray(ln_term, dtype=float)
+            if variance:
+                estimate.ln_likelihood_variance[rows] += np.asarray(variance_term, dtype=float)
 
     def _linear_ok(self, hyper):
         eta, offset = self.form.coefficients(hyper)
