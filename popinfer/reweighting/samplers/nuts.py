@@ -11,8 +11,8 @@ and resampled by likelihood (``mcmc.initial_positions``, as emcee's walkers do),
 start is admissible. The chains run at once, each a nutpie run of one chain with its own
 seed, in lockstep (:class:`_Lockstep`): a chain's evaluation waits until every chain still
 running has a point waiting, and one kernel pass (on all the kernel's threads) evaluates
-them all (for the numpy kernel, reading the draws once for all chains; the JAX backend
-and a selection term's injections take the points one by one). Every point's numbers are those it gets
+them all (for the numpy kernel, reading the draws, and a selection term's injections, once
+for all chains; the JAX backend takes the points one by one). Every point's numbers are those it gets
 alone (``HyperLikelihood.ln_likelihood_and_gradients``), so the draws are those of the
 chains run one after another and depend neither on threads nor on which chains shared a
 pass: the same seed gives the same file.
