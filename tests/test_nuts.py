@@ -218,8 +218,8 @@ def test_cli_records_the_sampler_and_its_diagnostics(tmp_path, eight_exact):
     runner = CliRunner()
     result = runner.invoke(main, ["fit-population", str(tmp_path / "eight.h5"), "-o", str(tmp_path / "p.h5"),
                                   "--population", "normal", "--sampler", "nuts", "--chains", "2", "--tune", "100",
-                                  "--tune-thin", "2", "--samples", "400", "--reweighted", "10", "--seed", "2", "--quiet",
-                                  "--hyperprior", "mu=normal(0, 5)", "--hyperprior", "sigma=halfcauchy(5)"])
+                                  "--tune-thin", "2", "--samples", "400", "--reweighted", "10", "--seed", "2",
+                                  "--quiet", "--hyperprior", "mu=normal(0, 5)", "--hyperprior", "sigma=halfcauchy(5)"])
     assert result.exit_code == 0, result.stderr
     population = popinfer.read_population(tmp_path / "p.h5")
     assert population.settings["sampler"] == "nuts" and population.settings["chains"] == 2
