@@ -439,6 +439,11 @@ def test_lockstep_counts_a_failed_run_as_stopped_and_never_asks_the_awaited_one(
     got = run_chains(lockstep, [3, 3, 0])
     assert len(got[0]) == len(got[1]) == 3 and got[2] == []
     assert target.batches == [2, 2, 2] and failed.asked >= 1 and awaited.asked == 0
+    # A run the main thread began waiting on just after the check read ``awaited``: still running.
+    lockstep = _Lockstep((target, target), [_FailedRun("Already borrowed"), _Run()], 0, 1)
+    with lockstep._condition:
+        lockstep._check_runs()
+    assert lockstep._stopped == [False, False]
 
 
 def test_an_evaluation_error_inside_the_chains_surfaces_as_itself(eight_exact, monkeypatch):

@@ -152,8 +152,9 @@ class _Lockstep:
                     finished = run.is_finished
                 except TimeoutError:  # nutpie's answer for "still running"
                     finished = False
-                except BaseException:  # noqa: BLE001 - a failed run raises (or panics) when asked; it has stopped
-                    finished = True
+                except BaseException as error:  # noqa: BLE001 - a failed run raises (or panics) when asked
+                    # ... unless the main thread has just begun waiting on it (pyo3: "Already borrowed")
+                    finished = "borrowed" not in str(error)
                 if finished:
                     self._stop(chain)
 
