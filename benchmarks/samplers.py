@@ -20,6 +20,7 @@ the exact values in units of the posterior sd.
     python benchmarks/samplers.py --case eight --seeds 1
     python benchmarks/samplers.py --case normal1000 --seeds 1 --samples 1000 --samplers nuts
     python benchmarks/samplers.py --case normal30 normal100 normal300 --seeds 1   # where NUTS starts to pay
+    python benchmarks/samplers.py --case eight --seeds 1 2 --quantiles   # a smooth ln L̂
 """
 
 import argparse
@@ -38,9 +39,16 @@ HYPERPRIORS = ["mu=normal(0, 5)", "sigma=halfcauchy(5)"]
 INTERIM = 100.0
 
 
-def exact_samples(y, s, n_draws, seed):
+def exact_samples(y, s, n_draws, seed, quantiles=False):
+    """Exact posterior draws of each object, N(y_n, s_n): random, or (``quantiles``) its K
+    quantiles at (k + ½)/K, whose ln L̂ is smooth in the hyperparameters."""
     rng = np.random.default_rng(seed)
-    theta = y[:, None, None] + s[:, None, None] * rng.standard_normal((len(y), n_draws, 1))
+    if quantiles:
+        standard = np.broadcast_to(stats.norm.ppf((np.arange(n_draws) + 0.5) / n_draws)[None, :, None],
+                                   (len(y), n_draws, 1))
+    else:
+        standard = rng.standard_normal((len(y), n_draws, 1))
+    theta = y[:, None, None] + s[:, None, None] * standard
     n = len(y)
     return popinfer.Samples(
         ids=[f"o{i}" for i in range(n)], parameters=["theta"], samples=theta,
@@ -164,6 +172,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--samplers", nargs="+", choices=["emcee", "nuts"], default=["emcee", "nuts"])
+    parser.add_argument("--quantiles", action="store_true",
+                        help="normal cases: each object's K posterior quantiles instead of K random draws "
+                             "(a smooth ln L̂; the seed then only seeds the samplers)")
     args = parser.parse_args()
     cases = ["eight", "normal1000", "beta1000"] if args.case == ["all"] else args.case
     for case in cases:
@@ -178,7 +189,7 @@ def main():
         print("sampler seed  wall_s  cpu_s  evaluations  ESS_mu  ESS_tau  evals/ESS  ESS/s(min)  "
               "err_mu/sd  err_tau/sd  warnings")
         for seed in args.seeds:
-            samples = beta_samples if case == "beta1000" else exact_samples(y, s, n_draws, seed)
+            samples = beta_samples if case == "beta1000" else exact_samples(y, s, n_draws, seed, args.quantiles)
             for sampler in args.samplers:
                 result, wall, cpu, evaluations, ess, warned = run(samples, sampler, seed + 100, args.samples,
                                                                   population, hyperpriors)
