@@ -721,8 +721,7 @@ class HyperLikelihood:
                 features = rows[:-1] if linear else list(self.form.features(theta).transpose(1, 0, 2))
                 means = []
                 for row in features:
-                    np.multiply(weights, row, out=term)
-                    means.append(term.sum(axis=2) * scale)
+                    means.append(np.einsum("wnk,nk->wn", weights, row) * scale)
                 for h, (d_eta, d_offset) in enumerate(coefficients):
                     d_eta = np.asarray(d_eta, dtype=float).reshape(len(means), n_walkers)
                     out = means[0] * d_eta[0][:, None]
