@@ -694,13 +694,11 @@ class HyperLikelihood:
             width = self._width(lo, hi)
             theta = self.theta[lo:hi, :width]
             if linear:
-                rows = self._point_rows(lo, hi, width)  # T_1 … T_J, then the base row (coefficient 1)
-                log_weight = np.multiply(eta[0][:, None, None], rows[0])
+                features, base = self._point_rows(lo, hi, width)
+                # Σ_j η_j T_j in one pass (summed over j in order, as the products one by one), + b
+                log_weight = np.einsum("jw,jnk->wnk", eta[:-1], features)
+                log_weight += base
                 term = np.empty_like(log_weight)
-                for j in range(1, len(rows) - 1):
-                    np.multiply(eta[j][:, None, None], rows[j], out=term)
-                    log_weight += term
-                log_weight += rows[-1]
             else:
                 log_weight = self.population.log_density(theta, hyper).transpose(2, 0, 1)
                 log_weight = np.ascontiguousarray(log_weight + self._neg_log_interim(lo, hi, width))
@@ -718,7 +716,7 @@ class HyperLikelihood:
                                                  + 2.0 * (peak + offset[:, None]), -np.inf)
             if coefficients is not None:
                 # E_w̃[T_j] (W, n), then d/dα = Σ_j E_w̃[T_j] ∂η_j/∂α + ∂A/∂α
-                features = rows[:-1] if linear else list(self.form.features(theta).transpose(1, 0, 2))
+                features = features if linear else self.form.features(theta).transpose(1, 0, 2)
                 means = []
                 for row in features:
                     means.append(np.einsum("wnk,nk->wn", weights, row) * scale)
@@ -741,12 +739,12 @@ class HyperLikelihood:
         return first, squares, derivative
 
     def _point_rows(self, lo, hi, width):
-        """[T_1, …, T_J, base] of objects lo:hi over ``width`` draws, each (n, width): the kept
-        features' rows, or computed once for the chunk (for every point evaluated with it)."""
+        """(T (J, n, width), base (n, width)) of objects lo:hi over ``width`` draws: views of the
+        kept features, or computed once for the chunk (for every point evaluated with it)."""
         if self._feature_cache is not None:
-            return list(self._feature_cache[:, lo:hi, :width])
-        features = self.form.features(self.theta[lo:hi, :width])
-        return [features[:, j, :] for j in range(features.shape[1])] + [self.base[lo:hi, :width]]
+            rows = self._feature_cache[:, lo:hi, :width]
+            return rows[:-1], rows[-1]
+        return self.form.features(self.theta[lo:hi, :width]).transpose(1, 0, 2), self.base[lo:hi, :width]
 
 
 def reference_log_likelihood(population, theta, log_interim_prior, hyper):
