@@ -717,9 +717,7 @@ class HyperLikelihood:
             if coefficients is not None:
                 # E_w̃[T_j] (W, n), then d/dα = Σ_j E_w̃[T_j] ∂η_j/∂α + ∂A/∂α
                 features = features if linear else self.form.features(theta).transpose(1, 0, 2)
-                means = []
-                for row in features:
-                    means.append(np.einsum("wnk,nk->wn", weights, row) * scale)
+                means = np.einsum("wnk,jnk->jwn", weights, features) * scale  # one pass over the weights
                 for h, (d_eta, d_offset) in enumerate(coefficients):
                     d_eta = np.asarray(d_eta, dtype=float).reshape(len(means), n_walkers)
                     out = means[0] * d_eta[0][:, None]
