@@ -74,11 +74,10 @@ class UserModel(ReloadedFunction, Model):
         return {**super().describe(), "source_sha256": self.source_sha256}
 
     def prepare(self, columns, starts):
-        """The batch's columns, and each object's rows as the dict its call receives (built
-        once per batch, not once per call)."""
+        """Each object's rows as the dict its call receives (built once per batch, not once per call)."""
         objects = [{self.column_names[role]: values[starts[b]:starts[b + 1]] for role, values in columns.items()}
                    for b in range(len(starts) - 1)]
-        return {"columns": columns, "starts": starts, "ids": None, "objects": objects}
+        return {"ids": None, "objects": objects}
 
     def log_likelihood(self, params, data, valid=None):
         """Call the user's function once per object with its valid walkers."""

@@ -698,11 +698,11 @@ class HyperLikelihood:
                 # Σ_j η_j T_j in one pass (summed over j in order, as the products one by one), + b
                 log_weight = np.einsum("jw,jnk->wnk", eta[:-1], features)
                 log_weight += base
-                term = np.empty_like(log_weight)
             else:
                 log_weight = self.population.log_density(theta, hyper).transpose(2, 0, 1)
                 log_weight = np.ascontiguousarray(log_weight + self._neg_log_interim(lo, hi, width))
-                term = np.empty_like(log_weight)
+            # scratch for the squares and the per-draw gradients only (the linear form's means need none)
+            term = np.empty_like(log_weight) if second or coefficients is None else None
             peak = self._peak(log_weight)
             log_weight -= np.where(np.isfinite(peak), peak, 0.0)[:, :, None]
             weights = np.exp(log_weight, out=log_weight)
