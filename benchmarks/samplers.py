@@ -130,13 +130,14 @@ def beta_case(seed=2025, n=1000, n_draws=1000):
     return samples, moments
 
 
-def run(samples, sampler, seed, n_samples, population="normal", hyperpriors=HYPERPRIORS):
+def run(samples, sampler, seed, n_samples, population="normal", hyperpriors=HYPERPRIORS, progress=False,
+        **options):
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = popinfer.fit_population(samples, population, hyperpriors=hyperpriors, seed=seed, sampler=sampler,
-                                         n_samples=n_samples, n_reweighted=10, progress=False)
+                                         n_samples=n_samples, n_reweighted=10, progress=progress, **options)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu_seconds = (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
@@ -175,7 +176,11 @@ def main():
     parser.add_argument("--quantiles", action="store_true",
                         help="normal cases: each object's K posterior quantiles instead of K random draws "
                              "(a smooth ln L̂; the seed then only seeds the samplers)")
+    parser.add_argument("--tune", type=int, help="nuts: adaptation steps per chain (default: fit_population's)")
+    parser.add_argument("--tune-thin", type=int, help="nuts: tune on every N-th draw (default: fit_population's)")
+    parser.add_argument("--progress", action="store_true", help="show stage two's progress bar")
     args = parser.parse_args()
+    nuts_options = {k: v for k, v in (("tune", args.tune), ("tune_thin", args.tune_thin)) if v is not None}
     cases = ["eight", "normal1000", "beta1000"] if args.case == ["all"] else args.case
     for case in cases:
         if case == "beta1000":
@@ -191,8 +196,10 @@ def main():
         for seed in args.seeds:
             samples = beta_samples if case == "beta1000" else exact_samples(y, s, n_draws, seed, args.quantiles)
             for sampler in args.samplers:
+                options = nuts_options if sampler == "nuts" else {}
                 result, wall, cpu, evaluations, ess, warned = run(samples, sampler, seed + 100, args.samples,
-                                                                  population, hyperpriors)
+                                                                  population, hyperpriors, progress=args.progress,
+                                                                  **options)
                 errors = [(float(result.hyper(name).mean()) - exact[name][0]) / exact[name][1] for name in names]
                 low = min(ess.values())
                 print(f"{sampler:7s} {seed:4d} {wall:7.1f} {cpu:6.1f} {evaluations:12d} {ess[names[0]]:7.0f} "
