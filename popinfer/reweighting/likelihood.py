@@ -742,7 +742,9 @@ class HyperLikelihood:
         if self._feature_cache is not None:
             rows = self._feature_cache[:, lo:hi, :width]
             return rows[:-1], rows[-1]
-        return self.form.features(self.theta[lo:hi, :width]).transpose(1, 0, 2), self.base[lo:hi, :width]
+        # rows first and contiguous, as the kept features: the einsums read each row as one run of memory
+        features = np.ascontiguousarray(self.form.features(self.theta[lo:hi, :width]).transpose(1, 0, 2))
+        return features, self.base[lo:hi, :width]
 
 
 def reference_log_likelihood(population, theta, log_interim_prior, hyper):
