@@ -167,7 +167,7 @@ class JaxHyperLikelihood(HyperLikelihood):
 
             if names is None:
                 log_f = log_density(theta, hyper)  # (c, K, W)
-                first, squares = _log_sums(log_weights(log_f), second)
+                first, squares, _ = _log_sums(log_weights(log_f), second)
                 return first, squares, None, broken_in(log_f)
 
             # Forward mode: one pass gives ln f and its derivative along each sampled name, per
@@ -181,7 +181,7 @@ class JaxHyperLikelihood(HyperLikelihood):
                 direction = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v) for k, v in sampled.items()}
                 log_f, tangent = jax.jvp(density, (sampled,), (direction,))
                 tangents.append(jnp.moveaxis(tangent, -1, 0))
-            first, squares, derivative = _log_sums_and_means(log_weights(log_f), second, tangents)
+            first, squares, derivative = _log_sums(log_weights(log_f), second, tangents)
             return first, squares, derivative, broken_in(log_f)  # derivative (W, H, c)
 
         check = isinstance(self.population, UserPopulation)
@@ -215,32 +215,22 @@ class JaxHyperLikelihood(HyperLikelihood):
             raise ModelError(f"{label} raised {type(exc).__name__}: {exc}") from exc
 
 
-def _log_sums_and_means(log_weight, second, tangents):
-    """:func:`_log_sums`, and per tangent t_k (the derivatives of the log weights along one
-    hyperparameter, each shaped as ``log_weight``) the weighted mean Σ_k w_k t_k / Σ_k w_k over the
-    last axis, stacked (W, H, c): d ln Σ_k w_k/dα. Draws of zero weight add nothing (their
-    tangent may be NaN outside the support); 0 where every weight is 0."""
+def _log_sums(log_weight, second, tangents=()):
+    """(ln Σ exp, ln Σ exp(2·) or None, d ln Σ exp or None) over the last axis, from one exponential
+    of the log weights shifted by their maximum. As in the numpy kernel, a maximum that is not
+    finite (all −inf, or NaN/+inf from α at infinity) gives −inf. Per tangent t (the derivatives of
+    the log weights along one hyperparameter, each shaped as ``log_weight``) the derivative is the
+    weighted mean Σ_k w_k t_k / Σ_k w_k, stacked (W, H, c); draws of zero weight add nothing (their
+    tangent may be NaN outside the support), and it is 0 where every weight is 0."""
     peak = jnp.max(log_weight, axis=-1, keepdims=True)
     finite = jnp.isfinite(peak[..., 0])
     weight = jnp.exp(log_weight - jnp.where(jnp.isfinite(peak), peak, 0.0))
     total = jnp.sum(weight, axis=-1)
-    scale = jnp.where(finite & (total > 0), 1.0 / jnp.where(total > 0, total, 1.0), 0.0)
     first = jnp.where(finite, jnp.log(total) + peak[..., 0], -jnp.inf)
     squares = (jnp.where(finite, jnp.log(jnp.sum(weight * weight, axis=-1)) + 2.0 * peak[..., 0], -jnp.inf)
                if second else None)
+    if not tangents:
+        return first, squares, None
+    scale = jnp.where(finite & (total > 0), 1.0 / jnp.where(total > 0, total, 1.0), 0.0)
     means = [jnp.sum(jnp.where(weight > 0, weight * tangent, 0.0), axis=-1) * scale for tangent in tangents]
     return first, squares, jnp.stack(means, axis=1)
-
-
-def _log_sums(log_weight, second):
-    """(ln Σ exp, ln Σ exp(2·) or None) over the last axis, from one exponential of the log weights
-    shifted by their maximum (the shift held out of the derivative). As in the numpy kernel, a
-    maximum that is not finite (all −inf, or NaN/+inf from α at infinity) gives −inf."""
-    peak = jax.lax.stop_gradient(jnp.max(log_weight, axis=-1, keepdims=True))
-    finite = jnp.isfinite(peak[..., 0])
-    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
-    weight = jnp.exp(log_weight - peak)
-    first = jnp.where(finite, jnp.log(jnp.sum(weight, axis=-1)) + peak[..., 0], -jnp.inf)
-    if not second:
-        return first, None
-    return first, jnp.where(finite, jnp.log(jnp.sum(weight * weight, axis=-1)) + 2.0 * peak[..., 0], -jnp.inf)
