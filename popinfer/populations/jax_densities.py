@@ -2,8 +2,11 @@
 
 Each is ln f(θ; α) in the convention of :meth:`Population.log_density`: θ of shape
 (n, K, P), ``hyper`` a dict of hyperparameter name -> array (W,), the result
-(n, K, W), −inf outside the support. They are traced by ``jax.jit`` and
-differentiated in forward mode (``jax.jvp``), so they use ``jax.numpy`` only; the kernel
+(n, K, W), −inf outside the support. For gradients in reverse mode (more than
+three sampled hyperparameters) the kernel passes each object its own copy of α,
+arrays (n, 1, W): the densities are elementwise, so they broadcast either way.
+They are traced by ``jax.jit`` and differentiated by ``jax.jvp`` or ``jax.grad``,
+so they use ``jax.numpy`` only; the kernel
 (``reweighting.jax_backend``) hands them valid hyperparameters only (it decides
 validity with the population's own numpy ``valid``, so both backends agree on it),
 and draws outside the support are replaced by a harmless value before any log is
