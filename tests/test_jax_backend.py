@@ -251,6 +251,14 @@ def test_draws_of_zero_weight_add_nothing_to_the_gradient(tmp_path):
     assert np.isfinite(gradient[0]) and gradient[0] == pytest.approx(exact, rel=1e-10)
 
 
+def test_a_gradient_over_no_names_is_empty_and_the_sums_unchanged():
+    likelihood, point = _jax_likelihood_for("normal", np.random.default_rng(SEED))
+    hyper = likelihood.hyper(likelihood.sampled_names, np.array([[point["mu"], point["sigma"]]]))
+    first, _, derivative = likelihood._per_object(hyper, gradient=[])
+    assert derivative.shape == (1, likelihood.n_objects, 0)
+    np.testing.assert_array_equal(first, likelihood._per_object(hyper)[0])
+
+
 @pytest.mark.parametrize("case", ["normal", "studentt", "mixture"])
 def test_forward_and_reverse_mode_give_the_same_gradient(case, monkeypatch):
     """Gradients are taken in forward mode up to FORWARD_MODE_MAX sampled hyperparameters and in

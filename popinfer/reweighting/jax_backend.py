@@ -137,14 +137,14 @@ class JaxHyperLikelihood(HyperLikelihood):
         evaluated = {name: np.where(valid, value, value[stand_in])
                      for name, value in ((name, np.asarray(value, dtype=float)) for name, value in hyper.items())}
         with float64(), no_exit(f"Population {self.population.name!r}"):
-            sums = self._sums(self._data, evaluated, second=second, names=names)
+            sums = self._sums(self._data, evaluated, second=second, names=names or None)  # () needs no derivative pass
         if sums[3] is not None and np.asarray(sums[3])[valid].any():
             raise ModelError(f"Population {self.population.name!r} returned NaN or +inf; a log-density must be "
                              f"finite or -inf.")
         first[valid] = np.asarray(sums[0])[valid]
         if second:
             squares[valid] = np.asarray(sums[1])[valid]
-        if names is not None:
+        if names:
             # (0 where ln Σ_k w_nk is −inf: no NaN reaches a weighted sum of derivatives)
             derivative[valid] = np.where(np.isfinite(first[valid])[..., None],
                                          np.moveaxis(np.asarray(sums[2]), 1, -1)[valid], 0.0)
@@ -198,7 +198,6 @@ class JaxHyperLikelihood(HyperLikelihood):
 
             sampled = {k: hyper[k] for k in names}
             tangents = []
-            log_f = None if names else log_density(theta, hyper)  # (no names: the sums alone)
             for name in names:
                 direction = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v) for k, v in sampled.items()}
                 log_f, tangent = jax.jvp(density, (sampled,), (direction,))
@@ -259,4 +258,4 @@ def _log_sums(log_weight, second, tangents=None):
     scale = 1.0 / jnp.where(usable, total, 1.0)
     means = [jnp.where(usable, jnp.sum(jnp.where(weight > 0, weight * tangent, 0.0), axis=-1) * scale, 0.0)
              for tangent in tangents]
-    return first, squares, (jnp.stack(means, axis=1) if means else jnp.zeros(first.shape[:1] + (0,) + first.shape[1:]))
+    return first, squares, jnp.stack(means, axis=1)
