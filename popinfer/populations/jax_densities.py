@@ -5,7 +5,7 @@ Each is ln f(θ; α) in the convention of :meth:`Population.log_density`: θ of 
 (n, K, W), −inf outside the support. For gradients in reverse mode (more than
 three sampled hyperparameters) the kernel passes each object its own copy of α,
 arrays (n, 1, W): the densities are elementwise, so they broadcast either way.
-They are traced by ``jax.jit`` and differentiated by ``jax.jvp`` or ``jax.grad``,
+They are traced by ``jax.jit`` and differentiated by ``jax.linearize`` or ``jax.grad``,
 so they use ``jax.numpy`` only; the kernel
 (``reweighting.jax_backend``) hands them valid hyperparameters only (it decides
 validity with the population's own numpy ``valid``, so both backends agree on it),

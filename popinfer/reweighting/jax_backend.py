@@ -10,7 +10,7 @@ stays at the draws), with the population's density from ``populations.jax_densit
 The same pass gives d ln Σ_k w_nk/dα = Σ_k w̃_nk ∂ln f(θ_nk; α)/∂α by automatic
 differentiation, for every population with a JAX density: the built-ins, and user
 populations written in ``jax.numpy``. With up to FORWARD_MODE_MAX sampled
-hyperparameters in forward mode (``jax.jvp``, one tangent per sampled hyperparameter: a
+hyperparameters in forward mode (``jax.linearize``, one tangent per sampled hyperparameter: a
 walker's α moves only its own column, so each tangent is every object's and walker's own
 per-draw derivative, weighted in the same pass as the sums); with more, in reverse mode
 (``jax.grad``, each object with its own copy of α, arrays (c, 1, W), so that one pass gives
@@ -43,10 +43,11 @@ from .likelihood import OUTSIDE, HyperLikelihood
 
 # Object·draw pairs per chunk of lax.map (times the walkers: the kernel's working set).
 CHUNK_DRAWS = 2**16
-# Gradients in forward mode (one pass per sampled hyperparameter) up to this many sampled
-# hyperparameters, reverse mode (one pass, whatever their number) above: one point's ln L̂ and
-# gradient at N = K = 10³ measured normal (2) 5.1 -> 3.0 ms and studentt (3) 16.5 -> 15.9 ms in
-# forward mode, but mixture (5) 29 -> 45 ms and mvnormal (5, 14) 15 -> 66-86 and 23 -> 403-423 ms.
+# Gradients in forward mode (a tangent per sampled hyperparameter) up to this many sampled
+# hyperparameters, reverse mode (one pass, whatever their number) above. One point's ln L̂ and
+# gradient at N = K = 10³, reverse -> forward: normal (2) 5.1 -> 2.9-3.4 ms, studentt (3) 16.5 ->
+# 9.4-12.1 ms; mvnormal of two parameters (5) 15.3 -> 48.0 ms (of four, 14, 23 -> 403-423 ms with
+# a jvp per name); mixture (5) 28.1 -> 11.2 ms, so the limit is conservative for some populations.
 FORWARD_MODE_MAX = 3
 
 _TRACING_ERRORS = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
@@ -157,7 +158,7 @@ class JaxHyperLikelihood(HyperLikelihood):
 
         The log weights (c, K, W) of a chunk are reduced with the walkers moved first (the
         draws the last axis). For the derivatives (see FORWARD_MODE_MAX): in forward mode
-        ``jax.jvp`` along each sampled name gives ∂ln f/∂α per draw and walker in the same pass
+        ``jax.linearize`` gives, along each sampled name, ∂ln f/∂α per draw and walker in the same pass
         as ln f, and the sums weight it by w̃ (nothing is stored for a backward pass); in reverse
         mode every object of the chunk gets its own copy of α (arrays (c, 1, W), broadcasting
         against θ (c, K, 1)), so that one pass (``jax.grad`` of the chunk's sum) yields each
@@ -168,42 +169,34 @@ class JaxHyperLikelihood(HyperLikelihood):
         def chunk(arrays):
             theta, base = arrays
 
-            def log_weights(log_f):
-                return jnp.moveaxis(log_f + base[..., None], -1, 0)  # (W, c, K)
-
-            def broken_in(log_f):
-                # A user's NaN or +inf is an error (as on numpy); the built-ins give −inf there.
-                return jnp.any(jnp.isnan(log_f) | (log_f == jnp.inf), axis=1).T if check else None  # (W, c)
+            def summed(log_f, tangents=None):
+                """The sums (and weighted tangents) of log densities (c, K, W), and for a user
+                population where its density was NaN or +inf (an error, as on numpy; the built-ins
+                give −inf there)."""
+                first, squares, derivative = _log_sums(jnp.moveaxis(log_f + base[..., None], -1, 0), second, tangents)
+                broken = jnp.any(jnp.isnan(log_f) | (log_f == jnp.inf), axis=1).T if check else None  # (W, c)
+                return first, squares, derivative, broken
 
             if names is None:
-                log_f = log_density(theta, hyper)  # (c, K, W)
-                first, squares, _ = _log_sums(log_weights(log_f), second)
-                return first, squares, None, broken_in(log_f)
+                return summed(log_density(theta, hyper))
 
             if len(names) > FORWARD_MODE_MAX:
                 per_object = {k: jnp.broadcast_to(v, (theta.shape[0], 1, v.shape[0])) for k, v in hyper.items()}
 
                 def total(sampled):
-                    log_f = log_density(theta, {**per_object, **sampled})
-                    first, squares, _ = _log_sums(log_weights(log_f), second)
-                    return first.sum(), (first, squares, broken_in(log_f))
+                    first, squares, _, broken = summed(log_density(theta, {**per_object, **sampled}))
+                    return first.sum(), (first, squares, broken)
 
                 derivative, (first, squares, broken) = jax.grad(total, has_aux=True)({k: per_object[k] for k in names})
                 return first, squares, jnp.stack([derivative[k][:, 0, :].T for k in names], axis=1), broken
 
-            # Forward mode: one pass gives ln f and its derivative along each sampled name, per
-            # draw and walker (a walker's α moves only its own column), fused with the sums.
-            def density(sampled):
-                return log_density(theta, {**hyper, **sampled})
-
+            # Forward mode: ln f once, then its derivative along each sampled name, per draw and
+            # walker (a walker's α moves only its own column), weighted in the same pass as the sums.
             sampled = {k: hyper[k] for k in names}
-            tangents = []
-            for name in names:
-                direction = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v) for k, v in sampled.items()}
-                log_f, tangent = jax.jvp(density, (sampled,), (direction,))
-                tangents.append(jnp.moveaxis(tangent, -1, 0))
-            first, squares, derivative = _log_sums(log_weights(log_f), second, tangents)
-            return first, squares, derivative, broken_in(log_f)  # derivative (W, H, c)
+            log_f, along = jax.linearize(lambda sampled: log_density(theta, {**hyper, **sampled}), sampled)
+            tangents = [jnp.moveaxis(along({k: jnp.ones_like(v) if k == name else jnp.zeros_like(v)
+                                           for k, v in sampled.items()}), -1, 0) for name in names]
+            return summed(log_f, tangents)  # derivative (W, H, c)
 
         check = isinstance(self.population, UserPopulation)
         # (chunks, W, c) each; the derivative (chunks, W, H, c)
