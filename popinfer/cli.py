@@ -283,6 +283,9 @@ def merge_command(shards, output, overwrite, debug):
               help="Kernel of ln L: numpy, or jax (the jax extra: jitted, on a GPU when jax has one, gradients of "
                    "jax.numpy populations by autodiff).")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
+@click.option("--moves", default=None, metavar="de|stretch",
+              help="--sampler emcee: its proposals, differential evolution (de) or the stretch move (stretch) "
+                   "[default: de].")
 @click.option("--max-steps", type=int, default=20000, show_default=True,
               help="Cap on steps; the run stops earlier once the chain is >= 50 autocorrelation times.")
 @click.option("--samples", "n_samples", type=int, default=4000, show_default=True, help="Hyperparameter draws kept.")
@@ -300,7 +303,7 @@ def merge_command(shards, output, overwrite, debug):
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           sampler, live_points, chains, tune, tune_thin, backend, n_walkers, max_steps, n_samples,
+                           sampler, live_points, chains, tune, tune_thin, backend, n_walkers, moves, max_steps, n_samples,
                            n_reweighted, selection, injections_total, draw_priors, injections_group, observing_time,
                            seed, quiet, overwrite, strict, debug):
     """Infer the population from stage-one draws (stage two).
@@ -331,6 +334,7 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
         injections_total=injections_total, draw_priors=list(draw_priors), injections_group=injections_group,
         observing_time=observing_time,
         sampler=sampler, live_points=live_points, chains=chains, tune=tune, tune_thin=tune_thin, backend=backend,
+        moves=moves,
     )
 
 

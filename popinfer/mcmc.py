@@ -9,8 +9,8 @@ at check points only, because each estimate costs an FFT over that half:
 
 - the first check comes after ``first_check`` steps: never before the kept half can
   hold the draws asked for (``minimum_steps``), nor before ``FIRST_CHECK_TIMES``
-  steps per required τ (a τ below 5 steps is rare for the stretch move, so no chain
-  is done earlier);
+  steps per required τ (a τ below 5 steps is rare for emcee's stretch and
+  differential-evolution moves, so no chain is done earlier);
 - each later check comes when the chain would be long enough by the current τ
   estimate (``target``), but at least ``CHECK_GROWTH`` × and at most
   ``MAX_CHECK_GROWTH`` × the current length: geometric growth keeps the number of

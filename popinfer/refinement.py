@@ -368,6 +368,8 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
     sampler = settings.get("sampler", "emcee")  # and that fit's sampler, with its own options
     own = {"nuts": ("chains", "tune", "tune_thin"), "nested": ("live_points",)}.get(sampler, ())
     sampler_options = {name: int(settings[name]) for name in own if settings.get(name) is not None}
+    if sampler == "emcee":  # a file that records no moves was fitted with the stretch move
+        sampler_options["moves"] = settings.get("moves", "stretch")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # this fit's diagnostics are what refine reads and reports
         return fit_population(

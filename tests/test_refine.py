@@ -182,3 +182,16 @@ def test_fits_between_rounds_use_the_population_files_sampler(fitted, tmp_path):
     # the control: a population file fitted with emcee is refitted with emcee
     again = _fit_again(read_samples(str(fitted / "s.h5")), read_population(str(fitted / "p.h5")), 10, 3, False)
     assert again.settings["sampler"] == "emcee"
+
+
+def test_fits_between_rounds_use_the_population_files_moves(fitted):
+    """emcee's --moves carry over; a file that records none (fitted before --moves) was fitted with
+    the stretch move, and is refitted with it."""
+    from popinfer.io.population import read_population
+    from popinfer.refinement import _fit_again
+
+    samples, fitted_emcee = read_samples(str(fitted / "s.h5")), read_population(str(fitted / "p.h5"))
+    assert fitted_emcee.settings["moves"] == "de"
+    assert _fit_again(samples, fitted_emcee, 10, 3, False).settings["moves"] == "de"
+    fitted_emcee.settings = {k: v for k, v in fitted_emcee.settings.items() if k != "moves"}
+    assert _fit_again(samples, fitted_emcee, 10, 3, False).settings["moves"] == "stretch"

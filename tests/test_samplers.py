@@ -117,3 +117,41 @@ def test_the_default_sampler_records_its_name_and_an_unknown_one_is_a_usage_erro
     assert good.exit_code == 0, good.stderr
     population = read_population(tmp_path / "pop.h5")
     assert population.settings["sampler"] == "emcee" and population.autocorr_time.shape == (1,)
+
+
+@pytest.mark.parametrize("moves", ["de", "stretch"])
+def test_each_emcee_move_set_draws_the_exact_posterior(tmp_path, moves):
+    """Both --moves against the closed-form posterior of μ (σ fixed), KS on draws thinned to
+    half the τ-based effective size (which overstates an ensemble's, tests/stats_helpers.py);
+    the same draws against a posterior shifted by half its sd must fail (negative control)."""
+    exact_samples(tmp_path / "s.h5")
+    result = CliRunner().invoke(main, [
+        "fit-population", str(tmp_path / "s.h5"), "-o", str(tmp_path / "pop.h5"), "--population", "normal",
+        "--fix", f"sigma={SIGMA}", "--hyperprior", "mu=uniform(-10, 10)", "--moves", moves,
+        "--samples", "4000", "--reweighted", "10", "--seed", "5", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    population = read_population(tmp_path / "pop.h5")
+    assert population.settings["moves"] == moves and population.settings["converged"]
+    steps, walkers = population.settings["n_steps"], population.settings["walkers"]
+    n_effective = int(steps / 2 * walkers / population.autocorr_time[0] / 2)
+    draws = population.hyper("mu")
+    thinned = draws[np.round(np.linspace(0, len(draws) - 1, min(n_effective, len(draws)))).astype(int)]
+    exact = exact_posterior(SIGMA)
+    assert stats.kstest(thinned, exact.cdf).pvalue > 1e-3
+    assert stats.kstest(thinned, stats.norm(exact.mean() + 0.5 * exact.std(), exact.std()).cdf).pvalue < 1e-3
+
+
+def test_the_emcee_moves_default_to_de_and_others_are_refused(tmp_path):
+    exact_samples(tmp_path / "s.h5")
+    runner = CliRunner()
+    base = ["fit-population", str(tmp_path / "s.h5"), "--population", "normal", "--fix", f"sigma={SIGMA}",
+            "--samples", "400", "--reweighted", "10", "--seed", "3", "--quiet"]
+    good = runner.invoke(main, base + ["-o", str(tmp_path / "pop.h5")])
+    assert good.exit_code == 0, good.stderr
+    assert read_population(tmp_path / "pop.h5").settings["moves"] == "de"
+    bad = runner.invoke(main, base + ["-o", str(tmp_path / "bad.h5"), "--moves", "walk"])
+    assert bad.exit_code == 2 and "--moves walk" in bad.stderr and "de, stretch" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad.h5").exists()
+    other = runner.invoke(main, base + ["-o", str(tmp_path / "other.h5"), "--moves", "de", "--sampler", "nested"])
+    assert other.exit_code == 2 and "--moves is an option of --sampler emcee" in other.stderr
+    assert not (tmp_path / "other.h5").exists()

@@ -42,7 +42,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
                    injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
                    sampler=DEFAULT_SAMPLER, live_points=None, chains=None, tune=None,
-                   backend=DEFAULT_BACKEND, tune_thin=None):
+                   backend=DEFAULT_BACKEND, tune_thin=None, moves=None):
     """Infer the population from stage-one draws (stage two).
 
     Parameters
@@ -66,6 +66,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     n_walkers, max_steps : int
         emcee settings; the run stops once it is ≥ 50 τ long. ``n_walkers`` also sets
         how many draws the diagnostics and pooling evaluate at once.
+    moves : str, optional
+        ``sampler="emcee"``: its proposals, ``de`` (differential evolution, the default) or
+        ``stretch`` (``reweighting.samplers.ensemble``).
     n_samples : int
         S, hyperparameter draws kept.
     n_reweighted : int
@@ -107,11 +110,13 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                           ("--reweighted", n_reweighted)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
-    for option, value, owner in (("--live-points", live_points, "nested"), ("--chains", chains, "nuts"),
+    for option, value, owner in (("--moves", moves, "emcee"), ("--live-points", live_points, "nested"),
+                                 ("--chains", chains, "nuts"),
                                  ("--tune", tune, "nuts"), ("--tune-thin", tune_thin, "nuts")):
         if value is not None and sampler != owner:
             raise UsageError(f"{option} is an option of --sampler {owner}, not of {sampler}.", option)
-    sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "live_points": live_points,
+    sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "moves": moves,
+                                    "live_points": live_points,
                                     "chains": chains, "tune": tune, "tune_thin": tune_thin})
     kernel = likelihood_class(backend)
     if output is not None:

@@ -8,14 +8,14 @@ and ``sample(posterior, n_samples, seed, progress)`` returning a
     register_sampler("nested", lambda options: NestedSampler(**options_it_uses))
 
 ``options`` is the dict of the generic sampler options of ``fit_population``
-(``n_walkers``, ``max_steps``); a factory takes what it uses and ignores the rest.
+(``n_walkers``, ``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``, ``tune_thin``); a factory takes what it uses and ignores the rest.
 """
 
 from __future__ import annotations
 
 from ...errors import UsageError
 from .base import Sampler, SamplerResult
-from .ensemble import EmceeSampler
+from .ensemble import DEFAULT_MOVES, EmceeSampler
 
 SAMPLERS = {}
 DEFAULT_SAMPLER = "emcee"
@@ -68,7 +68,8 @@ def _nuts(options):
                        NutsSampler.DEFAULT_TUNE_THIN if thin is None else thin)
 
 
-register_sampler("emcee", lambda options: EmceeSampler(options["n_walkers"], options["max_steps"]))
+register_sampler("emcee", lambda options: EmceeSampler(options["n_walkers"], options["max_steps"],
+                                                      options.get("moves") or DEFAULT_MOVES))
 register_sampler("nested", lambda options: _Nested(options.get("live_points")))
 register_sampler("nuts", _nuts)
 

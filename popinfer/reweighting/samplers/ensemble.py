@@ -1,4 +1,17 @@
-"""emcee's affine-invariant ensemble sampler on the hyperparameters (the default sampler)."""
+"""emcee's ensemble sampler on the hyperparameters (the default sampler).
+
+Its proposals (``--moves``, README "Samplers of the hyperparameters"):
+
+- ``de`` (the default): differential evolution, emcee's ``DEMove`` (ter Braak 2006; a walker
+  moves along the difference of two others, scaled by 2.38/√(2H)) 80 % of the steps and
+  ``DESnookerMove`` (ter Braak & Vrugt 2008) 20 %, the mix of emcee's tutorial on moves;
+- ``stretch``: Goodman & Weare's stretch move (``StretchMove``), the default before.
+
+Both leave the posterior invariant; on the eight schools and on 100 normal objects the
+differential-evolution mix needed 1.7–3.0× fewer ln L̂ evaluations per effective draw, measured
+from the spread of posterior means over sampler seeds (``benchmarks/moves.py``, README "Samplers
+of the hyperparameters").
+"""
 
 from __future__ import annotations
 
@@ -38,6 +51,13 @@ class _StartingBlock:
             f"covers the stage-one draws.")
 
 
+MOVES = {
+    "de": lambda: [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)],
+    "stretch": lambda: [(emcee.moves.StretchMove(), 1.0)],
+}
+DEFAULT_MOVES = "de"
+
+
 class EmceeSampler:
     """emcee on the hyperparameters until the chain is ≥ 50 τ long (or ``max_steps``).
 
@@ -51,18 +71,22 @@ class EmceeSampler:
         W, an even number ≥ 2H + 2 (``--walkers``).
     max_steps : int
         Cap on steps (``--max-steps``).
+    moves : str
+        The proposals, a key of ``MOVES`` (``--moves``; see the module docstring).
     """
 
     name = "emcee"
 
-    def __init__(self, n_walkers=32, max_steps=20000):
-        self.n_walkers, self.max_steps = n_walkers, max_steps
+    def __init__(self, n_walkers=32, max_steps=20000, moves=DEFAULT_MOVES):
+        self.n_walkers, self.max_steps, self.moves = n_walkers, max_steps, moves
 
     @property
     def settings(self):
-        return {"walkers": self.n_walkers, "max_steps": self.max_steps}
+        return {"walkers": self.n_walkers, "max_steps": self.max_steps, "moves": self.moves}
 
     def check(self, names):
+        if self.moves not in MOVES:
+            raise UsageError(f"--moves {self.moves}: unknown; choose one of {', '.join(sorted(MOVES))}.", "--moves")
         if self.n_walkers < 2 * len(names) + 2 or self.n_walkers % 2:
             raise UsageError(f"--walkers {self.n_walkers}: need an even number of at least {2 * len(names) + 2}.",
                              "--walkers")
@@ -72,7 +96,7 @@ class EmceeSampler:
         n_dim = len(posterior.names)
         init_seed, sampler_seed = seed.spawn(2)
         start, _ = initial_positions(_StartingBlock(posterior), n_walkers, np.random.default_rng(init_seed))
-        sampler = emcee.EnsembleSampler(n_walkers, n_dim, posterior, vectorize=True)
+        sampler = emcee.EnsembleSampler(n_walkers, n_dim, posterior, moves=MOVES[self.moves](), vectorize=True)
         sampler.random_state = np.random.RandomState(np.random.MT19937(sampler_seed)).get_state()
         state = start[:, 0, :]
         check, step = min(first_check(n_samples, n_walkers, MIN_AUTOCORR_TIMES), max_steps), 0
