@@ -78,11 +78,15 @@ def test_low_ess_is_confined_to_the_tau_tail_when_k_is_ample(eight_ample):
 
 @pytest.mark.slow  # K = 20000 eight schools
 def test_strict_exits_3_only_when_a_diagnostic_fires(eight_small, eight_ample, in_tmp):
-    common = ["--population", "normal", "--hyperprior", EIGHT_HYPER[0], "--hyperprior", EIGHT_HYPER[1], "--seed", "1",
+    """K = 200 warns; K = 20000 with sigma kept above 1 (the warning's remedy of restricting the
+    population) has no region without effective draws, so nothing fires. (With sigma down to 0 the
+    τ → 0 tail is short of draws at any K, up to 2 % of the draws at K = 20000 against the warning's
+    1 %: the test above; whether a given run warns there is chance.)"""
+    common = ["--population", "normal", "--hyperprior", EIGHT_HYPER[0], "--seed", "1",
               "--samples", "1000", "--reweighted", "100", "--quiet", "--strict"]
-    small = run(["fit-population", str(eight_small), "-o", "small.h5", *common])
+    small = run(["fit-population", str(eight_small), "-o", "small.h5", *common, "--hyperprior", EIGHT_HYPER[1]])
     assert small.exit_code == 3 and "Warning:" in small.stderr and Path("small.h5").exists()
-    ample = run(["fit-population", str(eight_ample), "-o", "ample.h5", *common])
+    ample = run(["fit-population", str(eight_ample), "-o", "ample.h5", *common, "--hyperprior", "sigma=uniform(1, 30)"])
     assert ample.exit_code == 0, ample.stderr
 
 
