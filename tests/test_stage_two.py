@@ -268,3 +268,39 @@ def test_ambiguous_parameter_needs_choosing(in_tmp):
          "--column", "y=log_radon", "--quiet", "--samples", "200", "--seed", "1"])
     result = run(["fit-population", "radon.h5", "-o", "pop.h5", "--population", "normal", "--quiet"])
     assert result.exit_code == 2 and "theta, scatter" in result.stderr and "--parameter" in result.stderr
+
+
+def test_repeated_draws_are_evaluated_once_with_the_numbers_of_each(eight_small):
+    """The kept draws of an ensemble repeat (walkers that stayed put): the diagnostics evaluate each
+    distinct draw once, plus the M draws whose per-object ESS are stored, and every draw gets the
+    numbers it gets evaluated on its own."""
+    from popinfer.io.samples import read_samples
+    from popinfer.reweighting.diagnostics import likelihood_at_draws
+    from popinfer.reweighting.likelihood import HyperLikelihood
+
+    samples = read_samples(eight_small)
+    likelihood = HyperLikelihood(get_population("normal", ["theta"]), samples.samples,
+                                 samples.log_interim_prior[..., 0])
+    rng = np.random.default_rng(4)
+    distinct = np.column_stack([rng.normal(5, 3, 30), rng.uniform(0.5, 10, 30)])
+    draws = distinct[rng.integers(0, 30, 200)]  # 200 draws, at most 30 distinct
+    calls = []
+    real = likelihood.ln_likelihood_and_variance
+
+    def counting(hyper, **options):
+        calls.append(len(hyper["mu"]))
+        return real(hyper, **options)
+
+    likelihood.ln_likelihood_and_variance = counting
+    n_ess = 50
+    ess, object_ll = np.empty((n_ess, 8), dtype=np.float32), np.empty((n_ess, 8))
+    ln_l, variance, ess_index, low = likelihood_at_draws(likelihood, ["mu", "sigma"], draws, 16, ess, 20.0, object_ll)
+    n_distinct = len(np.unique(draws, axis=0))
+    assert sum(calls) == len(set(np.unique(draws, axis=0, return_index=True)[1]) | set(ess_index.tolist()))
+    assert n_distinct <= sum(calls) < len(draws) // 2
+    alone = [real({"mu": draw[:1], "sigma": draw[1:]}, cut=False) for draw in draws]
+    np.testing.assert_allclose(ln_l, [a.ln_likelihood[0] for a in alone], rtol=1e-12)
+    np.testing.assert_allclose(variance, [a.ln_likelihood_variance[0] for a in alone], rtol=1e-10)
+    np.testing.assert_allclose(ess, [alone[i].ess[0] for i in ess_index], rtol=1e-6)
+    np.testing.assert_allclose(object_ll, [alone[i].ln_sum_weights[0] - np.log(200) for i in ess_index], rtol=1e-12)
+    np.testing.assert_allclose(low, np.mean(ess < 20.0, axis=0))

@@ -134,18 +134,32 @@ def diagnose_selection(effective_draws, n_objects, injections):
               f"population; --max-variance 1 keeps the sampler out of hyperparameters where ln L̂ is this noisy.")
 
 
+def first_occurrences(draws):
+    """For each draw (S, H), the position of the first draw equal to it. An ensemble walker that
+    rejects a move keeps its draw, so the kept draws repeat (about half of them with
+    differential-evolution moves on the eight schools): the numbers at a draw are computed once,
+    at its first occurrence."""
+    _, first, inverse = np.unique(draws, axis=0, return_index=True, return_inverse=True)
+    return first[np.reshape(inverse, -1)]
+
+
 def selection_at_draws(selection, likelihood, names, draws, n_walkers):
-    """ln ξ̂ and N_eff,sel at every kept draw, each (S,)."""
+    """ln ξ̂ and N_eff,sel at every kept draw, each (S,) (each distinct draw evaluated once)."""
+    original = first_occurrences(draws)
+    distinct = np.unique(original)
     ln_efficiency, effective_draws = np.empty(len(draws)), np.empty(len(draws))
-    for lo in range(0, len(draws), n_walkers):
-        hi = min(lo + n_walkers, len(draws))
-        ln_efficiency[lo:hi], _, effective_draws[lo:hi] = selection.efficiency(likelihood.hyper(names, draws[lo:hi]))
-    return ln_efficiency, effective_draws
+    for lo in range(0, len(distinct), n_walkers):
+        at = distinct[lo:lo + n_walkers]
+        ln_efficiency[at], _, effective_draws[at] = selection.efficiency(likelihood.hyper(names, draws[at]))
+    return ln_efficiency[original], effective_draws[original]
 
 
 def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, sink_log_likelihood):
     """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS at M evenly spaced
     draws written row by row into ``sink_ess`` (M, N) (array or dataset).
+
+    Each distinct draw is evaluated once (:func:`first_occurrences`), and so is each of the M
+    draws (their per-object numbers are written, not kept).
 
     Returns
     -------
@@ -156,19 +170,23 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, 
     n_ess = sink_ess.shape[0]
     log_likelihood, variance = np.empty(n_samples), np.empty(n_samples)
     ess_index = np.round(np.linspace(0, n_samples - 1, n_ess)).astype(np.int64)
+    original = first_occurrences(draws)
+    needed = np.zeros(n_samples, dtype=bool)
+    needed[original] = needed[ess_index] = True
+    evaluated = np.flatnonzero(needed)
     low = np.zeros(likelihood.n_objects, dtype=np.int64)
-    for lo in range(0, n_samples, n_walkers):
-        hi = min(lo + n_walkers, n_samples)
-        estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, draws[lo:hi]), cut=False)
-        log_likelihood[lo:hi], variance[lo:hi], ess = (estimate.ln_likelihood, estimate.ln_likelihood_variance,
-                                                       estimate.ess)
-        # The rows of this group's draws are consecutive: one write each (not one per row).
-        rows = np.flatnonzero((ess_index >= lo) & (ess_index < hi))
+    for lo in range(0, len(evaluated), n_walkers):
+        at = evaluated[lo:lo + n_walkers]
+        estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, draws[at]), cut=False)
+        log_likelihood[at], variance[at], ess = estimate.ln_likelihood, estimate.ln_likelihood_variance, estimate.ess
+        # Every one of the M draws is evaluated, in order: the rows of this group are consecutive,
+        # one write each (not one per row).
+        rows = np.flatnonzero((ess_index >= at[0]) & (ess_index <= at[-1]))
         if rows.size:
-            at = ess_index[rows] - lo
-            values = ess[at].astype(np.float32)  # as stored
+            columns = np.searchsorted(at, ess_index[rows])
+            values = ess[columns].astype(np.float32)  # as stored
             sink_ess[rows[0]:rows[-1] + 1] = values
-            sink_log_likelihood[rows[0]:rows[-1] + 1] = (estimate.ln_sum_weights[at]
+            sink_log_likelihood[rows[0]:rows[-1] + 1] = (estimate.ln_sum_weights[columns]
                                                          - np.log(likelihood.draw_counts))
             low += np.sum(values < min_ess, axis=0)
-    return log_likelihood, variance, ess_index, low / n_ess
+    return log_likelihood[original], variance[original], ess_index, low / n_ess
