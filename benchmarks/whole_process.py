@@ -10,7 +10,8 @@ all threads), run one after another for each seed so that every side sees the sa
   ``popinfer CLI pipe``: the quick start's pipeline (``fit-individuals ... -o - | fit-population -``),
   both processes at once;
 - ``popinfer API``: the same two calls (``fit_individuals``, ``fit_population``) in one process
-  (``popinfer API nuts``, not run unless asked for: with ``sampler="nuts"``);
+  (not run unless asked for: ``popinfer API nuts`` with ``sampler="nuts"``, ``popinfer API de`` with
+  ``moves="de"``);
 - ``nutpie``: a script that imports nutpie, builds the joint non-centred model
   (``joint_models.joint_nutpie``: the joint ln p and its gradient in numpy), samples 4 chains ×
   (1000 tuning + 1000 kept) draws with nutpie's default cores (as many chains at once as there are
@@ -50,8 +51,9 @@ import sys, warnings
 import popinfer
 warnings.simplefilter("ignore")
 samples = popinfer.fit_individuals({str(DATA)!r}, "normal", seed=int(sys.argv[1]), progress=False)
+options = {{"moves": sys.argv[3]}} if len(sys.argv) > 3 else {{}}
 result = popinfer.fit_population(samples, "normal", hyperpriors={HYPERPRIORS!r}, seed=int(sys.argv[1]) + 1,
-                                 sampler=sys.argv[2], progress=False)
+                                 sampler=sys.argv[2], progress=False, **options)
 print(result.hyper("mu").mean(), result.hyper("sigma").mean())
 """
 JOINT = f"""
@@ -64,8 +66,8 @@ print(mu.mean(), tau.mean())
 # The joint fits: (function in joint_models, its extra arguments).
 JOINT_FITS = {"nutpie": ("nutpie", ", cores=None"), "nutpie 1 core": ("nutpie", ", cores=1"),
               "NumPyro": ("numpyro", "")}
-FITS = ["popinfer CLI", "popinfer CLI pipe", "popinfer API", "popinfer API nuts", *JOINT_FITS]
-DEFAULT_FITS = [fit for fit in FITS if fit != "popinfer API nuts"]
+FITS = ["popinfer CLI", "popinfer CLI pipe", "popinfer API", "popinfer API nuts", "popinfer API de", *JOINT_FITS]
+DEFAULT_FITS = [fit for fit in FITS if fit not in ("popinfer API nuts", "popinfer API de")]
 
 
 def timed(commands):
@@ -103,7 +105,8 @@ def run_fit(fit, seed, work):
         result = popinfer.read_population(population)
         return wall, cpu, float(result.hyper("mu").mean()), float(result.hyper("sigma").mean())
     if fit.startswith("popinfer API"):
-        wall, cpu, out = timed([[python, "-c", API, str(seed), "nuts" if fit.endswith("nuts") else "emcee"]])
+        extra = ["de"] if fit.endswith(" de") else []  # emcee with --moves de
+        wall, cpu, out = timed([[python, "-c", API, str(seed), "nuts" if fit.endswith("nuts") else "emcee", *extra]])
     else:
         name, options = JOINT_FITS[fit]
         wall, cpu, out = timed([[python, "-c", JOINT.format(name=name, options=options), str(seed)]])

@@ -284,8 +284,8 @@ def merge_command(shards, output, overwrite, debug):
                    "jax.numpy populations by autodiff).")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
 @click.option("--moves", default=None, metavar="de|stretch",
-              help="--sampler emcee: its proposals, differential evolution (de) or the stretch move (stretch) "
-                   "[default: de].")
+              help="--sampler emcee: its proposals, the stretch move (stretch) or differential evolution (de: "
+                   "fewer evaluations, but a walker stranded in a tail can stay there) [default: stretch].")
 @click.option("--max-steps", type=int, default=20000, show_default=True,
               help="Cap on steps; the run stops earlier once the chain is >= 50 autocorrelation times.")
 @click.option("--samples", "n_samples", type=int, default=4000, show_default=True, help="Hyperparameter draws kept.")

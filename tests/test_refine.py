@@ -184,14 +184,19 @@ def test_fits_between_rounds_use_the_population_files_sampler(fitted, tmp_path):
     assert again.settings["sampler"] == "emcee"
 
 
-def test_fits_between_rounds_use_the_population_files_moves(fitted):
+def test_fits_between_rounds_use_the_population_files_moves(fitted, tmp_path):
     """emcee's --moves carry over; a file that records none (fitted before --moves) was fitted with
     the stretch move, and is refitted with it."""
     from popinfer.io.population import read_population
     from popinfer.refinement import _fit_again
 
-    samples, fitted_emcee = read_samples(str(fitted / "s.h5")), read_population(str(fitted / "p.h5"))
-    assert fitted_emcee.settings["moves"] == "de"
-    assert _fit_again(samples, fitted_emcee, 10, 3, False).settings["moves"] == "de"
-    fitted_emcee.settings = {k: v for k, v in fitted_emcee.settings.items() if k != "moves"}
-    assert _fit_again(samples, fitted_emcee, 10, 3, False).settings["moves"] == "stretch"
+    samples = read_samples(str(fitted / "s.h5"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        popinfer.fit_population(str(fitted / "s.h5"), "normal", str(tmp_path / "de.h5"), hyperpriors=HYPERPRIORS,
+                                seed=2, moves="de", n_samples=200, n_reweighted=10, progress=False)
+    fitted_de = read_population(str(tmp_path / "de.h5"))
+    assert fitted_de.settings["moves"] == "de"
+    assert _fit_again(samples, fitted_de, 10, 3, False).settings["moves"] == "de"
+    fitted_de.settings = {k: v for k, v in fitted_de.settings.items() if k != "moves"}
+    assert _fit_again(samples, fitted_de, 10, 3, False).settings["moves"] == "stretch"

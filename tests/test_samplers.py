@@ -141,14 +141,14 @@ def test_each_emcee_move_set_draws_the_exact_posterior(tmp_path, moves):
     assert stats.kstest(thinned, stats.norm(exact.mean() + 0.5 * exact.std(), exact.std()).cdf).pvalue < 1e-3
 
 
-def test_the_emcee_moves_default_to_de_and_others_are_refused(tmp_path):
+def test_the_emcee_moves_default_to_stretch_and_others_are_refused(tmp_path):
     exact_samples(tmp_path / "s.h5")
     runner = CliRunner()
     base = ["fit-population", str(tmp_path / "s.h5"), "--population", "normal", "--fix", f"sigma={SIGMA}",
             "--samples", "400", "--reweighted", "10", "--seed", "3", "--quiet"]
     good = runner.invoke(main, base + ["-o", str(tmp_path / "pop.h5")])
     assert good.exit_code == 0, good.stderr
-    assert read_population(tmp_path / "pop.h5").settings["moves"] == "de"
+    assert read_population(tmp_path / "pop.h5").settings["moves"] == "stretch"
     bad = runner.invoke(main, base + ["-o", str(tmp_path / "bad.h5"), "--moves", "walk"])
     assert bad.exit_code == 2 and "--moves walk" in bad.stderr and "de, stretch" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad.h5").exists()

@@ -67,8 +67,8 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         emcee settings; the run stops once it is ≥ 50 τ long. ``n_walkers`` also sets
         how many draws the diagnostics and pooling evaluate at once.
     moves : str, optional
-        ``sampler="emcee"``: its proposals, ``de`` (differential evolution, the default) or
-        ``stretch`` (``reweighting.samplers.ensemble``).
+        ``sampler="emcee"``: its proposals, ``stretch`` (the default) or ``de`` (differential
+        evolution; ``reweighting.samplers.ensemble``).
     n_samples : int
         S, hyperparameter draws kept.
     n_reweighted : int
