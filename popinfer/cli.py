@@ -283,7 +283,7 @@ def merge_command(shards, output, overwrite, debug):
               help="Kernel of ln L: numpy, or jax (the jax extra: jitted, on a GPU when jax has one, gradients of "
                    "jax.numpy populations by autodiff).")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
-@click.option("--moves", default=None, metavar="de|stretch",
+@click.option("--moves", default=None, metavar="stretch|de",
               help="--sampler emcee: its proposals, the stretch move (stretch) or differential evolution (de: "
                    "fewer evaluations, but a walker stranded in a tail can stay there) [default: stretch].")
 @click.option("--max-steps", type=int, default=20000, show_default=True,

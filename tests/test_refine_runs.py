@@ -139,8 +139,9 @@ def test_refits_on_a_local_dask_cluster_give_the_same_file(inputs, tmp_path, rep
 
 
 def test_shards_merged_equal_the_unsharded_file(inputs, tmp_path, reproducible, monkeypatch):
-    """Three shards of the refits (batches of one object: one per refitted object, four here) and of
-    the kept objects, merged under the unsharded run's output name, give its file byte for byte."""
+    """Three shards of the refits (batches of one object: one per refitted object, at least three
+    here, or a shard would hold none and be refused) and of the kept objects, merged under the
+    unsharded run's output name, give its file byte for byte."""
     runner = CliRunner()
     args = ["refine", *inputs, "--seed", "4", "--min-ess", "10", "--rounds", "1", "--batch-size", "1", "--quiet"]
     for directory in ("whole", "shards", "merged"):

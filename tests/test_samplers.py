@@ -155,3 +155,9 @@ def test_the_emcee_moves_default_to_stretch_and_others_are_refused(tmp_path):
     other = runner.invoke(main, base + ["-o", str(tmp_path / "other.h5"), "--moves", "de", "--sampler", "nested"])
     assert other.exit_code == 2 and "--moves is an option of --sampler emcee" in other.stderr
     assert not (tmp_path / "other.h5").exists()
+    import popinfer
+
+    for moves in (["de"], ""):  # from the API: not a name, or an empty one
+        with pytest.raises(UsageError, match="--moves"):
+            popinfer.fit_population(str(tmp_path / "s.h5"), "normal", fixed=[f"sigma={SIGMA}"], moves=moves,
+                                    n_samples=400, n_reweighted=10, progress=False)

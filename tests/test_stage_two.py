@@ -275,7 +275,7 @@ def test_repeated_draws_are_evaluated_once_with_the_numbers_of_each(eight_small)
     distinct draw once, plus the M draws whose per-object ESS are stored, and every draw gets the
     numbers it gets evaluated on its own."""
     from popinfer.io.samples import read_samples
-    from popinfer.reweighting.diagnostics import likelihood_at_draws
+    from popinfer.reweighting.diagnostics import first_occurrences, likelihood_at_draws
     from popinfer.reweighting.likelihood import HyperLikelihood
 
     samples = read_samples(eight_small)
@@ -288,19 +288,55 @@ def test_repeated_draws_are_evaluated_once_with_the_numbers_of_each(eight_small)
     real = likelihood.ln_likelihood_and_variance
 
     def counting(hyper, **options):
-        calls.append(len(hyper["mu"]))
+        calls.append(np.column_stack([hyper["mu"], hyper["sigma"]]))
         return real(hyper, **options)
 
     likelihood.ln_likelihood_and_variance = counting
     n_ess = 50
     ess, object_ll = np.empty((n_ess, 8), dtype=np.float32), np.empty((n_ess, 8))
-    ln_l, variance, ess_index, low = likelihood_at_draws(likelihood, ["mu", "sigma"], draws, 16, ess, 20.0, object_ll)
-    n_distinct = len(np.unique(draws, axis=0))
-    assert sum(calls) == len(set(np.unique(draws, axis=0, return_index=True)[1]) | set(ess_index.tolist()))
-    assert n_distinct <= sum(calls) < len(draws) // 2
+    ln_l, variance, ess_index, low = likelihood_at_draws(likelihood, ["mu", "sigma"], draws, 16, ess, 20.0, object_ll,
+                                                         first_occurrences(draws))
+    # the first occurrence of every distinct draw and each ESS draw, in calls of 16 (the last padded)
+    expected = sorted(set(np.unique(draws, axis=0, return_index=True)[1]) | set(ess_index.tolist()))
+    assert all(len(call) == 16 for call in calls) and len(calls) == -(-len(expected) // 16) < len(draws) // 16
+    evaluated = np.concatenate(calls)
+    np.testing.assert_array_equal(evaluated[:len(expected)], draws[expected])
+    assert (evaluated[len(expected):] == draws[expected[-1]]).all()
     alone = [real({"mu": draw[:1], "sigma": draw[1:]}, cut=False) for draw in draws]
     np.testing.assert_allclose(ln_l, [a.ln_likelihood[0] for a in alone], rtol=1e-12)
     np.testing.assert_allclose(variance, [a.ln_likelihood_variance[0] for a in alone], rtol=1e-10)
     np.testing.assert_allclose(ess, [alone[i].ess[0] for i in ess_index], rtol=1e-6)
-    np.testing.assert_allclose(object_ll, [alone[i].ln_sum_weights[0] - np.log(200) for i in ess_index], rtol=1e-12)
+    np.testing.assert_allclose(object_ll, [alone[i].ln_sum_weights[0] - np.log(likelihood.draw_counts) for i in ess_index],
+                               rtol=1e-12)
     np.testing.assert_allclose(low, np.mean(ess < 20.0, axis=0))
+
+
+def test_the_selection_term_at_repeated_draws_is_evaluated_once_per_distinct_draw():
+    from popinfer.reweighting.diagnostics import first_occurrences, selection_at_draws
+
+    class Selection:
+        """ln ξ̂ = μ + σ and N_eff,sel = μσ, recording the points it is asked for."""
+
+        def __init__(self):
+            self.points = []
+
+        def efficiency(self, hyper):
+            self.points.append(np.column_stack([hyper["mu"], hyper["sigma"]]))
+            return hyper["mu"] + hyper["sigma"], None, hyper["mu"] * hyper["sigma"]
+
+    class Likelihood:
+        @staticmethod
+        def hyper(names, values):
+            return {name: values[:, i] for i, name in enumerate(names)}
+
+    rng = np.random.default_rng(5)
+    draws = np.column_stack([rng.normal(5, 3, 12), rng.uniform(0.5, 10, 12)])[rng.integers(0, 12, 90)]
+    selection = Selection()
+    ln_efficiency, effective = selection_at_draws(selection, Likelihood(), ["mu", "sigma"], draws, 8,
+                                                  first_occurrences(draws))
+    np.testing.assert_array_equal(ln_efficiency, draws[:, 0] + draws[:, 1])
+    np.testing.assert_array_equal(effective, draws[:, 0] * draws[:, 1])
+    evaluated = np.concatenate(selection.points)
+    n_distinct = len(np.unique(draws, axis=0))
+    assert all(len(points) == 8 for points in selection.points) and len(selection.points) == -(-n_distinct // 8)
+    assert len(np.unique(evaluated, axis=0)) == n_distinct

@@ -137,29 +137,35 @@ def diagnose_selection(effective_draws, n_objects, injections):
 def first_occurrences(draws):
     """For each draw (S, H), the position of the first draw equal to it. An ensemble walker that
     rejects a move keeps its draw, so the kept draws repeat (about half of them with
-    differential-evolution moves on the eight schools): the numbers at a draw are computed once,
-    at its first occurrence."""
+    ``--moves de`` on the eight schools): the numbers at a draw are computed once, at its first
+    occurrence."""
     _, first, inverse = np.unique(draws, axis=0, return_index=True, return_inverse=True)
     return first[np.reshape(inverse, -1)]
 
 
-def selection_at_draws(selection, likelihood, names, draws, n_walkers):
-    """ln ξ̂ and N_eff,sel at every kept draw, each (S,) (each distinct draw evaluated once)."""
-    original = first_occurrences(draws)
-    distinct = np.unique(original)
+def _groups(positions, n_walkers):
+    """``positions`` in groups of ``n_walkers``, the last one filled up with its last position
+    repeated: every call has the same shape (a jitted backend compiles once)."""
+    for lo in range(0, len(positions), n_walkers):
+        at = positions[lo:lo + n_walkers]
+        yield np.concatenate([at, np.repeat(at[-1], n_walkers - len(at))])
+
+
+def selection_at_draws(selection, likelihood, names, draws, n_walkers, original):
+    """ln ξ̂ and N_eff,sel at every kept draw, each (S,), each distinct draw evaluated once
+    (``original``: :func:`first_occurrences` of ``draws``)."""
     ln_efficiency, effective_draws = np.empty(len(draws)), np.empty(len(draws))
-    for lo in range(0, len(distinct), n_walkers):
-        at = distinct[lo:lo + n_walkers]
+    for at in _groups(np.unique(original), n_walkers):
         ln_efficiency[at], _, effective_draws[at] = selection.efficiency(likelihood.hyper(names, draws[at]))
     return ln_efficiency[original], effective_draws[original]
 
 
-def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, sink_log_likelihood):
+def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, sink_log_likelihood, original):
     """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS at M evenly spaced
     draws written row by row into ``sink_ess`` (M, N) (array or dataset).
 
-    Each distinct draw is evaluated once (:func:`first_occurrences`), and so is each of the M
-    draws (their per-object numbers are written, not kept).
+    Each distinct draw is evaluated once (``original``: :func:`first_occurrences` of ``draws``),
+    and so is each of the M draws (their per-object numbers are written, not kept).
 
     Returns
     -------
@@ -170,13 +176,11 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, 
     n_ess = sink_ess.shape[0]
     log_likelihood, variance = np.empty(n_samples), np.empty(n_samples)
     ess_index = np.round(np.linspace(0, n_samples - 1, n_ess)).astype(np.int64)
-    original = first_occurrences(draws)
     needed = np.zeros(n_samples, dtype=bool)
     needed[original] = needed[ess_index] = True
     evaluated = np.flatnonzero(needed)
     low = np.zeros(likelihood.n_objects, dtype=np.int64)
-    for lo in range(0, len(evaluated), n_walkers):
-        at = evaluated[lo:lo + n_walkers]
+    for at in _groups(evaluated, n_walkers):
         estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, draws[at]), cut=False)
         log_likelihood[at], variance[at], ess = estimate.ln_likelihood, estimate.ln_likelihood_variance, estimate.ess
         # Every one of the M draws is evaluated, in order: the rows of this group are consecutive,

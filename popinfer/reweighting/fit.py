@@ -21,7 +21,8 @@ from ..populations import get_population
 from ..seeds import resolve_seed
 from ..threads import single_threaded_blas
 from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticWarning, check_interim_support,
-                          column_medians, diagnose, diagnose_selection, likelihood_at_draws, selection_at_draws)
+                          column_medians, diagnose, diagnose_selection, first_occurrences, likelihood_at_draws,
+                          selection_at_draws)
 from .inputs import (check_draws_inside_interim, independent_summary, read_draws, read_selection,
                      reweight_to_interim)
 from .backends import DEFAULT_BACKEND, likelihood_class
@@ -188,13 +189,15 @@ def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min
         result.ess = writer.ess if writer else np.empty(shape[1::-1], dtype=np.float32)
         result.reweighted = writer.reweighted if writer else np.empty(shape[:1] + shape[2:])
         result.object_log_likelihood = writer.object_log_likelihood if writer else np.empty(shape[1::-1])
+        original = first_occurrences(draws)  # repeated draws are evaluated once
         result.log_likelihood, result.ln_likelihood_variance, result.ess_draw_index, low_fraction = \
-            likelihood_at_draws(likelihood, names, draws, group, result.ess, min_ess, result.object_log_likelihood)
+            likelihood_at_draws(likelihood, names, draws, group, result.ess, min_ess, result.object_log_likelihood,
+                                original)
         result.log_posterior = posterior.log_prior(draws) + result.log_likelihood
         selection_variance = None
         if selection_term:
             result.selection_ln_efficiency, result.selection_effective_draws = selection_at_draws(
-                selection_term, likelihood, names, draws, group)
+                selection_term, likelihood, names, draws, group, original)
             diagnose_selection(result.selection_effective_draws, likelihood.n_objects, injections)
             with np.errstate(divide="ignore"):
                 selection_variance = likelihood.n_objects**2 / result.selection_effective_draws[result.ess_draw_index]

@@ -7,8 +7,8 @@ and ``sample(posterior, n_samples, seed, progress)`` returning a
 
     register_sampler("nested", lambda options: NestedSampler(**options_it_uses))
 
-``options`` is the dict of the generic sampler options of ``fit_population``
-(``n_walkers``, ``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``, ``tune_thin``); a factory takes what it uses and ignores the rest.
+``options`` is the dict of the sampler options of ``fit_population`` (``n_walkers``,
+``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``, ``tune_thin``); a factory takes what it uses and ignores the rest.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def _nuts(options):
                        NutsSampler.DEFAULT_TUNE_THIN if thin is None else thin)
 
 
-register_sampler("emcee", lambda options: EmceeSampler(options["n_walkers"], options["max_steps"],
-                                                      options.get("moves") or DEFAULT_MOVES))
+register_sampler("emcee", lambda options: EmceeSampler(
+    options["n_walkers"], options["max_steps"], DEFAULT_MOVES if options.get("moves") is None else options["moves"]))
 register_sampler("nested", lambda options: _Nested(options.get("live_points")))
 register_sampler("nuts", _nuts)
 

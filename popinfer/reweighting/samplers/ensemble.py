@@ -89,7 +89,7 @@ class EmceeSampler:
         return {"walkers": self.n_walkers, "max_steps": self.max_steps, "moves": self.moves}
 
     def check(self, names):
-        if self.moves not in MOVES:
+        if not isinstance(self.moves, str) or self.moves not in MOVES:
             raise UsageError(f"--moves {self.moves}: unknown; choose one of {', '.join(sorted(MOVES))}.", "--moves")
         if self.n_walkers < 2 * len(names) + 2 or self.n_walkers % 2:
             raise UsageError(f"--walkers {self.n_walkers}: need an even number of at least {2 * len(names) + 2}.",
