@@ -303,8 +303,8 @@ def merge_command(shards, output, overwrite, debug):
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           sampler, live_points, chains, tune, tune_thin, backend, n_walkers, moves, max_steps, n_samples,
-                           n_reweighted, selection, injections_total, draw_priors, injections_group, observing_time,
+                           sampler, live_points, chains, tune, tune_thin, backend, n_walkers, moves, max_steps,
+                           n_samples, n_reweighted, selection, injections_total, draw_priors, injections_group, observing_time,
                            seed, quiet, overwrite, strict, debug):
     """Infer the population from stage-one draws (stage two).
 

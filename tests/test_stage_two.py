@@ -306,8 +306,8 @@ def test_repeated_draws_are_evaluated_once_with_the_numbers_of_each(eight_small)
     np.testing.assert_allclose(ln_l, [a.ln_likelihood[0] for a in alone], rtol=1e-12)
     np.testing.assert_allclose(variance, [a.ln_likelihood_variance[0] for a in alone], rtol=1e-10)
     np.testing.assert_allclose(ess, [alone[i].ess[0] for i in ess_index], rtol=1e-6)
-    np.testing.assert_allclose(object_ll, [alone[i].ln_sum_weights[0] - np.log(likelihood.draw_counts) for i in ess_index],
-                               rtol=1e-12)
+    log_counts = np.log(likelihood.draw_counts)
+    np.testing.assert_allclose(object_ll, [alone[i].ln_sum_weights[0] - log_counts for i in ess_index], rtol=1e-12)
     np.testing.assert_allclose(low, np.mean(ess < 20.0, axis=0))
 
 

@@ -8,7 +8,8 @@ and ``sample(posterior, n_samples, seed, progress)`` returning a
     register_sampler("nested", lambda options: NestedSampler(**options_it_uses))
 
 ``options`` is the dict of the sampler options of ``fit_population`` (``n_walkers``,
-``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``, ``tune_thin``); a factory takes what it uses and ignores the rest.
+``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``, ``tune_thin``); a factory
+takes what it uses and ignores the rest.
 """
 
 from __future__ import annotations
