@@ -377,8 +377,8 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
             fixed=dict(fitted.fixed), min_ess=min_ess, max_variance=settings.get("max_variance"),
             n_walkers=int(settings.get("walkers", 32)), max_steps=int(settings.get("max_steps", 20000)),
             n_samples=min(int(settings.get("samples", 4000)), MAX_ESS_DRAWS), n_reweighted=1, seed=seed,
-            progress=progress, sampler=sampler, backend=settings.get("backend", "numpy"), **sampler_options,
-            **selection)
+            progress=progress, sampler=sampler, **sampler_options, **selection,
+            backend=settings.get("backend_option", settings.get("backend", "numpy")))  # auto chooses again here
 
 
 def _fit_diagnostics(fit, counts, min_ess):

@@ -342,6 +342,47 @@ def test_backend_jax_without_jax_is_a_usage_error_naming_the_extra(eight_schools
     assert not (tmp_path / "pop.h5").exists()
 
 
+@pytest.mark.parametrize("vectorised, installed, sampler, expected", [
+    (True, True, "emcee", "numpy"), (False, True, "emcee", "jax"), (False, False, "emcee", "numpy"),
+    (False, True, "nuts", "numpy"), (False, True, "nested", "numpy")])
+def test_auto_is_jax_only_for_emcee_where_numpys_exp_is_scalar_and_jax_is_installed(vectorised, installed, sampler,
+                                                                                    expected, monkeypatch):
+    import importlib.util
+
+    from popinfer.reweighting import backends
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jax" and not installed else real(name, *a))
+    monkeypatch.setattr(backends, "numpy_exp_is_vectorised", lambda: vectorised)
+    assert backends.resolve_backend("auto", sampler) == expected
+    assert backends.likelihood_class("auto", sampler) is {"numpy": HyperLikelihood,
+                                                          "jax": JaxHyperLikelihood}[expected]
+    assert (backends.resolve_backend("numpy", sampler), backends.resolve_backend("jax", sampler)) == ("numpy", "jax")
+    with pytest.raises(UsageError, match="numpy, jax, auto"):
+        backends.likelihood_class("cuda")
+
+
+def test_backend_auto_runs_jax_on_a_cpu_without_avx512_and_records_it(eight_schools, tmp_path, monkeypatch):
+    """The file of --backend auto holds the draws of the backend it chose (the same seed gives the
+    same draws) and records both: backend (what ran) and backend_option (auto)."""
+    from popinfer.reweighting import backends
+
+    monkeypatch.setattr(backends, "numpy_exp_is_vectorised", lambda: False)
+    files = {}
+    for backend in ("auto", "jax"):
+        files[backend] = tmp_path / f"{backend}.h5"
+        result = CliRunner().invoke(main, ["fit-population", str(eight_schools), "-o", str(files[backend]),
+                                           "--population", "normal", "--backend", backend, "--samples", "200",
+                                           "--reweighted", "20", "--seed", "2", "--quiet"])
+        assert result.exit_code in (0, 3), result.output
+    with h5py.File(files["auto"]) as auto, h5py.File(files["jax"]) as chosen:
+        settings = json.loads(auto.attrs["settings"])
+        assert (settings["backend"], settings["backend_option"]) == ("jax", "auto")
+        assert "backend_option" not in json.loads(chosen.attrs["settings"])
+        assert np.array_equal(auto["/hyper/samples"][:], chosen["/hyper/samples"][:])
+
+
 def test_the_sample_jax_population_equals_the_numpy_one_on_both_backends():
     from conftest import ROOT
 

@@ -200,3 +200,21 @@ def test_fits_between_rounds_use_the_population_files_moves(fitted, tmp_path):
     assert _fit_again(samples, fitted_de, 10, 3, False).settings["moves"] == "de"
     fitted_de.settings = {k: v for k, v in fitted_de.settings.items() if k != "moves"}
     assert _fit_again(samples, fitted_de, 10, 3, False).settings["moves"] == "stretch"
+
+
+def test_fits_between_rounds_choose_again_where_the_population_file_asked_for_auto(fitted, monkeypatch):
+    """A file fitted with --backend auto records what ran and the option; refine's fits choose again
+    (here numpy: a CPU with a vectorised exp), while a file that named its backend keeps it."""
+    from popinfer.io.population import read_population
+    from popinfer.refinement import _fit_again
+    from popinfer.reweighting import backends
+
+    monkeypatch.setattr(backends, "numpy_exp_is_vectorised", lambda: True)
+    samples, population = read_samples(str(fitted / "s.h5")), read_population(str(fitted / "p.h5"))
+    population.settings = {**population.settings, "backend": "jax", "backend_option": "auto"}
+    again = _fit_again(samples, population, 10, 3, False)
+    assert (again.settings["backend"], again.settings["backend_option"]) == ("numpy", "auto")
+    population.settings = {k: v for k, v in population.settings.items() if k != "backend_option"}
+    population.settings["backend"] = "numpy"
+    again = _fit_again(samples, population, 10, 3, False)
+    assert again.settings["backend"] == "numpy" and "backend_option" not in again.settings

@@ -3,7 +3,8 @@
 ``numpy`` (the default, no extra needed) is :class:`~.likelihood.HyperLikelihood`;
 ``jax`` (the ``jax`` extra) is :class:`~.jax_backend.JaxHyperLikelihood`: the same
 ln L̂, Var[ln L̂] and ESS, jitted, on a GPU when jax has one, with gradients by
-automatic differentiation for every population written in ``jax.numpy``.
+automatic differentiation for every population written in ``jax.numpy``; ``auto`` is
+whichever of the two is faster on this machine's CPU (:func:`resolve_backend`).
 """
 
 from __future__ import annotations
@@ -13,18 +14,50 @@ import importlib.util
 from ..errors import UsageError
 from .likelihood import HyperLikelihood
 
-BACKENDS = ("numpy", "jax")
+BACKENDS = ("numpy", "jax", "auto")
 DEFAULT_BACKEND = "numpy"
 
 
-def likelihood_class(name):
-    """The likelihood class of backend ``name`` (``numpy`` or ``jax``).
+def numpy_exp_is_vectorised():
+    """Whether numpy runs its float64 ``exp`` in SIMD code on this CPU: only with AVX-512 (x86-64,
+    numpy's ``__cpu_features__``, what ``numpy.show_runtime()`` lists); elsewhere it is libm's scalar
+    exp, several times slower per draw, and the kernel is bound by it."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2 kept it in numpy.core
+        from numpy.core._multiarray_umath import __cpu_features__
+    return bool(__cpu_features__.get("AVX512F"))
+
+
+# The samplers for which jax was faster where numpy's exp is scalar: emcee's fixed-size batches
+# compile once; nuts (its tuning on every draw, where numpy's uses every 4th) and nested
+# (UltraNest's batches vary in size, each a compilation) were slower (README "Performance").
+AUTO_JAX_SAMPLERS = ("emcee",)
+
+
+def resolve_backend(name, sampler="emcee"):
+    """The backend that ``name`` runs with ``sampler``: itself, or for ``auto`` ``jax`` where jax (0.8
+    or later) is installed, numpy's float64 exp is not vectorised on this CPU and the sampler is one
+    of AUTO_JAX_SAMPLERS (there whole emcee fits ran 1.75-1.96 times faster on jax), else ``numpy``."""
+    if name != "auto":
+        return name
+    if sampler not in AUTO_JAX_SAMPLERS or numpy_exp_is_vectorised() or importlib.util.find_spec("jax") is None:
+        return "numpy"
+    import jax
+
+    return "jax" if hasattr(jax, "enable_x64") else "numpy"
+
+
+def likelihood_class(name, sampler="emcee"):
+    """The likelihood class of backend ``name`` (``numpy``, ``jax``, or ``auto`` with ``sampler``, see
+    :func:`resolve_backend`).
 
     Raises
     ------
     UsageError
         An unknown name, or ``jax`` without jax (0.8 or later) installed.
     """
+    name = resolve_backend(name, sampler)
     if name == "numpy":
         return HyperLikelihood
     if name == "jax":

@@ -25,7 +25,7 @@ from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticW
                           selection_at_draws)
 from .inputs import (check_draws_inside_interim, independent_summary, read_draws, read_selection,
                      reweight_to_interim)
-from .backends import DEFAULT_BACKEND, likelihood_class
+from .backends import DEFAULT_BACKEND, likelihood_class, resolve_backend
 from .pooling import partial_pooling
 from .posterior import HyperPosterior, data_scale, resolve_hyperpriors
 from .samplers import DEFAULT_SAMPLER, get_sampler
@@ -100,8 +100,11 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         ``sampler="nuts"``: the tuning steps use every ``tune_thin``-th stage-one draw of each
         object (default 4; 1: all); the kept draws always use all of them.
     backend : str
-        The kernel's implementation (``reweighting.backends``): ``numpy`` (default) or
-        ``jax`` (the ``jax`` extra; a GPU when jax has one, gradients by autodiff).
+        The kernel's implementation (``reweighting.backends``): ``numpy`` (default),
+        ``jax`` (the ``jax`` extra; a GPU when jax has one, gradients by autodiff), or
+        ``auto`` (``jax`` with the emcee sampler where jax is installed and numpy's float64 exp
+        is not vectorised on this CPU, else ``numpy``; the settings record the one that ran as
+        ``backend``, and ``backend_option: auto``).
 
     Returns
     -------
@@ -119,7 +122,8 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "moves": moves,
                                     "live_points": live_points,
                                     "chains": chains, "tune": tune, "tune_thin": tune_thin})
-    kernel = likelihood_class(backend)
+    ran = resolve_backend(backend, sampler.name)  # what ``auto`` chose on this machine, for this sampler
+    kernel = likelihood_class(ran)
     if output is not None:
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = read_draws(samples, parameters)
@@ -153,9 +157,11 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         if selection_term:
             selection_term.close()
         raise
-    settings = {"sampler": sampler.name, **sampler.settings, "backend": backend, "samples": n_samples,
+    settings = {"sampler": sampler.name, **sampler.settings, "backend": ran, "samples": n_samples,
                 "reweighted": n_reweighted, "min_ess": min_ess, "max_variance": max_variance, **sampled.diagnostics,
                 "stage_one_draws": int(n_draws)}
+    if backend != ran:
+        settings["backend_option"] = backend
     if injections is not None:
         settings["selection"] = {"injections_total": injections.n_total, "detected_injections": injections.n_detected,
                                  "draw_prior": injections.draw_prior, "group": injections_group}
