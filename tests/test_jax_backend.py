@@ -106,6 +106,29 @@ def test_ragged_draw_counts_and_the_variance_cut_are_the_numpy_kernels():
     assert np.all(got.ln_likelihood[cut] == -np.inf)
 
 
+def test_the_thinned_jax_kernel_is_the_thinned_numpy_kernel():
+    """thinned(3) (NUTS's tuning target) on the JAX backend: its own draws on the device, every 3rd of
+    each object (ragged K_n, the cut scaled), equal to the numpy kernel's thinned(3); the original
+    keeps all its draws."""
+    population, theta, log_interim, fixed, hyper = _kernel_inputs("normal", np.random.default_rng(SEED))
+    counts = np.random.default_rng(SEED + 1).integers(N_DRAWS // 4, N_DRAWS + 1, N_OBJECTS)
+    kernels = [cls(population, theta, log_interim, fixed, draw_counts=counts, max_variance=0.05)
+               for cls in (HyperLikelihood, JaxHyperLikelihood)]
+    before = kernels[1].ln_likelihood_and_variance(hyper)
+    expected, got = (kernel.thinned(3) for kernel in kernels)
+    assert isinstance(got, JaxHyperLikelihood) and got.max_variance == 0.05 * 3
+    assert got._data[1].shape[-1] == -(-N_DRAWS // 3)
+    assert_estimates_equal(expected.ln_likelihood_and_variance(hyper), got.ln_likelihood_and_variance(hyper))
+    one = {name: value[:1] for name, value in hyper.items()}
+    names = ["mu", "sigma"]
+    np.testing.assert_allclose(got.ln_likelihood_and_variance(one, gradient=names).gradient,
+                               expected.ln_likelihood_and_variance(one, gradient=names).gradient,
+                               rtol=TOLERANCE, atol=TOLERANCE)
+    assert not np.allclose(got.ln_likelihood_and_variance(hyper).ln_likelihood, before.ln_likelihood)  # a control
+    assert_estimates_equal(before, kernels[1].ln_likelihood_and_variance(hyper))
+    assert kernels[1].thinned(1) is kernels[1]
+
+
 def _injections(rng, n_total=5000):
     injected = rng.normal(0.0, 2.0, n_total)
     detected = injected[injected + rng.normal(0.0, 0.5, n_total) > 0.5]

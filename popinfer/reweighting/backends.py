@@ -30,8 +30,8 @@ def numpy_exp_is_vectorised():
 
 
 # The samplers for which jax was faster where numpy's exp is scalar: emcee's fixed-size batches
-# compile once; nuts (its tuning on every draw, where numpy's uses every 4th) and nested
-# (UltraNest's batches vary in size, each a compilation) were slower (README "Performance").
+# compile once; nested (UltraNest's batches vary in size, each a compilation) was slower, and
+# nuts (one point per chain at a time) only on large files (README "Performance").
 AUTO_JAX_SAMPLERS = ("emcee",)
 
 

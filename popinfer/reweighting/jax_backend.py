@@ -24,7 +24,8 @@ the numpy class's own code, so the two backends can only differ in the kernel.
 Precision: every call runs under ``jax.enable_x64(True)`` (float64, as numpy),
 scoped to the backend: the process-wide JAX default is left alone. Device: JAX's
 default, i.e. a GPU when the installed jax has one (``pip install "jax[cuda12]"``),
-else the CPU. The draws are copied to the device once; pooling (resampling each
+else the CPU. The draws are copied to the device once (and every N-th of them again for NUTS's
+tuning, ``thinned``); pooling (resampling each
 object's draws) stays on the numpy kernel.
 """
 
@@ -77,6 +78,12 @@ class JaxHyperLikelihood(HyperLikelihood):
                  max_variance=None, terms=(), draw_counts=None):
         self._log_density = jax_log_density(population)
         super().__init__(population, theta, log_interim_prior, fixed, threads, copy, max_variance, terms, draw_counts)
+        self._data = self._device_draws()
+        self._check_traceable()
+        self._sums = jax.jit(self._traced_sums, static_argnames=("second", "names"))
+
+    def _device_draws(self):
+        """θ and −ln p0 on the device, in chunks of ``lax.map``: arrays (chunks, c, K, P) and (chunks, c, K)."""
         per_chunk = max(1, min(self.n_objects, CHUNK_DRAWS // max(self.n_draws, 1)))
         n_chunks = -(-self.n_objects // per_chunk)
         pad = n_chunks * per_chunk - self.n_objects
@@ -88,11 +95,8 @@ class JaxHyperLikelihood(HyperLikelihood):
             theta_chunks = jnp.concatenate([jnp.asarray(self.theta), jnp.repeat(jnp.asarray(self.theta[:1]), pad, 0)])
             base_chunks = jnp.concatenate([jnp.asarray(neg_log_interim),
                                            jnp.repeat(jnp.asarray(neg_log_interim[:1]), pad, 0)])
-            self._data = (theta_chunks.reshape((n_chunks, per_chunk) + self.theta.shape[1:]),
-                          base_chunks.reshape(n_chunks, per_chunk, self.n_draws))
-        del neg_log_interim
-        self._check_traceable()
-        self._sums = jax.jit(self._traced_sums, static_argnames=("second", "names"))
+            return (theta_chunks.reshape((n_chunks, per_chunk) + self.theta.shape[1:]),
+                    base_chunks.reshape(n_chunks, per_chunk, self.n_draws))
 
     def gradient_unavailable(self):
         """None when d ln L̂/dα is available: from automatic differentiation, except over a
@@ -106,8 +110,14 @@ class JaxHyperLikelihood(HyperLikelihood):
 
     # -- kernel ---------------------------------------------------------------
     def thinned(self, step):
-        """Itself: the draws live on the device, whole (a sampler's tuning then uses all of them)."""
-        return self
+        """As the numpy kernel's (every ``step``-th draw of each object, for a gradient-based sampler's
+        tuning), with those draws copied to the device (a further 1/step of the draws' memory there,
+        until it is dropped)."""
+        other = super().thinned(step)
+        if other is not self:
+            other._data = other._device_draws()
+            other._sums = jax.jit(other._traced_sums, static_argnames=("second", "names"))
+        return other
 
     def ln_likelihood_and_gradients(self, values):
         """Point by point: XLA's arithmetic over several points need not round as over one, and
