@@ -281,8 +281,8 @@ def merge_command(shards, output, overwrite, debug):
                    "draws use all) [default: 4; 1: all].")
 @click.option("--backend", type=click.Choice(["numpy", "jax", "auto"]), default="numpy", show_default=True,
               help="Kernel of ln L: numpy, jax (the jax extra: jitted, on a GPU when jax has one, gradients of "
-                   "jax.numpy populations by autodiff), or auto (jax where it is installed and this CPU lacks "
-                   "AVX-512, on which numpy's exp is scalar; else numpy).")
+                   "jax.numpy populations by autodiff), or auto (jax with --sampler emcee or nested where it is "
+                   "installed and this CPU lacks AVX-512, on which numpy's exp is scalar; else numpy).")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
 @click.option("--moves", default=None, metavar="stretch|de",
               help="--sampler emcee: its proposals, the stretch move (stretch) or differential evolution (de: "

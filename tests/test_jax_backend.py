@@ -129,6 +129,31 @@ def test_the_thinned_jax_kernel_is_the_thinned_numpy_kernel():
     assert kernels[1].thinned(1) is kernels[1]
 
 
+def test_batches_of_varying_size_compile_a_few_shapes_and_keep_their_own_numbers(monkeypatch):
+    """Batches of 1 to 20 points (as UltraNest's vary) are padded to the sizes 1, 2, 3, 4, 6, 8, 12, 16, 24:
+    nine compilations, not twenty; each point's numbers equal the numpy kernel's, and a point's sums do not
+    depend on the batch it came in (to 1e-12)."""
+    from popinfer.reweighting import jax_backend
+
+    traced = []
+    original = JaxHyperLikelihood._traced_sums
+    monkeypatch.setattr(JaxHyperLikelihood, "_traced_sums",
+                        lambda self, data, hyper, **kw: traced.append(1) or original(self, data, hyper, **kw))
+    population, theta, log_interim, fixed, _ = _kernel_inputs("normal", np.random.default_rng(SEED))
+    rng = np.random.default_rng(SEED + 2)
+    hyper = {"mu": rng.uniform(-1, 2, 20), "sigma": rng.uniform(0.3, 3, 20)}
+    kernels = HyperLikelihood(population, theta, log_interim, fixed), JaxHyperLikelihood(population, theta, log_interim,
+                                                                                        fixed)
+    alone = kernels[1].ln_likelihood_and_variance({k: v[:1] for k, v in hyper.items()})
+    for n in range(1, 21):
+        batch = {k: v[:n] for k, v in hyper.items()}
+        assert_estimates_equal(kernels[0].ln_likelihood_and_variance(batch), kernels[1].ln_likelihood_and_variance(batch))
+        np.testing.assert_allclose(kernels[1].ln_likelihood_and_variance(batch).ln_likelihood[0], alone.ln_likelihood[0],
+                                   rtol=1e-12)
+    assert len(traced) == len({jax_backend.batch_size(n) for n in range(1, 21)}) == 9
+    assert [jax_backend.batch_size(n) for n in (1, 2, 3, 5, 7, 9, 13, 17, 25, 33)] == [1, 2, 3, 6, 8, 12, 16, 24, 32, 48]
+
+
 def _injections(rng, n_total=5000):
     injected = rng.normal(0.0, 2.0, n_total)
     detected = injected[injected + rng.normal(0.0, 0.5, n_total) > 0.5]
@@ -367,8 +392,8 @@ def test_backend_jax_without_jax_is_a_usage_error_naming_the_extra(eight_schools
 
 @pytest.mark.parametrize("vectorised, installed, sampler, expected", [
     (True, True, "emcee", "numpy"), (False, True, "emcee", "jax"), (False, False, "emcee", "numpy"),
-    (False, True, "nuts", "numpy"), (False, True, "nested", "numpy")])
-def test_auto_is_jax_only_for_emcee_where_numpys_exp_is_scalar_and_jax_is_installed(vectorised, installed, sampler,
+    (False, True, "nuts", "numpy"), (False, True, "nested", "jax"), (True, True, "nested", "numpy")])
+def test_auto_is_jax_for_emcee_and_nested_where_numpys_exp_is_scalar_and_jax_is_installed(vectorised, installed, sampler,
                                                                                     expected, monkeypatch):
     import importlib.util
 

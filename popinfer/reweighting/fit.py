@@ -102,8 +102,8 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     backend : str
         The kernel's implementation (``reweighting.backends``): ``numpy`` (default),
         ``jax`` (the ``jax`` extra; a GPU when jax has one, gradients by autodiff), or
-        ``auto`` (``jax`` with the emcee sampler where jax is installed and numpy's float64 exp
-        is not vectorised on this CPU, else ``numpy``; the settings record the one that ran as
+        ``auto`` (``jax`` with the emcee or nested sampler where jax is installed and numpy's
+        float64 exp is not vectorised on this CPU, else ``numpy``; the settings record the one that ran as
         ``backend``, and ``backend_option: auto``).
 
     Returns
