@@ -154,7 +154,7 @@ class JaxHyperLikelihood(HyperLikelihood):
         if not valid.any():
             return first, squares, derivative
         stand_in = int(np.argmax(valid))
-        # The batch is padded (with the stand-in) to a size of BATCH_SIZES: a sampler whose batches
+        # The batch is padded (with the stand-in) to batch_size(n): a sampler whose batches
         # vary (UltraNest's) compiles a few shapes, not one per size.
         padding = batch_size(n_walkers) - n_walkers
         evaluated = {name: np.concatenate([np.where(valid, value, value[stand_in]), np.full(padding, value[stand_in])])
