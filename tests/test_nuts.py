@@ -242,7 +242,13 @@ def test_cli_records_the_sampler_and_its_diagnostics(tmp_path, eight_exact):
 
 @pytest.mark.slow
 def test_threshold_survey_with_selection_matches_its_grid_and_without_it_does_not(tmp_path):
-    """The selection term's gradient end to end (tests/test_selection_exact.py's survey and grid)."""
+    """The selection term's gradient end to end (tests/test_selection_exact.py's survey and grid).
+
+    The negative control (the fit without the selection term) is tested at no more than the corrected
+    fit's effective size, so the KS test's power is shown at the size it is used with, not assumed from a
+    fixed floor: on this posterior a chain's tail ESS of σ varies with the CPU's last digits (seeds
+    1–8 on one machine: 105 to 1206, the lowest with 42 divergences and R̂ 1.014), and at 105 the
+    corrected fit passes (p 0.99999) while the uncorrected one fails by 140 orders of magnitude."""
     import test_selection_exact as survey_case
 
     y = survey_case.survey(11)
@@ -250,18 +256,19 @@ def test_threshold_survey_with_selection_matches_its_grid_and_without_it_does_no
     injections = survey_case.injection_file(tmp_path / "injections.csv", 30_000, 13)
     marginals = survey_case.grid_marginals(y)
 
-    def ks(result):
-        n_effective = nuts_effective(result)
+    def ks(result, n_effective):
         return {name: ks_pvalue(result.hyper(name), lambda x, g=grid, c=cdf: np.interp(x, g, c), n_effective)
                 for name, (grid, cdf) in zip(("mu", "sigma"), marginals)}
 
     corrected = quiet_fit(samples, "normal", hyperpriors=survey_case.HYPERPRIORS, seed=5, sampler="nuts",
                           selection=injections, injections_total=30_000, n_samples=4000, n_reweighted=10)
-    assert nuts_effective(corrected) > 150, corrected.settings
-    assert min(ks(corrected).values()) > 1e-3, ks(corrected)
+    n_effective = nuts_effective(corrected)
+    assert n_effective >= 20, corrected.settings  # a KS statistic at all
+    assert min(ks(corrected, n_effective).values()) > 1e-3, (n_effective, ks(corrected, n_effective))
     biased = quiet_fit(samples, "normal", hyperpriors=survey_case.HYPERPRIORS, seed=5, sampler="nuts",
                        n_samples=4000, n_reweighted=10)
-    assert min(ks(biased).values()) < 1e-3, ks(biased)
+    n_control = min(n_effective, nuts_effective(biased))  # no more than either fit's own effective size
+    assert min(ks(biased, n_control).values()) < 1e-3, (n_control, ks(biased, n_control))
 
 
 @pytest.mark.slow
