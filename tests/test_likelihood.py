@@ -112,6 +112,26 @@ def test_threaded_chunks_equal_a_single_chunk(monkeypatch):
     threaded.close()
 
 
+def test_work_above_the_parallel_threshold_is_shared_among_the_threads():
+    """Work of PARALLEL_MIN_ELEMENTS or more is cut into at least a chunk per thread (the eight
+    schools' half ensemble, 8 objects × 4000 draws × 16 walkers, used to be one chunk on one core),
+    and each object's sums are the same, bit for bit."""
+    from popinfer.reweighting.likelihood import PARALLEL_MIN_ELEMENTS
+
+    rng = np.random.default_rng(5)
+    theta = rng.normal(0, 3, (8, 4000, 1))
+    log_interim = np.full((8, 4000), -np.log(200.0))
+    hyper = {"mu": rng.normal(0, 2, 16), "sigma": rng.uniform(0.5, 5, 16)}
+    assert 8 * 4000 * 16 >= PARALLEL_MIN_ELEMENTS
+    population = get_population("normal", ["x"])
+    single = HyperLikelihood(population, theta, log_interim, threads=1)
+    shared = HyperLikelihood(population, theta, log_interim, threads=2)
+    assert len(single._chunks(16)) == 1 and len(shared._chunks(16)) >= 2
+    for one, other in zip(single.per_object(hyper, second=True), shared.per_object(hyper, second=True)):
+        assert np.array_equal(one, other)
+    shared.close()
+
+
 def test_ess_and_variance_match_their_definitions():
     theta, log_interim = draws(positive=False)
     population = get_population("normal", ["x"])
