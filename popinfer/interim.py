@@ -28,7 +28,6 @@ import json
 import math
 
 import numpy as np
-from scipy.special import logsumexp
 
 # Hyperparameter draws per q evaluation chunk: rows × S stays under this many elements.
 Q_CHUNK_ELEMENTS = 2**21
@@ -85,8 +84,15 @@ class DefensiveMixturePrior:
         out = np.empty(len(flat))
         rows = max(1, Q_CHUNK_ELEMENTS // self.n_components)
         for lo in range(0, len(flat), rows):
-            log_f = self.population.log_density(flat[lo:lo + rows], self.hyper)[:, 0, :]  # (rows, S)
-            out[lo:lo + rows] = logsumexp(log_f, axis=1) - math.log(self.n_components)
+            log_f = self.population.log_density(flat[lo:lo + rows], self.hyper)[:, 0, :]  # (rows, S), our own
+            # ln Σ_s exp(log_f) shifted by each row's largest term, in place: the same sum as
+            # scipy's logsumexp, without its copies (this runs at every walker's every step).
+            peak = log_f.max(axis=1)
+            shift = np.where(np.isfinite(peak), peak, 0.0)
+            log_f -= shift[:, None]
+            np.exp(log_f, out=log_f)
+            with np.errstate(divide="ignore"):
+                out[lo:lo + rows] = np.log(log_f.sum(axis=1)) + shift - math.log(self.n_components)
         return out.reshape(shape)
 
     def log_density(self, theta):

@@ -63,6 +63,19 @@ def test_mixture_density_matches_its_definition():
     assert abs(inner.mean() - (1 - WEIGHT + WEIGHT * 0.05)) < 4 * np.sqrt(0.2 * 0.8 / 20000)
 
 
+def test_predictive_density_is_zero_where_every_component_is():
+    """ln q is −inf where every component's density is 0 (outside a beta population's support,
+    inside p0's): p0' is λ p0 there; inside, ln q is the components' mean density."""
+    components = {"a": np.array([2.0, 3.0, 0.5]), "b": np.array([5.0, 1.5, 0.7])}
+    mixture = DefensiveMixturePrior([parse_distribution("uniform(-1, 2)")], [0], get_population("beta", ["p"]),
+                                    components, WEIGHT)
+    theta = np.array([-0.5, 0.3, 1.5])[:, None]
+    log_q = mixture.log_predictive(theta)
+    assert log_q[0] == -np.inf and log_q[2] == -np.inf
+    assert log_q[1] == pytest.approx(np.log(stats.beta.pdf(0.3, components["a"], components["b"]).mean()), rel=1e-13)
+    np.testing.assert_allclose(mixture.log_density(theta)[[0, 2], 0], np.log(WEIGHT / 3), rtol=1e-13)
+
+
 def test_refined_ln_likelihood_equals_the_exact_marginal_likelihood(refitted):
     frame, components, samples = refitted
     assert samples.joint_interim[:, 0].all() and samples.settings["interim_mixture"]["weight"] == WEIGHT
