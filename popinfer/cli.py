@@ -279,10 +279,12 @@ def merge_command(shards, output, overwrite, debug):
 @click.option("--tune-thin", type=int, default=None, metavar="N",
               help="--sampler nuts: the adaptation steps use every N-th stage-one draw of each object (the kept "
                    "draws use all) [default: 4; 1: all].")
-@click.option("--backend", type=click.Choice(["numpy", "jax", "auto"]), default="numpy", show_default=True,
+@click.option("--backend", type=click.Choice(["numpy", "jax", "auto"]), default=None,
               help="Kernel of ln L: numpy, jax (the jax extra: jitted, on a GPU when jax has one, gradients of "
-                   "jax.numpy populations by autodiff), or auto (jax with --sampler emcee or nested where it is "
-                   "installed and this CPU lacks AVX-512, on which numpy's exp is scalar; else numpy).")
+                   "jax.numpy populations by autodiff), or auto (jax with --sampler emcee or nested and a built-in population "
+                   "other than mvnormal, where it is installed and this CPU lacks AVX-512, on which numpy's exp "
+                   "is scalar; else numpy) "
+                   "[default: $POPINFER_BACKEND if set, else numpy].")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
 @click.option("--moves", default=None, metavar="stretch|de",
               help="--sampler emcee: its proposals, the stretch move (stretch) or differential evolution (de: "

@@ -411,6 +411,21 @@ def test_auto_is_jax_for_emcee_and_nested_where_numpys_exp_is_scalar_and_jax_is_
         backends.likelihood_class("cuda")
 
 
+def test_auto_keeps_numpy_for_mvnormal_and_for_a_users_population(monkeypatch):
+    """mvnormal's JAX density ran 0.31× numpy's linear form; a user's function may be numpy code,
+    which jax cannot trace: auto keeps numpy for both, and takes jax for the built-ins measured faster."""
+    from conftest import ROOT
+    from popinfer.reweighting import backends
+
+    monkeypatch.setattr(backends, "numpy_exp_is_vectorised", lambda: False)
+    user = get_population(f"{ROOT / 'sample_data/halfnormal_population.py'}:halfnormal", ["rate"])
+    assert backends.resolve_backend("auto", "emcee", get_population("mvnormal", ["a", "b"])) == "numpy"
+    assert backends.resolve_backend("auto", "emcee", user) == "numpy"
+    for name in backends.AUTO_JAX_POPULATIONS:
+        assert backends.resolve_backend("auto", "emcee", get_population(name, ["x"])) == "jax", name
+    assert backends.resolve_backend("jax", "emcee", user) == "jax"  # an explicit choice stays
+
+
 def test_backend_auto_runs_jax_on_a_cpu_without_avx512_and_records_it(eight_schools, tmp_path, monkeypatch):
     """The file of --backend auto holds the draws of the backend it chose (the same seed gives the
     same draws) and records both: backend (what ran) and backend_option (auto)."""
@@ -429,6 +444,36 @@ def test_backend_auto_runs_jax_on_a_cpu_without_avx512_and_records_it(eight_scho
         assert (settings["backend"], settings["backend_option"]) == ("jax", "auto")
         assert "backend_option" not in json.loads(chosen.attrs["settings"])
         assert np.array_equal(auto["/hyper/samples"][:], chosen["/hyper/samples"][:])
+
+
+def test_popinfer_backend_sets_the_default_and_an_option_overrides_it(eight_schools, tmp_path, monkeypatch):
+    """POPINFER_BACKEND is the default of --backend (recorded like the option); --backend wins over
+    it; a value that names no backend is refused, naming the variable, before anything is written."""
+    from popinfer.reweighting import backends
+
+    monkeypatch.setattr(backends, "numpy_exp_is_vectorised", lambda: False)
+    arguments = ["--population", "normal", "--samples", "200", "--reweighted", "20", "--seed", "2", "--quiet"]
+
+    def settings_of(name, *options):
+        result = CliRunner().invoke(main, ["fit-population", str(eight_schools), "-o", str(tmp_path / name),
+                                           *arguments, *options])
+        assert result.exit_code in (0, 3), result.output
+        with h5py.File(tmp_path / name) as handle:
+            return json.loads(handle.attrs["settings"])
+
+    monkeypatch.setenv("POPINFER_BACKEND", "auto")
+    settings = settings_of("env.h5")
+    assert (settings["backend"], settings["backend_option"]) == ("jax", "auto")
+    settings = settings_of("option.h5", "--backend", "numpy")
+    assert settings["backend"] == "numpy" and "backend_option" not in settings
+    monkeypatch.setenv("POPINFER_BACKEND", "cuda")
+    result = CliRunner().invoke(main, ["fit-population", str(eight_schools), "-o", str(tmp_path / "bad.h5"),
+                                       *arguments])
+    assert result.exit_code == 2 and "POPINFER_BACKEND='cuda'" in result.output, result.output
+    assert "numpy, jax, auto" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "bad.h5").exists()
+    monkeypatch.delenv("POPINFER_BACKEND")
+    assert backends.default_backend() == "numpy"
 
 
 def test_the_sample_jax_population_equals_the_numpy_one_on_both_backends():

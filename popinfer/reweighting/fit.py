@@ -25,7 +25,7 @@ from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticW
                           selection_at_draws)
 from .inputs import (check_draws_inside_interim, independent_summary, read_draws, read_selection,
                      reweight_to_interim)
-from .backends import DEFAULT_BACKEND, likelihood_class, resolve_backend
+from .backends import default_backend, likelihood_class, resolve_backend
 from .pooling import partial_pooling
 from .posterior import HyperPosterior, data_scale, resolve_hyperpriors
 from .samplers import DEFAULT_SAMPLER, get_sampler
@@ -43,7 +43,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
                    injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
                    sampler=DEFAULT_SAMPLER, live_points=None, chains=None, tune=None,
-                   backend=DEFAULT_BACKEND, tune_thin=None, moves=None):
+                   backend=None, tune_thin=None, moves=None):
     """Infer the population from stage-one draws (stage two).
 
     Parameters
@@ -100,10 +100,10 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         ``sampler="nuts"``: the tuning steps use every ``tune_thin``-th stage-one draw of each
         object (default 4; 1: all); the kept draws always use all of them.
     backend : str
-        The kernel's implementation (``reweighting.backends``): ``numpy`` (default),
-        ``jax`` (the ``jax`` extra; a GPU when jax has one, gradients by autodiff), or
-        ``auto`` (``jax`` with the emcee or nested sampler where jax is installed and numpy's
-        float64 exp is not vectorised on this CPU, else ``numpy``; the settings record the one that ran as
+        The kernel's implementation (``reweighting.backends``): ``numpy`` (the default,
+        unless the environment variable POPINFER_BACKEND names another), ``jax`` (the ``jax`` extra; a GPU when jax has one, gradients by autodiff), or
+        ``auto`` (``jax`` with the emcee or nested sampler and a built-in population other than
+        mvnormal, where jax is installed and numpy's float64 exp is not vectorised on this CPU, else ``numpy``; the settings record the one that ran as
         ``backend``, and ``backend_option: auto``).
 
     Returns
@@ -122,12 +122,14 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "moves": moves,
                                     "live_points": live_points,
                                     "chains": chains, "tune": tune, "tune_thin": tune_thin})
-    ran = resolve_backend(backend, sampler.name)  # what ``auto`` chose on this machine, for this sampler
-    kernel = likelihood_class(ran)
+    backend = default_backend() if backend is None else backend
+    kernel = likelihood_class(resolve_backend(backend, sampler.name))  # jax's absence is an error before any reading
     if output is not None:
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = read_draws(samples, parameters)
     population = get_population(population, parameters)
+    ran = resolve_backend(backend, sampler.name, population)  # what ``auto`` chose: machine, sampler, population
+    kernel = likelihood_class(ran)
     injections = read_selection(selection, parameters, draw_priors, injections_total, injections_group)
     if observing_time is not None and not (isinstance(observing_time, (int, float)) and 0 < observing_time < math.inf):
         raise UsageError(f"--observing-time must be a positive number, got {observing_time!r}.", "--observing-time")
