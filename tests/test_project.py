@@ -30,13 +30,13 @@ def test_ci_runs_the_readme_test_command_in_a_fresh_environment():
     command = 'pip install ".[test]" && pytest'
     assert f"    {command}\n" in readme
     lines = [line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")]
-    assert lines[-2:] == [command, "pytest -m slow"]
+    assert lines[-2:] == [command, "pytest -m slow -n 2"]
     assert any(line.startswith("python3 -m venv ") and "mktemp" in script for line in lines)
 
 
 def test_slow_marker_is_registered_and_the_fast_subset_documented():
     readme = (ROOT / "README.md").read_text()
-    assert "    pytest -m slow\n" in readme
+    assert "    pytest -m slow -n 2\n" in readme
     result = _plain_pytest(["--markers", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT)], cwd=ROOT)
     assert "@pytest.mark.slow:" in result.stdout
 
