@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,9 +7,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = ROOT / "sample_data"
 
 
-# The longest tests, started first: pytest-xdist hands a test to whichever process is free, so with
-# these at the head of the queue the two processes end together instead of one running a long test
-# alone at the end (CI's machine has 2 cores and a 90-minute limit). Only the order changes.
+# The longest tests, placed so that pytest-xdist's processes each start on their share of them:
+# xdist first sends each process a run of ``chunk`` consecutive tests (see :func:`_xdist_chunk`), then
+# one test at a time to whichever is free. So the i-th longest goes to process i mod n's first run,
+# and with the long tests spread over the processes they end together instead of one process
+# running two long tests in a row at the end (CI's machine has 2 cores and a 90-minute limit).
+# Only the order changes.
 LONGEST_FIRST = (
     "test_refine_eight_schools.py::",
     "test_docs.py::test_every_example_runs_as_written[README.md]",
@@ -22,12 +26,38 @@ LONGEST_FIRST = (
 
 
 def _rank(item):
-    name = item.nodeid.rsplit("/", 1)[-1]
+    name = item.nodeid.removeprefix("tests/")
     return next((i for i, prefix in enumerate(LONGEST_FIRST) if name.startswith(prefix)), len(LONGEST_FIRST))
 
 
-def pytest_collection_modifyitems(items):
+def _xdist_chunk(config, n_items, workers):
+    """How many consecutive tests pytest-xdist's load scheduling first sends each of ``workers``
+    processes (its ``LoadScheduling.schedule``)."""
+    most = getattr(config.option, "maxschedchunk", None) or n_items
+    return max(min(n_items // workers // 4, most), 2)
+
+
+def spread(ranked, long_count, workers, chunk):
+    """``ranked`` (longest first, ``long_count`` of them long) reordered so that the i-th long one is in
+    process i mod ``workers``'s first run of ``chunk``; the others fill the remaining places in order."""
+    slots = {}
+    for i in range(long_count):
+        worker, place = i % workers, i // workers
+        if place >= chunk:
+            break
+        slots[worker * chunk + place] = ranked[i]
+    rest = iter(ranked[len(slots):])
+    size = len(ranked)
+    return [slots[position] if position in slots else next(rest) for position in range(size)]
+
+
+@pytest.hookimpl(trylast=True)  # after -m's deselection: xdist schedules what is left
+def pytest_collection_modifyitems(config, items):
     items.sort(key=_rank)  # stable: every other test keeps its place
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set in xdist's processes
+    if workers > 1 and len(items) >= 2 * workers:
+        long_count = sum(_rank(item) < len(LONGEST_FIRST) for item in items)
+        items[:] = spread(list(items), long_count, workers, _xdist_chunk(config, len(items), workers))
 
 
 @pytest.fixture(autouse=True)

@@ -56,3 +56,12 @@ def test_tests_wait_for_events_and_seed_per_test():
         assert not re.search(r"time\.sleep\((?![0-9.]+\))", text), f"{path.name}: a sleep of a computed length"
         if re.search(r"^[A-Z_]+ = np\.random\.default_rng\(", text, re.M):
             assert "_seeded_per_test" in text, f"{path.name}: a module-level generator, not reseeded per test"
+
+
+def test_the_longest_tests_start_on_different_processes():
+    from conftest import spread
+
+    # 10 tests, the first 4 long; 2 processes whose first runs are 3 tests each (places 0-2, 3-5)
+    order = spread(list("LMNOabcdef"), 4, 2, 3)
+    assert order == list("LNaMOb") + list("cdef")
+    assert spread(list("Labc"), 1, 2, 2) == list("Labc")
