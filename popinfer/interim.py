@@ -29,6 +29,8 @@ import math
 
 import numpy as np
 
+from .populations.base import LINEAR_FORM_LIMIT
+
 # Hyperparameter draws per q evaluation chunk: rows × S stays under this many elements.
 Q_CHUNK_ELEMENTS = 2**21
 
@@ -75,24 +77,90 @@ class DefensiveMixturePrior:
         self.n_components = len(next(iter(self.hyper.values())))
         self.weight = float(weight)
         self.joint_columns = list(self.columns)
+        self._form = self._linear_form()
+
+    # -- q's components ---------------------------------------------------------
+    def _linear_form(self):
+        """The population's linear form over q's components, with their coefficients η (J, S)
+        and offsets A (S,); None when the population has none or a component is not
+        admissible (then ln f is the population's density)."""
+        if not np.all(self.population.valid(self.hyper)):
+            return None
+        # Hyperparameters equal in every component are held, as a fit's --fix holds them
+        # (e.g. truncnormal's bounds, which its linear form needs held).
+        held = {name: float(value[0]) for name, value in self.hyper.items() if np.all(value == value[0])}
+        # The features are centred (against cancellation) at the median of each parameter's
+        # marginal at the components' median hyperparameters, where the population offers one.
+        typical = {name: float(np.median(value)) for name, value in self.hyper.items()}
+        center = []
+        for index in range(len(self.columns)):
+            marginal = self.population.marginal(typical, index)
+            median = float(marginal.ppf(0.5)) if hasattr(marginal, "ppf") else 0.0
+            center.append(median if math.isfinite(median) else 0.0)
+        form = self.population.linear_form(held, np.array(center))
+        if form is None:
+            return None
+        eta, offset = form.coefficients(self.hyper)
+        eta = np.asarray(eta, dtype=float)
+        offset = np.ascontiguousarray(np.broadcast_to(np.asarray(offset, dtype=float), (self.n_components,)))
+        if not (np.all(np.isfinite(eta)) and np.all(np.isfinite(offset))):
+            return None
+        return form, eta, offset
+
+    def _linear_components(self, rows):
+        """ln f(θ_P; α_s) through the linear form for θ_P ``rows`` (n, 1, P), returning (n, S),
+        with the magnitude of its terms, Σ_j |T_j| |η_js| + |A_s| (n, S): the rounding error
+        that cancellation leaves in ln f is a few 2.2e-16 times it."""
+        form, eta, offset = self._form
+        features = form.features(rows)[:, :, 0]  # (n, J)
+        base = np.asarray(form.base(rows), dtype=float)[:, 0]
+        # einsum's own loops, not BLAS: the same sums whatever BLAS's threads (and no
+        # threads of BLAS spinning beside the walkers').
+        log_f = np.einsum("rj,js->rs", features, eta)
+        log_f += offset
+        log_f += base[:, None]  # finite terms plus b(θ): −inf outside the support
+        magnitude = np.einsum("rj,js->rs", np.abs(features), np.abs(eta))
+        magnitude += np.abs(offset)
+        return log_f, magnitude
+
+    def _log_mean_exp(self, log_f):
+        """ln (1/S) Σ_s exp(log_f[:, s]) (n,), shifted by each row's largest term: the same sum as
+        scipy's logsumexp, without its copies (this runs at every walker's every step). ``log_f``
+        is overwritten by the shifted exponentials: the components' weights within each row."""
+        peak = log_f.max(axis=1)
+        shift = np.where(np.isfinite(peak), peak, 0.0)
+        log_f -= shift[:, None]
+        np.exp(log_f, out=log_f)
+        with np.errstate(divide="ignore"):
+            return np.log(log_f.sum(axis=1)) + shift - math.log(self.n_components)
 
     # -- densities -------------------------------------------------------------
     def log_predictive(self, theta_described):
-        """ln q(θ_P) = ln (1/S) Σ_s f(θ_P; α_s), for θ_P (..., P), returning (...)."""
+        """ln q(θ_P) = ln (1/S) Σ_s f(θ_P; α_s), for θ_P (..., P), returning (...).
+
+        With the population's linear form the components' ln f is one product over the J
+        features. ln q's rounding error from cancellation is then at most a few 2.2e-16 times
+        the components' term magnitudes averaged with their weights in q: rows where that
+        average passes LINEAR_FORM_LIMIT (~1e-11 of error) are computed again from the
+        population's own density, as are all rows of a population without a linear form (the
+        two agree to 1e-10, tested)."""
         shape = theta_described.shape[:-1]
         flat = theta_described.reshape(-1, 1, theta_described.shape[-1])
         out = np.empty(len(flat))
         rows = max(1, Q_CHUNK_ELEMENTS // self.n_components)
         for lo in range(0, len(flat), rows):
-            log_f = self.population.log_density(flat[lo:lo + rows], self.hyper)[:, 0, :]  # (rows, S), our own
-            # ln Σ_s exp(log_f) shifted by each row's largest term, in place: the same sum as
-            # scipy's logsumexp, without its copies (this runs at every walker's every step).
-            peak = log_f.max(axis=1)
-            shift = np.where(np.isfinite(peak), peak, 0.0)
-            log_f -= shift[:, None]
-            np.exp(log_f, out=log_f)
-            with np.errstate(divide="ignore"):
-                out[lo:lo + rows] = np.log(log_f.sum(axis=1)) + shift - math.log(self.n_components)
+            chunk = flat[lo:lo + rows]  # (n, 1, P): one draw per row
+            if self._form is None:
+                out[lo:lo + rows] = self._log_mean_exp(self.population.log_density(chunk, self.hyper)[:, 0, :])
+                continue
+            log_f, magnitude = self._linear_components(chunk)
+            values = self._log_mean_exp(log_f)  # log_f now holds the weights
+            with np.errstate(invalid="ignore", divide="ignore"):
+                typical = np.einsum("rs,rs->r", log_f, magnitude) / log_f.sum(axis=1)
+            direct = np.isfinite(values) & ~(typical <= LINEAR_FORM_LIMIT)
+            if direct.any():
+                values[direct] = self._log_mean_exp(self.population.log_density(chunk[direct], self.hyper)[:, 0, :])
+            out[lo:lo + rows] = values
         return out.reshape(shape)
 
     def log_density(self, theta):

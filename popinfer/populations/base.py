@@ -30,6 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 LOG_2PI = float(np.log(2.0 * np.pi))
+# Linear-form terms larger than this (in magnitude) would lose more than ~1e-10 of
+# absolute precision to cancellation; beyond it the direct density is used.
+LINEAR_FORM_LIMIT = 1e5
 
 
 @dataclass

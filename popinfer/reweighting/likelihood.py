@@ -51,10 +51,7 @@ import numpy as np
 
 from ..blocks import object_blocks
 from ..errors import GradientUnavailableError
-
-# Linear-form terms larger than this (in magnitude) would lose more than ~1e-10 of
-# absolute precision to cancellation; walkers beyond it use the direct density.
-LINEAR_FORM_LIMIT = 1e5
+from ..populations.base import LINEAR_FORM_LIMIT  # walkers beyond it use the direct density
 CHUNK_ELEMENTS = 2**19
 # Gradient passes (a gradient-based sampler's points, one or a few chains' at once): chunks of
 # this many draws, whatever the number of points, so that a point's numbers do not depend on
