@@ -275,7 +275,7 @@ def test_repeated_draws_are_evaluated_once_with_the_numbers_of_each(eight_small)
     distinct draw once, plus the M draws whose per-object ESS are stored, and every draw gets the
     numbers it gets evaluated on its own."""
     from popinfer.io.samples import read_samples
-    from popinfer.reweighting.diagnostics import first_occurrences, likelihood_at_draws
+    from popinfer.reweighting.diagnostics import draws_to_evaluate, first_occurrences, likelihood_at_draws
     from popinfer.reweighting.likelihood import HyperLikelihood
 
     samples = read_samples(eight_small)
@@ -294,10 +294,14 @@ def test_repeated_draws_are_evaluated_once_with_the_numbers_of_each(eight_small)
     likelihood.ln_likelihood_and_variance = counting
     n_ess = 50
     ess, object_ll = np.empty((n_ess, 8), dtype=np.float32), np.empty((n_ess, 8))
+    advanced = []
     ln_l, variance, ess_index, low = likelihood_at_draws(likelihood, ["mu", "sigma"], draws, 16, ess, 20.0, object_ll,
-                                                         first_occurrences(draws))
+                                                         first_occurrences(draws), advanced.append)
     # the first occurrence of every distinct draw and each ESS draw, in calls of 16 (the last padded)
     expected = sorted(set(np.unique(draws, axis=0, return_index=True)[1]) | set(ess_index.tolist()))
+    # the progress callback is told of each call's draws, the padding not counted
+    assert advanced == [16] * (len(expected) // 16) + ([len(expected) % 16] if len(expected) % 16 else [])
+    assert draws_to_evaluate(first_occurrences(draws), n_ess)[0].tolist() == expected
     assert all(len(call) == 16 for call in calls) and len(calls) == -(-len(expected) // 16) < len(draws) // 16
     evaluated = np.concatenate(calls)
     np.testing.assert_array_equal(evaluated[:len(expected)], draws[expected])
@@ -332,11 +336,33 @@ def test_the_selection_term_at_repeated_draws_is_evaluated_once_per_distinct_dra
     rng = np.random.default_rng(5)
     draws = np.column_stack([rng.normal(5, 3, 12), rng.uniform(0.5, 10, 12)])[rng.integers(0, 12, 90)]
     selection = Selection()
+    advanced = []
     ln_efficiency, effective = selection_at_draws(selection, Likelihood(), ["mu", "sigma"], draws, 8,
-                                                  first_occurrences(draws))
+                                                  first_occurrences(draws), advanced.append)
+    assert sum(advanced) == len(np.unique(draws, axis=0)) and max(advanced) == 8
     np.testing.assert_array_equal(ln_efficiency, draws[:, 0] + draws[:, 1])
     np.testing.assert_array_equal(effective, draws[:, 0] * draws[:, 1])
     evaluated = np.concatenate(selection.points)
     n_distinct = len(np.unique(draws, axis=0))
     assert all(len(points) == 8 for points in selection.points) and len(selection.points) == -(-n_distinct // 8)
     assert len(np.unique(evaluated, axis=0)) == n_distinct
+
+
+def test_progress_shows_the_diagnostics_and_the_pooling_to_their_ends(eight_small, capsys):
+    """After the sampler's bar, the evaluations at the draws and the pooled draws have bars of
+    their own, each run to its total; without progress, nothing is written."""
+    options = dict(hyperpriors=EIGHT_HYPER, seed=3, n_samples=300, n_reweighted=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PopulationDiagnosticWarning)
+        popinfer.fit_population(eight_small, "normal", progress=False, **options)
+        assert capsys.readouterr().err == ""
+        result = popinfer.fit_population(eight_small, "normal", progress=True, **options)
+    from popinfer.reweighting.diagnostics import draws_to_evaluate, first_occurrences
+
+    evaluations = len(draws_to_evaluate(first_occurrences(result.hyper_samples), 300)[0])
+    err = capsys.readouterr().err
+    diagnostics = [part for part in err.split("\r") if part.startswith("fit-population (diagnostics)")]
+    pooling = [part for part in err.split("\r") if part.startswith("fit-population (pooling)")]
+    assert diagnostics and "100%" in diagnostics[-1] and f" {evaluations}/{evaluations} " in diagnostics[-1]
+    assert pooling and "100%" in pooling[-1] and " 400/400 " in pooling[-1]  # 8 objects × 50
+    assert err.index("fit-population (diagnostics)") < err.index("fit-population (pooling)")

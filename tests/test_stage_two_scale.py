@@ -121,8 +121,11 @@ def test_blockwise_partial_pooling_draws_from_the_conditional_posterior():
     likelihood = HyperLikelihood(get_population("normal", ["theta"]), theta, samples.log_interim_prior[..., 0])
     sink = np.empty((n_objects, n_reweighted, 1))
     draws = np.array([[mu, tau]])
+    advanced = []
     _partial_pooling(likelihood, ["mu", "sigma"], draws, 32, sink, np.random.default_rng(7),
-                     elements=3 * n_reweighted)
+                     elements=3 * n_reweighted, advance=advanced.append)
+    # progress: every pooled draw counted once, block by block and 32 at a time
+    assert sum(advanced) == n_objects * n_reweighted and max(advanced) == 3 * 32
     first, squares = likelihood.per_object(likelihood.hyper(["mu", "sigma"], draws), second=True)
     ess = likelihood.variance(first, squares)[0][0]
     likelihood.close()

@@ -151,21 +151,39 @@ def _groups(positions, n_walkers):
         yield np.concatenate([at, np.repeat(at[-1], n_walkers - len(at))])
 
 
-def selection_at_draws(selection, likelihood, names, draws, n_walkers, original):
+def draws_to_evaluate(original, n_ess):
+    """The positions of the kept draws that :func:`likelihood_at_draws` evaluates: each distinct
+    draw once (``original``: :func:`first_occurrences` of the draws) and each of the ``n_ess``
+    evenly spaced draws whose per-object numbers are written."""
+    n_samples = len(original)
+    ess_index = np.round(np.linspace(0, n_samples - 1, n_ess)).astype(np.int64)
+    needed = np.zeros(n_samples, dtype=bool)
+    needed[original] = needed[ess_index] = True
+    return np.flatnonzero(needed), ess_index
+
+
+def selection_at_draws(selection, likelihood, names, draws, n_walkers, original, advance=None):
     """ln ξ̂ and N_eff,sel at every kept draw, each (S,), each distinct draw evaluated once
-    (``original``: :func:`first_occurrences` of ``draws``)."""
+    (``original``: :func:`first_occurrences` of ``draws``); ``advance(n)`` (optional) is told
+    of each group of n draws evaluated."""
     ln_efficiency, effective_draws = np.empty(len(draws)), np.empty(len(draws))
-    for at in _groups(np.unique(original), n_walkers):
+    distinct = np.unique(original)
+    for lo, at in zip(range(0, len(distinct), n_walkers), _groups(distinct, n_walkers)):
         ln_efficiency[at], _, effective_draws[at] = selection.efficiency(likelihood.hyper(names, draws[at]))
+        if advance is not None:
+            advance(min(n_walkers, len(distinct) - lo))
     return ln_efficiency[original], effective_draws[original]
 
 
-def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, sink_log_likelihood, original):
+def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, sink_log_likelihood, original,
+                        advance=None):
     """ln L̂ and Var[ln L̂] at every kept draw, with the per-object ESS at M evenly spaced
     draws written row by row into ``sink_ess`` (M, N) (array or dataset).
 
     Each distinct draw is evaluated once (``original``: :func:`first_occurrences` of ``draws``),
-    and so is each of the M draws (their per-object numbers are written, not kept).
+    and so is each of the M draws (their per-object numbers are written, not kept): the
+    positions :func:`draws_to_evaluate` gives. ``advance(n)`` (optional) is told of each group
+    of n of them evaluated.
 
     Returns
     -------
@@ -175,12 +193,9 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, 
     n_samples = len(draws)
     n_ess = sink_ess.shape[0]
     log_likelihood, variance = np.empty(n_samples), np.empty(n_samples)
-    ess_index = np.round(np.linspace(0, n_samples - 1, n_ess)).astype(np.int64)
-    needed = np.zeros(n_samples, dtype=bool)
-    needed[original] = needed[ess_index] = True
-    evaluated = np.flatnonzero(needed)
+    evaluated, ess_index = draws_to_evaluate(original, n_ess)
     low = np.zeros(likelihood.n_objects, dtype=np.int64)
-    for at in _groups(evaluated, n_walkers):
+    for lo, at in zip(range(0, len(evaluated), n_walkers), _groups(evaluated, n_walkers)):
         estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, draws[at]), cut=False)
         log_likelihood[at], variance[at], ess = estimate.ln_likelihood, estimate.ln_likelihood_variance, estimate.ess
         # Every one of the M draws is evaluated, in order: the rows of this group are consecutive,
@@ -193,4 +208,6 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, 
             sink_log_likelihood[rows[0]:rows[-1] + 1] = (estimate.ln_sum_weights[columns]
                                                          - np.log(likelihood.draw_counts))
             low += np.sum(values < min_ess, axis=0)
+        if advance is not None:
+            advance(min(n_walkers, len(evaluated) - lo))
     return log_likelihood[original], variance[original], ess_index, low / n_ess

@@ -10,8 +10,10 @@ warnings), ``pooling`` (draws under the inferred population).
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
+from tqdm import tqdm
 
 from ..distributions import parse_options, parse_value
 from ..errors import UsageError
@@ -21,8 +23,8 @@ from ..populations import get_population
 from ..seeds import resolve_seed
 from ..threads import single_threaded_blas
 from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticWarning, check_interim_support,
-                          column_medians, diagnose, diagnose_selection, first_occurrences, likelihood_at_draws,
-                          selection_at_draws)
+                          column_medians, diagnose, diagnose_selection, draws_to_evaluate, first_occurrences,
+                          likelihood_at_draws, selection_at_draws)
 from .inputs import (check_draws_inside_interim, independent_summary, read_draws, read_selection,
                      reweight_to_interim)
 from .backends import default_backend, likelihood_class, resolve_backend
@@ -180,14 +182,22 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     rng = np.random.default_rng(reweight_seed)
     with single_threaded_blas():
         return _diagnose_and_pool(result, posterior, header, n_walkers, output, overwrite, min_ess, rng,
-                                  selection_term, injections, observing_time, rate_seed)
+                                  selection_term, injections, observing_time, rate_seed, progress)
+
+
+def _progress_bar(progress, total, what, **options):
+    """The bar (on stderr) of a stage after sampling, e.g. ``fit-population (diagnostics)``."""
+    return tqdm(total=total, unit="draw", desc=f"fit-population ({what})", file=sys.stderr, disable=not progress,
+                dynamic_ncols=True, **options)
 
 
 def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min_ess, rng, selection_term=None,
-                       injections=None, observing_time=None, rate_seed=None):
+                       injections=None, observing_time=None, rate_seed=None, progress=False):
     """ln L̂, Var[ln L̂] and ESS at the draws (and the selection term's ln ξ̂, N_eff,sel), the
     warnings, the pooled draws and rates, streamed into ``output`` (or arrays without one);
-    ``group`` draws are evaluated at once."""
+    ``group`` draws are evaluated at once. With ``progress``, a bar each for the evaluations at
+    the draws (``diagnostics``: the distinct draws and the M whose per-object ESS is written,
+    again for the selection term's) and for the pooled draws (``pooling``: N · R)."""
     likelihood, names, draws = posterior.likelihood, result.hyperparameters, result.hyper_samples
     n_ess = min(MAX_ESS_DRAWS, len(draws))
     n_reweighted = result.settings["reweighted"]
@@ -198,21 +208,27 @@ def _diagnose_and_pool(result, posterior, samples, group, output, overwrite, min
         result.reweighted = writer.reweighted if writer else np.empty(shape[:1] + shape[2:])
         result.object_log_likelihood = writer.object_log_likelihood if writer else np.empty(shape[1::-1])
         original = first_occurrences(draws)  # repeated draws are evaluated once
-        result.log_likelihood, result.ln_likelihood_variance, result.ess_draw_index, low_fraction = \
-            likelihood_at_draws(likelihood, names, draws, group, result.ess, min_ess, result.object_log_likelihood,
-                                original)
+        evaluations = len(draws_to_evaluate(original, n_ess)[0])
+        if selection_term:
+            evaluations += len(np.unique(original))
+        with _progress_bar(progress, evaluations, "diagnostics") as bar:
+            result.log_likelihood, result.ln_likelihood_variance, result.ess_draw_index, low_fraction = \
+                likelihood_at_draws(likelihood, names, draws, group, result.ess, min_ess,
+                                    result.object_log_likelihood, original, bar.update)
+            if selection_term:
+                result.selection_ln_efficiency, result.selection_effective_draws = selection_at_draws(
+                    selection_term, likelihood, names, draws, group, original, bar.update)
         result.log_posterior = posterior.log_prior(draws) + result.log_likelihood
         selection_variance = None
         if selection_term:
-            result.selection_ln_efficiency, result.selection_effective_draws = selection_at_draws(
-                selection_term, likelihood, names, draws, group, original)
             diagnose_selection(result.selection_effective_draws, likelihood.n_objects, injections)
             with np.errstate(divide="ignore"):
                 selection_variance = likelihood.n_objects**2 / result.selection_effective_draws[result.ess_draw_index]
         diagnose(samples.ids, low_fraction, result.ess, result.ln_likelihood_variance[result.ess_draw_index],
                  likelihood.draw_counts, min_ess, selection_variance)
         check_interim_support(samples, likelihood.population, result.parameters, names, draws, result.fixed)
-        partial_pooling(likelihood, names, draws, group, result.reweighted, rng)
+        with _progress_bar(progress, likelihood.n_objects * n_reweighted, "pooling", unit_scale=True) as bar:
+            partial_pooling(likelihood, names, draws, group, result.reweighted, rng, advance=bar.update)
     except BaseException:
         if writer:
             writer.abort()
