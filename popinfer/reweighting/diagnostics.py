@@ -145,10 +145,11 @@ def first_occurrences(draws):
 
 def _groups(positions, n_walkers):
     """``positions`` in groups of ``n_walkers``, the last one filled up with its last position
-    repeated: every call has the same shape (a jitted backend compiles once)."""
+    repeated: every call has the same shape (a jitted backend compiles once). Yields each group
+    with its count of positions, the padding not counted."""
     for lo in range(0, len(positions), n_walkers):
         at = positions[lo:lo + n_walkers]
-        yield np.concatenate([at, np.repeat(at[-1], n_walkers - len(at))])
+        yield np.concatenate([at, np.repeat(at[-1], n_walkers - len(at))]), len(at)
 
 
 def draws_to_evaluate(original, n_ess):
@@ -167,11 +168,10 @@ def selection_at_draws(selection, likelihood, names, draws, n_walkers, original,
     (``original``: :func:`first_occurrences` of ``draws``); ``advance(n)`` (optional) is told
     of each group of n draws evaluated."""
     ln_efficiency, effective_draws = np.empty(len(draws)), np.empty(len(draws))
-    distinct = np.unique(original)
-    for lo, at in zip(range(0, len(distinct), n_walkers), _groups(distinct, n_walkers)):
+    for at, count in _groups(np.unique(original), n_walkers):
         ln_efficiency[at], _, effective_draws[at] = selection.efficiency(likelihood.hyper(names, draws[at]))
         if advance is not None:
-            advance(min(n_walkers, len(distinct) - lo))
+            advance(count)
     return ln_efficiency[original], effective_draws[original]
 
 
@@ -195,7 +195,7 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, 
     log_likelihood, variance = np.empty(n_samples), np.empty(n_samples)
     evaluated, ess_index = draws_to_evaluate(original, n_ess)
     low = np.zeros(likelihood.n_objects, dtype=np.int64)
-    for lo, at in zip(range(0, len(evaluated), n_walkers), _groups(evaluated, n_walkers)):
+    for at, count in _groups(evaluated, n_walkers):
         estimate = likelihood.ln_likelihood_and_variance(likelihood.hyper(names, draws[at]), cut=False)
         log_likelihood[at], variance[at], ess = estimate.ln_likelihood, estimate.ln_likelihood_variance, estimate.ess
         # Every one of the M draws is evaluated, in order: the rows of this group are consecutive,
@@ -209,5 +209,5 @@ def likelihood_at_draws(likelihood, names, draws, n_walkers, sink_ess, min_ess, 
                                                          - np.log(likelihood.draw_counts))
             low += np.sum(values < min_ess, axis=0)
         if advance is not None:
-            advance(min(n_walkers, len(evaluated) - lo))
+            advance(count)
     return log_likelihood[original], variance[original], ess_index, low / n_ess
