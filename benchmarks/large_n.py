@@ -20,6 +20,7 @@ Performance: the counts do not grow with N for this posterior, whose shape only 
 
     python benchmarks/large_n.py                          # N = 10⁴ and 10⁵ (about 3 GB of memory at 10⁵)
     python benchmarks/large_n.py --objects 10000 --repeat 3
+    python benchmarks/large_n.py --exp-precision single   # the weights' exponentials in float32
 """
 
 import argparse
@@ -58,12 +59,13 @@ def best_of(repeat, call):
     return min(times)
 
 
-def call_times(n_objects, n_draws, repeat):
+def call_times(n_objects, n_draws, repeat, exp_precision="double"):
     """Seconds of one emcee call (32 walkers) and one NUTS call (a point and its gradient)."""
     y, s, _ = case_data(f"normal{n_objects}")
     exact = exact_moments(y, s, n_grid=2001)
     theta, log_interim = exact_draws(y, s, n_draws, 1)
-    likelihood = HyperLikelihood(get_population("normal", ["theta"]), theta, log_interim, copy=False)
+    likelihood = HyperLikelihood(get_population("normal", ["theta"]), theta, log_interim, copy=False,
+                                 exp_precision=exp_precision)
     rng = np.random.default_rng(2)
     walkers = {name: exact[name][0] + exact[name][1] * rng.standard_normal(WALKERS) for name in ("mu", "sigma")}
     point = np.array([exact["mu"][0], exact["sigma"][0]])
@@ -90,19 +92,21 @@ def main():
     parser.add_argument("--nuts-gradients", type=int, default=8000,
                         help="gradient evaluations NUTS needs, tuning included, for ESS ≥ 1000 "
                              "(N = 10³, --samples 1000 measured 7893 for ESS ≥ 984)")
+    parser.add_argument("--exp-precision", choices=["double", "single"], default="double",
+                        help="the weights' exponentials in float64 or float32 (fit-population --exp-precision)")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
     print(f"{'N':>7s} {'emcee call (32 walkers)':>24s} {'ns/obj·draw·walker':>19s} "
           f"{'NUTS call (1 point + grad)':>27s} {'NUTS 4 chains in lockstep, per point':>37s} "
           f"{'emcee to 1000 ESS':>18s} {'NUTS to 1000 ESS':>17s}")
     for n_objects in args.objects:
-        emcee_call, nuts_call, nuts_rate = call_times(n_objects, args.draws, args.repeat)
+        emcee_call, nuts_call, nuts_rate = call_times(n_objects, args.draws, args.repeat, args.exp_precision)
         per_element = emcee_call / (n_objects * args.draws * WALKERS) * 1e9
         emcee_total = emcee_call * args.emcee_calls
         nuts_total = nuts_rate * args.nuts_gradients
         print(f"{n_objects:7d} {emcee_call * 1e3:21.0f} ms {per_element:19.2f} {nuts_call * 1e3:24.1f} ms "
               f"{nuts_rate * 1e3:34.1f} ms {emcee_total / 60:14.1f} min {nuts_total / 60:13.1f} min", flush=True)
-    print(f"(emcee: {args.emcee_calls} calls of {WALKERS} walkers; NUTS: {args.nuts_gradients} gradient evaluations)")
+    print(f"(exponentials: {args.exp_precision}; emcee: {args.emcee_calls} calls of {WALKERS} walkers; NUTS: {args.nuts_gradients} gradient evaluations)")
     print(f"load average at end: {os.getloadavg()}")
 
 

@@ -21,6 +21,7 @@ the exact values in units of the posterior sd.
     python benchmarks/samplers.py --case normal1000 --seeds 1 --samples 1000 --samplers nuts
     python benchmarks/samplers.py --case normal30 normal100 normal300 --seeds 1   # where NUTS starts to pay
     python benchmarks/samplers.py --case eight --seeds 1 2 --quantiles   # a smooth ln L̂
+    python benchmarks/samplers.py --case normal10000 --seeds 1 --samplers nuts --exp-precision double single
 """
 
 import argparse
@@ -179,6 +180,9 @@ def main():
     parser.add_argument("--tune", type=int, help="nuts: adaptation steps per chain (default: fit_population's)")
     parser.add_argument("--tune-thin", type=int, help="nuts: tune on every N-th draw (default: fit_population's)")
     parser.add_argument("--progress", action="store_true", help="show stage two's progress bar")
+    parser.add_argument("--exp-precision", nargs="+", choices=["double", "single"], default=["double"],
+                        help="the kernel's exponentials (fit_population's exp_precision); several: each run "
+                             "once per precision, alternating")
     args = parser.parse_args()
     nuts_options = {k: v for k, v in (("tune", args.tune), ("tune_thin", args.tune_thin)) if v is not None}
     cases = ["eight", "normal1000", "beta1000"] if args.case == ["all"] else args.case
@@ -191,18 +195,18 @@ def main():
             exact = exact_moments(y, s)
             names, population, hyperpriors = ("mu", "sigma"), "normal", HYPERPRIORS
         print(f"\n{case}: exact " + ", ".join(f"E[{n}] = {exact[n][0]:.4f} (sd {exact[n][1]:.4f})" for n in names))
-        print("sampler seed  wall_s  cpu_s  evaluations  ESS_mu  ESS_tau  evals/ESS  ESS/s(min)  "
+        print("sampler precision seed  wall_s  cpu_s  evaluations  ESS_mu  ESS_tau  evals/ESS  ESS/s(min)  "
               "err_mu/sd  err_tau/sd  warnings")
         for seed in args.seeds:
             samples = beta_samples if case == "beta1000" else exact_samples(y, s, n_draws, seed, args.quantiles)
-            for sampler in args.samplers:
+            for sampler, precision in [(name, p) for name in args.samplers for p in args.exp_precision]:
                 options = nuts_options if sampler == "nuts" else {}
                 result, wall, cpu, evaluations, ess, warned = run(samples, sampler, seed + 100, args.samples,
                                                                   population, hyperpriors, progress=args.progress,
-                                                                  **options)
+                                                                  exp_precision=precision, **options)
                 errors = [(float(result.hyper(name).mean()) - exact[name][0]) / exact[name][1] for name in names]
                 low = min(ess.values())
-                print(f"{sampler:7s} {seed:4d} {wall:7.1f} {cpu:6.1f} {evaluations:12d} {ess[names[0]]:7.0f} "
+                print(f"{sampler:7s} {precision:9s} {seed:4d} {wall:7.1f} {cpu:6.1f} {evaluations:12d} {ess[names[0]]:7.0f} "
                       f"{ess[names[1]]:8.0f} {evaluations / low:10.1f} {low / wall:11.1f} {errors[0]:+10.3f} "
                       f"{errors[1]:+11.3f}  {','.join(warned) or '-'}", flush=True)
 

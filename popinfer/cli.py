@@ -285,6 +285,10 @@ def merge_command(shards, output, overwrite, debug):
                    "other than mvnormal, where it is installed and this CPU lacks AVX-512, on which numpy's exp "
                    "is scalar; else numpy) "
                    "[default: $POPINFER_BACKEND if set, else numpy].")
+@click.option("--exp-precision", type=click.Choice(["double", "single"]), default="double", show_default=True,
+              help="The numpy kernel's exponentials of the weights: double (float64) or single (float32, with every "
+                   "sum in float64: each object's ln L term moves by ~1e-8, and the kernel runs 1.6-1.9 times as fast "
+                   "on CPUs without AVX-512).")
 @click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
 @click.option("--moves", default=None, metavar="stretch|de",
               help="--sampler emcee: its proposals, the stretch move (stretch) or differential evolution (de: "
@@ -306,8 +310,8 @@ def merge_command(shards, output, overwrite, debug):
 @run_options
 @handle_errors
 def fit_population_command(samples, output, population, parameters, hyperpriors, fixed, min_ess, max_variance,
-                           sampler, live_points, chains, tune, tune_thin, backend, n_walkers, moves, max_steps,
-                           n_samples, n_reweighted, selection, injections_total, draw_priors, injections_group, observing_time,
+                           sampler, live_points, chains, tune, tune_thin, backend, exp_precision, n_walkers, moves,
+                           max_steps, n_samples, n_reweighted, selection, injections_total, draw_priors, injections_group, observing_time,
                            seed, quiet, overwrite, strict, debug):
     """Infer the population from stage-one draws (stage two).
 
@@ -337,7 +341,7 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
         injections_total=injections_total, draw_priors=list(draw_priors), injections_group=injections_group,
         observing_time=observing_time,
         sampler=sampler, live_points=live_points, chains=chains, tune=tune, tune_thin=tune_thin, backend=backend,
-        moves=moves,
+        moves=moves, exp_precision=exp_precision,
     )
 
 

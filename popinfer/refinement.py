@@ -378,7 +378,8 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
             n_walkers=int(settings.get("walkers", 32)), max_steps=int(settings.get("max_steps", 20000)),
             n_samples=min(int(settings.get("samples", 4000)), MAX_ESS_DRAWS), n_reweighted=1, seed=seed,
             progress=progress, sampler=sampler, **sampler_options, **selection,
-            backend=settings.get("backend_option", settings.get("backend", "numpy")))  # auto chooses again here
+            backend=settings.get("backend_option", settings.get("backend", "numpy")),  # auto chooses again here
+            exp_precision=settings.get("exp_precision", "double"))
 
 
 def _fit_diagnostics(fit, counts, min_ess):

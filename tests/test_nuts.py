@@ -90,16 +90,17 @@ def eight_oracle():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", ["nuts", "emcee"])
-def test_eight_schools_draws_pass_ks_against_the_grid(sampler, eight_exact, eight_oracle):
+@pytest.mark.parametrize("sampler, exp_precision", [("nuts", "double"), ("emcee", "double"), ("nuts", "single")])
+def test_eight_schools_draws_pass_ks_against_the_grid(sampler, exp_precision, eight_exact, eight_oracle):
     """NUTS's chains occasionally stick in the τ → 0 corner of the eight schools (README: "NUTS
     follows ln L̂ closely"), with divergences and a ConvergenceWarning, and then the tail ESS of τ
     is too small for the stretched-τ control to have power: over seeds 1–8, one such chain each
     before and after the gradient pass's einsums (seed 8, tail ESS 535; then seed 3, 168), the
-    others ≥ 966. Seed 1 is the first seed; both samplers use it."""
+    others ≥ 966. Seed 1 is the first seed; both samplers use it, and NUTS again with the weights'
+    exponentials in float32 (``--exp-precision single``)."""
     result = quiet_fit(eight_exact, "normal", hyperpriors=EIGHT_HYPER, seed=1, sampler=sampler, n_samples=4000,
-                       n_reweighted=20)
-    assert result.settings["sampler"] == sampler
+                       n_reweighted=20, exp_precision=exp_precision)
+    assert (result.settings["sampler"], result.settings["exp_precision"]) == (sampler, exp_precision)
     assert_normal_normal_ks(result, eight_oracle, EFFECTIVE[sampler](result), shift=1.0)
     if sampler == "nuts":
         settings = result.settings

@@ -218,3 +218,15 @@ def test_fits_between_rounds_choose_again_where_the_population_file_asked_for_au
     population.settings["backend"] = "numpy"
     again = _fit_again(samples, population, 10, 3, False)
     assert again.settings["backend"] == "numpy" and "backend_option" not in again.settings
+
+
+def test_fits_between_rounds_keep_the_population_files_exp_precision(fitted):
+    """refine's fits take the file's --exp-precision; a file from before it (none recorded) is double."""
+    from popinfer.io.population import read_population
+    from popinfer.refinement import _fit_again
+
+    samples, population = read_samples(str(fitted / "s.h5")), read_population(str(fitted / "p.h5"))
+    population.settings = {**population.settings, "exp_precision": "single"}
+    assert _fit_again(samples, population, 10, 3, False).settings["exp_precision"] == "single"
+    population.settings = {k: v for k, v in population.settings.items() if k != "exp_precision"}
+    assert _fit_again(samples, population, 10, 3, False).settings["exp_precision"] == "double"

@@ -72,19 +72,24 @@ def float64():
 class JaxHyperLikelihood(HyperLikelihood):
     """:class:`HyperLikelihood` with the per-object sums and their gradients computed by JAX.
 
-    Parameters are those of :class:`HyperLikelihood`. The population needs a JAX
+    Parameters are those of :class:`HyperLikelihood` (``exp_precision`` only ``double``:
+    its sums are float64 throughout). The population needs a JAX
     density (``populations.jax_densities.jax_log_density``); a user population must
     be written with ``jax.numpy``.
 
     Raises
     ------
+    ValueError
+        ``exp_precision`` other than ``double``.
     UsageError
         The population has no JAX density, or a user population cannot be traced by
         JAX (it uses numpy, or Python control flow on array values).
     """
 
     def __init__(self, population, theta, log_interim_prior, fixed=None, threads=None, copy=True,
-                 max_variance=None, terms=(), draw_counts=None):
+                 max_variance=None, terms=(), draw_counts=None, exp_precision="double"):
+        if exp_precision != "double":  # its sums are XLA's, in float64
+            raise ValueError(f"exp_precision {exp_precision!r} is the numpy kernel's; the jax backend's is double")
         self._log_density = jax_log_density(population)
         super().__init__(population, theta, log_interim_prior, fixed, threads, copy, max_variance, terms, draw_counts)
         self._data = self._device_draws()
