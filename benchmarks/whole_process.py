@@ -11,7 +11,8 @@ all threads), run one after another for each seed so that every side sees the sa
   both processes at once;
 - ``popinfer API``: the same two calls (``fit_individuals``, ``fit_population``) in one process
   (not run unless asked for: ``popinfer API nuts`` with ``sampler="nuts"``, ``popinfer API de`` with
-  ``moves="de"``);
+  ``moves="de"``); ``popinfer CLI single`` and ``popinfer API de single``: those with the weights'
+  exponentials in float32 (``--exp-precision single``);
 - ``nutpie``: a script that imports nutpie, builds the joint non-centred model
   (``joint_models.joint_nutpie``: the joint ln p and its gradient in numpy), samples 4 chains ×
   (1000 tuning + 1000 kept) draws with nutpie's default cores (as many chains at once as there are
@@ -51,7 +52,9 @@ import sys, warnings
 import popinfer
 warnings.simplefilter("ignore")
 samples = popinfer.fit_individuals({str(DATA)!r}, "normal", seed=int(sys.argv[1]), progress=False)
-options = {{"moves": sys.argv[3]}} if len(sys.argv) > 3 else {{}}
+options = {{"moves": sys.argv[3]}} if len(sys.argv) > 3 and sys.argv[3] != "-" else {{}}
+if len(sys.argv) > 4:
+    options["exp_precision"] = sys.argv[4]
 result = popinfer.fit_population(samples, "normal", hyperpriors={HYPERPRIORS!r}, seed=int(sys.argv[1]) + 1,
                                  sampler=sys.argv[2], progress=False, **options)
 print(result.hyper("mu").mean(), result.hyper("sigma").mean())
@@ -66,8 +69,10 @@ print(mu.mean(), tau.mean())
 # The joint fits: (function in joint_models, its extra arguments).
 JOINT_FITS = {"nutpie": ("nutpie", ", cores=None"), "nutpie 1 core": ("nutpie", ", cores=1"),
               "NumPyro": ("numpyro", "")}
-FITS = ["popinfer CLI", "popinfer CLI pipe", "popinfer API", "popinfer API nuts", "popinfer API de", *JOINT_FITS]
-DEFAULT_FITS = [fit for fit in FITS if fit not in ("popinfer API nuts", "popinfer API de")]
+FITS = ["popinfer CLI", "popinfer CLI pipe", "popinfer CLI single", "popinfer API", "popinfer API nuts",
+        "popinfer API de", "popinfer API de single", *JOINT_FITS]
+DEFAULT_FITS = [fit for fit in FITS if fit not in ("popinfer CLI single", "popinfer API nuts", "popinfer API de",
+                                                   "popinfer API de single")]
 
 
 def timed(commands):
@@ -96,6 +101,8 @@ def run_fit(fit, seed, work):
                      "--quiet", "--overwrite", "-o"]
         stage_two = [python, "-m", "popinfer", "fit-population", "-o", str(population), "--population", "normal",
                      *hyper, "--seed", str(seed + 1), "--overwrite", "--quiet"]
+        if fit.endswith("single"):
+            stage_two += ["--exp-precision", "single"]
         if fit.endswith("pipe"):  # the quick start's pipeline: both processes at once, the draws through a pipe
             wall, cpu, _ = timed([f"{shlex.join(stage_one + ['-'])} | {shlex.join(stage_two + ['-'])}"])
         else:
@@ -105,7 +112,9 @@ def run_fit(fit, seed, work):
         result = popinfer.read_population(population)
         return wall, cpu, float(result.hyper("mu").mean()), float(result.hyper("sigma").mean())
     if fit.startswith("popinfer API"):
-        extra = ["de"] if fit.endswith(" de") else []  # emcee with --moves de
+        extra = ["de"] if " de" in fit else []  # emcee with --moves de
+        if fit.endswith("single"):
+            extra = (extra or ["-"]) + ["single"]  # fit_population(exp_precision="single")
         wall, cpu, out = timed([[python, "-c", API, str(seed), "nuts" if fit.endswith("nuts") else "emcee", *extra]])
     else:
         name, options = JOINT_FITS[fit]
@@ -124,7 +133,7 @@ def main():
     exact = exact_moments(*eight_schools())
     print(f"exact E[mu] = {exact['mu'][0]:.4f} (sd {exact['mu'][1]:.4f}), "
           f"E[tau] = {exact['sigma'][0]:.4f} (sd {exact['sigma'][1]:.4f}); {os.cpu_count()} cores")
-    print(f"{'fit':17s} {'seed':>4s} {'wall_s':>7s} {'cpu_s':>7s} {'E[mu]':>7s} {'E[tau]':>7s} {'err_mu/sd':>9s} "
+    print(f"{'fit':22s} {'seed':>4s} {'wall_s':>7s} {'cpu_s':>7s} {'E[mu]':>7s} {'E[tau]':>7s} {'err_mu/sd':>9s} "
           f"{'err_tau/sd':>10s}  load (1, 5, 15 min)")
     rows = {fit: [] for fit in args.fits}
     with tempfile.TemporaryDirectory() as work:
@@ -136,7 +145,7 @@ def main():
                 errors = ((mu - exact["mu"][0]) / exact["mu"][1], (tau - exact["sigma"][0]) / exact["sigma"][1])
                 rows[fit].append((wall, cpu) + errors)
                 load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-                print(f"{fit:17s} {seed:4d} {wall:7.2f} {cpu:7.2f} {mu:7.3f} {tau:7.3f} {errors[0]:+9.3f} "
+                print(f"{fit:22s} {seed:4d} {wall:7.2f} {cpu:7.2f} {mu:7.3f} {tau:7.3f} {errors[0]:+9.3f} "
                       f"{errors[1]:+10.3f}  {load}", flush=True)
     print("\nover seeds: mean ± sd (wall, CPU); errors in posterior sd: mean ± sd, RMS")
     for fit, values in rows.items():
@@ -145,7 +154,7 @@ def main():
         values = np.array(values)
         spread = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(4)
         rms = np.sqrt(np.mean(values[:, 2:] ** 2, axis=0))
-        print(f"{fit:17s} n={len(values)}  wall {values[:, 0].mean():5.2f} ± {spread[0]:.2f} s  "
+        print(f"{fit:22s} n={len(values)}  wall {values[:, 0].mean():5.2f} ± {spread[0]:.2f} s  "
               f"CPU {values[:, 1].mean():5.2f} ± {spread[1]:.2f} s  "
               f"err mu {values[:, 2].mean():+.3f} ± {spread[2]:.3f} (RMS {rms[0]:.3f})  "
               f"err tau {values[:, 3].mean():+.3f} ± {spread[3]:.3f} (RMS {rms[1]:.3f})")
