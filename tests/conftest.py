@@ -51,6 +51,23 @@ def spread(ranked, long_count, workers, chunk):
     return [slots[position] if position in slots else next(rest) for position in range(size)]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns -n into its workers
+def pytest_cmdline_main(config):
+    """Plain ``pytest``: two test processes where pytest-xdist is installed and no -n was given
+    (README), one without it (an -n in pyproject's options would stop pytest before collecting).
+    Without popinfer's dependencies, one line saying how to install them. An xdist worker runs
+    this hook too, with -n cleared: it must stay one process, so it is left alone."""
+    if hasattr(config, "workerinput"):
+        return
+    try:
+        import popinfer  # noqa: F401
+    except ModuleNotFoundError as error:
+        raise pytest.UsageError(f"popinfer's tests need popinfer and its test extra installed ({error.name} is "
+                                f"missing): run pip install \".[test]\" first, as README says.") from None
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None) is None:
+        config.option.numprocesses = 2
+
+
 @pytest.hookimpl(trylast=True)  # after -m's deselection: xdist schedules what is left
 def pytest_collection_modifyitems(config, items):
     items.sort(key=_rank)  # stable: every other test keeps its place

@@ -15,6 +15,8 @@ are computed from float64 weights and every object is held to them; the negative
 (float16 exponentials, 2⁻¹¹ per weight) must break them.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -163,8 +165,6 @@ def test_cli_records_single_precision_and_its_run_is_reproducible(tmp_path, eigh
 
 
 def test_default_precision_is_recorded_as_double(eight):
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted = popinfer.fit_population(eight, "normal", hyperpriors=EIGHT_HYPER, n_samples=100, n_reweighted=2,
@@ -184,14 +184,29 @@ def test_cli_refuses_single_precision_off_the_numpy_kernel_and_unknown_values(tm
     assert "Traceback" not in result.output and not out.exists()
 
 
+def test_single_precision_with_jax_from_the_environment_names_the_variable(tmp_path, eight, monkeypatch):
+    monkeypatch.setenv("POPINFER_BACKEND", "jax")
+    out = tmp_path / "pop.h5"
+    result = CliRunner().invoke(main, ["fit-population", str(eight), "-o", str(out), "--population", "normal",
+                                       "--quiet", "--exp-precision", "single"])
+    assert result.exit_code != 0 and "not $POPINFER_BACKEND=jax in the environment" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_auto_resolves_to_numpy_for_single_precision_whatever_the_machine():
+    from popinfer.reweighting.backends import resolve_backend
+
+    assert resolve_backend("auto", "emcee", exp_precision="single") == "numpy"
+    assert resolve_backend("numpy", "emcee", exp_precision="single") == "numpy"
+    assert resolve_backend("jax", "nuts", exp_precision="double") == "jax"
+
+
 def test_api_refuses_an_unknown_precision_before_reading(tmp_path):
     with pytest.raises(UsageError, match="--exp-precision 'half'"):
         popinfer.fit_population(tmp_path / "missing.h5", "normal", exp_precision="half")
 
 
 def test_auto_backend_with_single_precision_runs_numpy(eight):
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted = popinfer.fit_population(eight, "normal", hyperpriors=EIGHT_HYPER, n_samples=100, n_reweighted=2,

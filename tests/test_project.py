@@ -65,3 +65,33 @@ def test_the_longest_tests_start_on_different_processes():
     order = spread(list("LMNOabcdef"), 4, 2, 3)
     assert order == list("LNaMOb") + list("cdef")
     assert spread(list("Labc"), 1, 2, 2) == list("Labc")
+
+
+def test_plain_pytest_runs_on_two_processes_with_xdist_and_collects_without_it(tmp_path):
+    """The README's ``pytest`` runs on two test processes where pytest-xdist is installed, and
+    still collects (in one) where it is not: no -n in pyproject's options, which pytest without
+    xdist cannot parse."""
+    common = ["-p", "no:cacheprovider", "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml")]
+    one = str(ROOT / "tests" / "test_project.py") + "::test_tests_wait_for_events_and_seed_per_test"
+    result = _plain_pytest([*common, one], cwd=tmp_path)
+    assert result.returncode == 0 and "2 workers" in result.stdout, result.stdout[-3000:]
+    result = _plain_pytest(["--collect-only", "-q", "-p", "no:xdist", *common, str(ROOT / "tests")], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "tests/test_likelihood.py::" in result.stdout and "deselected" in result.stdout
+
+
+def test_plain_pytest_without_popinfers_dependencies_says_how_to_install_them(tmp_path):
+    code = ("import sys, pytest\n"
+            "class Missing:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'h5py':\n"
+            "            raise ModuleNotFoundError(\"No module named 'h5py'\", name='h5py')\n"
+            "sys.meta_path.insert(0, Missing())\n"
+            "sys.exit(pytest.main(sys.argv[1:]))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", code, "--collect-only", "-q", "-p", "no:cacheprovider",
+                             "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), str(ROOT / "tests")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert 'h5py is missing): run pip install ".[test]" first' in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

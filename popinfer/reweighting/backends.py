@@ -61,14 +61,17 @@ AUTO_JAX_POPULATIONS = ("normal", "truncnormal", "lognormal", "beta", "gamma", "
                         "mixture")
 
 
-def resolve_backend(name, sampler="emcee", population=None):
-    """The backend that ``name`` runs with ``sampler`` and ``population`` (a Population; None: any of
-    AUTO_JAX_POPULATIONS): itself, or for ``auto`` ``jax`` where jax (0.8 or later) is installed,
-    numpy's float64 exp is not vectorised on this CPU, the sampler is one of AUTO_JAX_SAMPLERS (there
-    whole emcee fits ran 1.75-1.96 times faster on jax, nested fits 1.31-1.34 times) and the population
-    a built-in of AUTO_JAX_POPULATIONS, else ``numpy``."""
+def resolve_backend(name, sampler="emcee", population=None, exp_precision="double"):
+    """The backend that ``name`` runs with ``sampler``, ``population`` (a Population; None: any of
+    AUTO_JAX_POPULATIONS) and ``exp_precision``: itself, or for ``auto`` ``jax`` where jax (0.8 or
+    later) is installed, numpy's float64 exp is not vectorised on this CPU, the sampler is one of
+    AUTO_JAX_SAMPLERS (there whole emcee fits ran 1.75-1.96 times faster on jax, nested fits 1.31-1.34
+    times), the population a built-in of AUTO_JAX_POPULATIONS and the exponentials double, else
+    ``numpy`` (whose float32 exp is SIMD code on every CPU numpy supports: ``single`` is numpy's)."""
     if name != "auto":
         return name
+    if exp_precision != "double":
+        return "numpy"
     from ..populations import BUILTIN_POPULATIONS
 
     if population is not None and not (population.name in AUTO_JAX_POPULATIONS

@@ -27,7 +27,7 @@ from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticW
                           likelihood_at_draws, selection_at_draws)
 from .inputs import (check_draws_inside_interim, independent_summary, read_draws, read_selection,
                      reweight_to_interim)
-from .backends import default_backend, likelihood_class, resolve_backend
+from .backends import BACKEND_VARIABLE, default_backend, likelihood_class, resolve_backend
 from .likelihood import EXP_PRECISIONS
 from .pooling import partial_pooling
 from .posterior import HyperPosterior, data_scale, resolve_hyperpriors
@@ -134,17 +134,18 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     if exp_precision not in EXP_PRECISIONS:
         raise UsageError(f"--exp-precision {exp_precision!r}: use one of {', '.join(EXP_PRECISIONS)}.",
                          "--exp-precision")
-    # auto prefers jax where numpy's float64 exp is scalar; numpy's float32 exp is not
-    backend = "numpy" if exp_precision != "double" and option == "auto" else option
-    if exp_precision != "double" and backend != "numpy":
-        raise UsageError(f"--exp-precision {exp_precision} is the numpy kernel's: use --backend numpy "
-                         f"(or auto), not {backend}.", "--exp-precision")
-    kernel = likelihood_class(resolve_backend(backend, sampler.name))  # jax's absence is an error before any reading
+    if exp_precision != "double" and option == "jax":
+        source = f"--backend {option}" if backend is not None else f"${BACKEND_VARIABLE}={option} in the environment"
+        raise UsageError(f"--exp-precision {exp_precision} is the numpy kernel's: use --backend numpy (or auto), "
+                         f"not {source}.", "--exp-precision")
+    # jax's absence is an error before any reading
+    kernel = likelihood_class(resolve_backend(option, sampler.name, exp_precision=exp_precision))
     if output is not None:
         check_output(output, overwrite, inputs=[samples])
     header, parameters, theta, log_interim, source = read_draws(samples, parameters)
     population = get_population(population, parameters)
-    ran = resolve_backend(backend, sampler.name, population)  # what ``auto`` chose: machine, sampler, population
+    # what ``auto`` chose: machine, sampler, population, precision
+    ran = resolve_backend(option, sampler.name, population, exp_precision)
     kernel = likelihood_class(ran)
     injections = read_selection(selection, parameters, draw_priors, injections_total, injections_group)
     if observing_time is not None and not (isinstance(observing_time, (int, float)) and 0 < observing_time < math.inf):
