@@ -19,6 +19,7 @@ the smaller, and the errors of E[mu], E[tau] in posterior sd.
     python benchmarks/joint_nuts.py                 # eight schools and N = 1000 (a few minutes)
     python benchmarks/joint_nuts.py --case eight
     python benchmarks/joint_nuts.py --case normal10000 --samplers nuts --samples 1000   # N = 10⁴
+    python benchmarks/joint_nuts.py --case normal1000 --samplers nuts --exp-precision single --joint numpyro
 """
 
 import argparse
@@ -50,13 +51,16 @@ class Clock:
         self.cpu = time.process_time() - self.cpu
 
 
-def popinfer_both_stages(y, s, n_draws, sampler, seed, n_samples=4000):
+def popinfer_both_stages(y, s, n_draws, sampler, seed, n_samples=4000, exp_precision="double"):
     frame = pd.DataFrame({"id": [f"o{i}" for i in range(len(y))], "y": y, "sigma": s})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        samples = popinfer.fit_individuals(frame, "normal", n_draws=n_draws, seed=seed, progress=False)
+        with Clock() as one:
+            samples = popinfer.fit_individuals(frame, "normal", n_draws=n_draws, seed=seed, progress=False)
         result = popinfer.fit_population(samples, "normal", hyperpriors=HYPERPRIORS, seed=seed + 1, sampler=sampler,
-                                         n_samples=n_samples, n_reweighted=10, progress=False)
+                                         n_samples=n_samples, n_reweighted=10, progress=False,
+                                         exp_precision=exp_precision)
+    print(f"  (stage one: {one.wall:.1f} s wall, {one.cpu:.1f} s CPU)")
     if sampler == "emcee":
         ess = [result.settings["n_steps"] / 2 * result.settings["walkers"] / t for t in result.autocorr_time]
         evaluations = result.settings["n_steps"] * result.settings["walkers"]
@@ -80,6 +84,10 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--samplers", nargs="*", default=["emcee", "nuts"], help="popinfer's stage-two samplers")
     parser.add_argument("--samples", type=int, default=4000, help="popinfer's stage-two draws kept (S)")
+    parser.add_argument("--exp-precision", default="double", choices=["double", "single"],
+                        help="popinfer's stage two: the numpy kernel's exponentials (fit-population --exp-precision)")
+    parser.add_argument("--joint", nargs="*", default=["nutpie", "numpyro"], choices=["nutpie", "numpyro"],
+                        help="the joint fits to run (none: popinfer's alone)")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
     for case in (["eight", "normal1000"] if args.case == "both" else [args.case]):
@@ -92,16 +100,17 @@ def main():
               f"{'err_mu/sd':>9s} {'err_tau/sd':>9s}")
         for sampler in args.samplers:
             with Clock() as clock:
-                mu, tau, ess, evaluations = popinfer_both_stages(y, s, n_draws, sampler, args.seed, args.samples)
-            report(f"popinfer K={n_draws}, {sampler}", clock, mu, tau, ess, exact)
+                mu, tau, ess, evaluations = popinfer_both_stages(y, s, n_draws, sampler, args.seed, args.samples,
+                                                                 args.exp_precision)
+            report(f"popinfer K={n_draws}, {sampler}, {args.exp_precision}", clock, mu, tau, ess, exact)
             print(f"  (stage two: {evaluations} ln L̂ evaluations (NUTS: in full-draw equivalents), "
                   f"{evaluations / min(ess):.1f} per effective draw)")
-        with Clock() as clock:
-            mu, tau = joint_nutpie(y, s, args.seed)
-        report("joint nutpie (numpy grad)", clock, mu.ravel(), tau.ravel(), [bulk_ess(mu), bulk_ess(tau)], exact)
-        with Clock() as clock:
-            mu, tau = joint_numpyro(y, s, args.seed)
-        report("joint NumPyro", clock, mu.ravel(), tau.ravel(), [bulk_ess(mu), bulk_ess(tau)], exact)
+        for joint, fit, label in (("nutpie", joint_nutpie, "joint nutpie (numpy grad)"),
+                                  ("numpyro", joint_numpyro, "joint NumPyro")):
+            if joint in args.joint:
+                with Clock() as clock:
+                    mu, tau = fit(y, s, args.seed)
+                report(label, clock, mu.ravel(), tau.ravel(), [bulk_ess(mu), bulk_ess(tau)], exact)
     print(f"load average at end: {os.getloadavg()}")
 
 
