@@ -544,7 +544,9 @@ def export_command(file, output, to, table, formula_safe, overwrite, debug):
 @main.command("import-samples")
 @click.argument("data", type=str)
 @click.option("-o", "--output", required=True, help="Samples file to write (- for stdout).")
-@click.option("--id-column", default=None, help="Object id column [default: the first column].")
+@click.option("--id-column", default=None,
+              help="Object id column [default: the first column; an HDF5 group's first dataset only where the group "
+                   "records their creation order].")
 @click.option("--parameter", "parameters", multiple=True, metavar="NAME",
               help="Parameter column (repeatable) [default: every column but the id and log_prior].")
 @click.option("--prior", "priors", multiple=True, metavar="NAME=DIST",

@@ -22,6 +22,8 @@ stored as unknown: ``/log_likelihood`` and the chain diagnostics are NaN (steps 
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -34,20 +36,50 @@ from .seeds import resolve_seed
 from .table import read_table, table_from_frame
 
 
-def _read_hdf5_table(path, group):
+def _read_hdf5_table(path, group, id_column):
+    """The table of ``group`` in the HDF5 file ``path``: one 1-D dataset per column, the id column
+    ``id_column``, or the first dataset where the group records the order its datasets were
+    created in (without that record HDF5 lists them by name, which is no column order)."""
+    where = f"{path} (group {group or '/'})"
     try:
         with h5py.File(path, "r") as handle:
             check_self_contained(handle, str(path))
-            node = handle[group] if group else handle
+            node = handle[group] if group else handle["/"]
+            if not isinstance(node, h5py.Group):
+                raise UsageError(f"--hdf5-group {group}: in {path} it is a dataset, not a group of datasets (one per "
+                                 f"column); give the group that holds them.", "--hdf5-group")
             columns = {name: node[name][()] for name in node if isinstance(node[name], h5py.Dataset)}
+            ordered = bool(node.id.get_create_plist().get_link_creation_order())
     except (OSError, KeyError) as exc:
-        raise InputDataError(f"Cannot read a table from {path} (group {group or '/'}): {exc}.") from None
+        raise InputDataError(f"Cannot read a table from {where}: {exc}.") from None
     lengths = {name: np.shape(values) for name, values in columns.items()}
     if not columns or len({shape for shape in lengths.values()}) != 1 or len(next(iter(lengths.values()))) != 1:
-        raise InputDataError(f"{path} (group {group or '/'}) must hold 1-D datasets of equal length, one per "
+        raise InputDataError(f"{where} must hold 1-D datasets of equal length, one per "
                              f"column; found {lengths or 'none'}.")
-    decoded = {name: (values.astype(str) if values.dtype.kind in "SO" else values) for name, values in columns.items()}
-    return table_from_frame(pd.DataFrame(decoded), None, source=str(path))
+    if id_column is None and not ordered:
+        raise UsageError(f"{where} does not record the order of its datasets (HDF5 lists them by name), so it has "
+                         f"no first column to take as the object ids: give --id-column, one of "
+                         f"{', '.join(map(repr, columns))}.", "--id-column")
+    decoded = {}
+    for name, values in columns.items():
+        if values.dtype.kind in "SO":
+            try:
+                values = np.array([value.decode("utf-8") if isinstance(value, bytes) else str(value)
+                                   for value in values])
+            except UnicodeDecodeError as exc:
+                row = next(i for i, value in enumerate(values) if isinstance(value, bytes) and not _utf8(value))
+                raise InputDataError(f"{where}: dataset {name!r} row {row + 1} is not UTF-8 text ({exc.reason}); "
+                                     f"store ids and names as UTF-8 strings.") from None
+        decoded[name] = values
+    return table_from_frame(pd.DataFrame(decoded), id_column, source=str(path))
+
+
+def _utf8(value):
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def import_samples(data, output=None, *, id_column=None, parameters=None, priors=None, log_prior_column=None,
@@ -78,17 +110,30 @@ def import_samples(data, output=None, *, id_column=None, parameters=None, priors
     Samples
     """
     seed = resolve_seed(seed)
+    if n_draws is not None and (isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer))
+                                or n_draws < 1):
+        raise UsageError(f"--samples must be a positive whole number, got {n_draws!r}.", "--samples")
+    repeated = sorted({p for p in parameters or [] if list(parameters).count(p) > 1})
+    if repeated:
+        raise UsageError(f"--parameter {repeated[0]} is given more than once; name each parameter once.",
+                         "--parameter")
+    hdf5 = not isinstance(data, pd.DataFrame) and str(data).lower().endswith((".h5", ".hdf5"))
+    if hdf5_group is not None and not hdf5:
+        raise UsageError(f"--hdf5-group {hdf5_group}: {data if isinstance(data, (str, os.PathLike)) else 'the table'} "
+                         f"is not an HDF5 file (.h5, .hdf5); the option is for those only.", "--hdf5-group")
     if output is not None:
         check_output(output, overwrite, inputs=[data])
     if isinstance(data, pd.DataFrame):
         table = table_from_frame(data, id_column)
-    elif str(data).lower().endswith((".h5", ".hdf5")):
-        table = _read_hdf5_table(data, hdf5_group)
-        if id_column is not None:
-            table = table_from_frame(table.frame, id_column, source=table.source)
+    elif hdf5:
+        table = _read_hdf5_table(data, hdf5_group, id_column)
     else:
         table = read_table(data, id_column)
     columns = [c for c in table.columns if c != table.id_column]
+    for option, name in [("--parameter", p) for p in parameters or []] + [("--log-prior-column", log_prior_column)]:
+        if name is not None and name == table.id_column:
+            raise UsageError(f"{option} {name!r} is {table.source}'s object id column; name a column of draws.",
+                             option)
     if log_prior_column is None and "log_prior" in columns:
         log_prior_column = "log_prior"
     if log_prior_column is not None and log_prior_column not in columns:

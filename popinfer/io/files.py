@@ -199,10 +199,15 @@ def check_output(path, overwrite, inputs=()):
                 f"even with --overwrite. Choose another output name."
             )
     path = Path(path)
-    if os.path.lexists(path) and not overwrite:
-        raise OutputError(f"Output {path} exists; use --overwrite to replace it.")
     if path.is_dir():
         raise OutputError(f"Output {path} is a directory; give a file name.")
+    if os.path.lexists(path) and not path.is_symlink() and not path.is_file():
+        # a device, pipe or socket: replacing it (as --overwrite would) could replace /dev/null itself
+        raise OutputError(f"Output {path} exists and is not a regular file (a device, pipe or socket); popinfer "
+                          f"writes its output files whole and replaces only files. Give a file name, or -o - to "
+                          f"write to standard output.")
+    if os.path.lexists(path) and not overwrite:
+        raise OutputError(f"Output {path} exists; use --overwrite to replace it.")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"Cannot write {path}: directory {parent} does not exist.")
