@@ -20,6 +20,7 @@ from .escaping import printable
 from .mcmc import ConvergenceWarning
 from .reweighting import PopulationDiagnosticWarning, fit_population
 from .io.hdf5 import no_space_left
+from .plot import MAX_DPI
 from .seeds import MAX_SEED
 
 EXIT_DIAGNOSTIC = 3
@@ -329,7 +330,8 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
         popinfer fit-individuals sample_data/eight_schools.csv -o - --model normal --quiet \\
             | popinfer fit-population - -o pop.h5 --population normal
         popinfer fit-population survey.h5 -o survey-pop.h5 --population normal \\
-            --selection sample_data/survey_injections.csv --injections-total 10000
+            --selection sample_data/survey_injections.csv --injections-total 60000 \\
+            --draw-prior "theta=normal(0, 1.5)"
         popinfer fit-population eight.h5 -o eight-mixture.h5 --population mixture --sampler nested
         popinfer fit-population eight.h5 -o eight-nuts.h5 --population normal --sampler nuts --seed 2
     """
@@ -465,7 +467,8 @@ def inspect_command(file, debug):
                                           "model"]), default=None,
               help="Population files: population (default), forest, corner, diagnostics, predictive. "
                    "Samples files: forest (default), trace. Both: model (the plate diagram).")
-@click.option("--dpi", type=int, default=110, show_default=True, help="Resolution of raster formats.")
+@click.option("--dpi", type=click.IntRange(1, MAX_DPI), default=110, show_default=True,
+              help=f"Resolution of raster formats, dots per inch (1 to {MAX_DPI}).")
 @click.option("--trust-code", is_flag=True,
               help="Import and run the user population the file names, to draw its density (only for files "
                    "you trust; without it the density of a user population is left out).")

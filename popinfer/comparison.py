@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import InputDataError, PopinferError
+from .errors import InputDataError, PopinferError, UsageError
 from .summary import format_frame
 
 # Objects whose Pareto k̂ exceeds this have an unreliable PSIS estimate (Vehtari et al. 2017).
@@ -216,5 +216,9 @@ def compare_files(paths, fmt="table"):
     """``popinfer compare``: the comparison table of population files."""
     from .io.population import read_population
 
+    names = [str(path) for path in paths]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"{repeated[0]} is given more than once: compare different population files, each once.")
     results = [read_population(path) for path in paths]
     return format_comparison(compare_populations(results, [str(p) for p in paths]), fmt)

@@ -45,6 +45,18 @@ class InitialisationError(PopinferError):
     """No walkers with a finite posterior could be drawn from the prior."""
 
 
+def ensemble_sampler(n_walkers, n_dim, log_prob, moves):
+    """``emcee.EnsembleSampler`` of ``log_prob`` (vectorised over walkers), calling it directly:
+    emcee's own wrapper prints the walkers' positions and a traceback to stdout before passing
+    on any exception — popinfer's errors and interruptions, which explain themselves, included
+    (and stdout may carry an HDF5 file, ``-o -``)."""
+    import emcee
+
+    sampler = emcee.EnsembleSampler(n_walkers, n_dim, log_prob, moves=moves, vectorize=True)
+    sampler.log_prob_fn = log_prob  # emcee calls it as log_prob_fn(coords) (no args or kwargs given)
+    return sampler
+
+
 def minimum_steps(n_keep, n_walkers):
     """Fewest steps after which the kept (second) half holds ``n_keep`` draws."""
     return max(100, 2 * math.ceil(n_keep / n_walkers))

@@ -27,6 +27,7 @@ from .io.hdf5 import atomic_output, check_output
 from .reweighting.selection import EFFECTIVE_PER_OBJECT as SELECTION_EFFECTIVE_PER_OBJECT
 
 FORMATS = (".png", ".pdf", ".svg")
+MAX_DPI = 1200  # a 6 × 4 inch figure is then 7200 × 4800 pixels (about 140 MB while drawn)
 KINDS = {"population": ("population", "forest", "corner", "diagnostics", "predictive", "model"),
          "samples": ("forest", "trace", "model")}
 DENSITY_DRAWS = 400
@@ -69,6 +70,8 @@ def plot_file(path, output, kind=None, dpi=110, trust_code=False, overwrite=Fals
     """
     if Path(str(output)).suffix.lower() not in FORMATS:
         raise UsageError(f"-o {output}: the figure's name must end in {', '.join(FORMATS)}.", "-o")
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or not 1 <= dpi <= MAX_DPI:
+        raise UsageError(f"--dpi {dpi!r}: give a whole number of dots per inch from 1 to {MAX_DPI}.", "--dpi")
     check_output(output, overwrite, inputs=[path])
     file_kind, content = read_file(path)
     kinds = KINDS[file_kind]

@@ -53,6 +53,7 @@ from .io.samples import DIAGNOSTICS, Samples, read_samples, write_samples
 from .models import BUILTIN_MODELS
 from .populations import population_of_file
 from .reweighting.diagnostics import LOW_ESS_FRACTION, MAX_ESS_DRAWS
+from .reweighting.fit import check_min_ess
 from .seeds import resolve_seed
 from .table import read_table, table_from_frame
 
@@ -114,7 +115,7 @@ class RefineResult:
                     f"{self.shard[1]} shards with popinfer merge, then fit the population on the merged file.")
         if not self.refitted:
             return (f"Nothing to refit: no object is flagged (median Var[ln L̂] {self.variance_before:.3g}, smallest "
-                    f"ESS {self.min_ess_before:.3g}); {label} hold the input's draws.")
+                    f"ESS {self.min_ess_before:.3g}); the input's draws are kept unchanged in {label}.")
         listed = ", ".join(repr(i) for i in self.refitted[:10]) + (
             f" and {len(self.refitted) - 10} more" if len(self.refitted) > 10 else "")
         grown = sorted(set(zip(self.draws_before.tolist(), self.draws_after.tolist())))
@@ -203,6 +204,8 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
                          f"or leave out --shard.", "--shard")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise UsageError(f"--batch-size must be a positive whole number, got {batch_size!r}.", "--batch-size")
+    if min_ess is not None:
+        check_min_ess(min_ess)
     if not (isinstance(target_variance, (int, float)) and target_variance > 0):
         raise UsageError(f"--target-variance must be a positive number, got {target_variance!r}.", "--target-variance")
     if moment_error is not None and not (isinstance(moment_error, (int, float)) and 0 < moment_error < 1):
@@ -224,7 +227,14 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     _check_pair(stage_one, fitted, label, pop_label, digests[0])
     _check_model(stage_one.model, label, trust_code)
     density = population_of_file(fitted.population, fitted.parameters, pop_label, trust_code)
-    min_ess = float(fitted.settings.get("min_ess", 20.0) if min_ess is None else min_ess)
+    if min_ess is None:
+        min_ess = fitted.settings.get("min_ess", 20.0)
+        try:
+            check_min_ess(min_ess)
+        except UsageError:
+            raise InputDataError(f"{pop_label} records min_ess {min_ess!r}, which is not a number of effective "
+                                 f"draws (0 or more): give --min-ess.") from None
+    min_ess = float(min_ess)
     if seed is None and resume:
         seed = RefineCheckpoint.recorded_seed(output)  # the seed a run without --seed drew
     seed = resolve_seed(seed)

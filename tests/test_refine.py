@@ -230,3 +230,32 @@ def test_fits_between_rounds_keep_the_population_files_exp_precision(fitted):
     assert _fit_again(samples, population, 10, 3, False).settings["exp_precision"] == "single"
     population.settings = {k: v for k, v in population.settings.items() if k != "exp_precision"}
     assert _fit_again(samples, population, 10, 3, False).settings["exp_precision"] == "double"
+
+
+USER_NORMAL = '''import numpy as np
+
+
+def normal(theta, hyper):
+    x = next(iter(theta.values()))
+    return -0.5 * ((x - hyper["mu"]) / hyper["sigma"]) ** 2 - np.log(hyper["sigma"]) - 0.5 * np.log(2 * np.pi)
+
+
+normal.hyperparameters = {"mu": "normal(0, 10)", "sigma": "halfnormal(2)"}
+'''
+
+
+def test_refine_under_a_user_population(fitted, tmp_path):
+    """A user population's densities come back broadcast to (objects, draws, walkers); q works on
+    them in place, so they must be the caller's own writable array (a broadcast view crashed
+    refine with 'output array is read-only')."""
+    spec = tmp_path / "user_normal.py"
+    spec.write_text(USER_NORMAL)
+    population = f"{spec}:normal"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        popinfer.fit_population(str(fitted / "s.h5"), population, str(tmp_path / "p.h5"), seed=2, **SMALL_FIT)
+    result = refine(str(fitted / "s.h5"), str(tmp_path / "p.h5"), str(tmp_path / "r.h5"), seed=4, min_ess=10,
+                    rounds=1, progress=False, trust_code=True)
+    assert result.refitted
+    after = read_samples(str(tmp_path / "r.h5"))
+    assert np.isfinite(after.log_interim_prior[after.ids.index(result.refitted[0])]).all()

@@ -161,3 +161,28 @@ def test_the_emcee_moves_default_to_stretch_and_others_are_refused(tmp_path):
         with pytest.raises(UsageError, match="--moves"):
             popinfer.fit_population(str(tmp_path / "s.h5"), "normal", fixed=[f"sigma={SIGMA}"], moves=moves,
                                     n_samples=400, n_reweighted=10, progress=False)
+
+
+def test_an_error_inside_the_log_probability_prints_nothing_on_stdout(capfd):
+    """emcee's own wrapper prints the walkers and a traceback to stdout before passing an
+    exception on; popinfer's samplers call the function directly (stdout may carry a file)."""
+    import emcee
+
+    from popinfer.mcmc import ensemble_sampler
+
+    class Stop(Exception):
+        pass
+
+    def log_prob(coords):
+        raise Stop("explained elsewhere")
+
+    start = np.random.default_rng(1).normal(size=(8, 2))
+    with pytest.raises(Stop):
+        ensemble_sampler(8, 2, log_prob, [emcee.moves.StretchMove()]).run_mcmc(start, 2)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    # the negative control: emcee's sampler, as constructed before, prints both
+    with pytest.raises(Stop):
+        emcee.EnsembleSampler(8, 2, log_prob, vectorize=True).run_mcmc(start, 2)
+    out, err = capfd.readouterr()
+    assert "emcee: Exception while calling your likelihood function" in out and "Traceback" in err

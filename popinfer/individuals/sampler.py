@@ -36,7 +36,8 @@ import numpy as np
 from ..autocorr import effective_size, ensemble_autocorrelation
 from ..errors import ModelError
 from ..interim import factorised
-from ..mcmc import MIN_AUTOCORR_TIMES, InitialisationError, first_check, initial_positions, minimum_steps, next_check
+from ..mcmc import (MIN_AUTOCORR_TIMES, InitialisationError, ensemble_sampler, first_check, initial_positions,
+                    minimum_steps, next_check)
 from .moves import BlockStretchMove
 
 __all__ = ["BatchPosterior", "initial_positions", "minimum_steps", "sample_batch", "MIN_AUTOCORR_TIMES"]
@@ -317,7 +318,7 @@ def sample_batch(model, columns, starts, ids, priors, names, fixed, n_draws, n_w
     move.accepted = np.zeros((n_walkers, n_objects), dtype=np.int64)
     check = min(first_check(n_draws, n_walkers, times), max_steps)
     while active.size:
-        sampler = emcee.EnsembleSampler(n_walkers, active.size * n_dim, posterior, moves=[move], vectorize=True)
+        sampler = ensemble_sampler(n_walkers, active.size * n_dim, posterior, [move])
         state = emcee.State(coords.reshape(n_walkers, -1), log_prob=log_prob.sum(axis=1), blobs=log_prob)
         for state in sampler.sample(state, iterations=check - step, store=False,
                                     skip_initial_state_check=True):

@@ -40,6 +40,17 @@ __all__ = ["fit_population", "HyperPosterior", "PopulationDiagnosticWarning", "L
            "diagnose", "check_interim_support", "data_scale", "resolve_hyperpriors", "independent_summary"]
 
 
+def _real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_min_ess(min_ess):
+    """``--min-ess``: a finite number ≥ 0 (0 turns the low-ESS warning off); NaN or a negative
+    value would turn it off without a word."""
+    if not (_real(min_ess) and 0 <= min_ess < math.inf):
+        raise UsageError(f"--min-ess must be a number of effective draws, 0 or more, got {min_ess!r}.", "--min-ess")
+
+
 @reserves_stdout
 def fit_population(samples, population, output=None, *, parameters=None, hyperpriors=None, fixed=None,
                    min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
@@ -122,6 +133,10 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
                           ("--reweighted", n_reweighted)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
+    check_min_ess(min_ess)
+    if max_variance is not None and not (_real(max_variance) and 0 < max_variance < math.inf):
+        raise UsageError(f"--max-variance must be a positive number (Var[ln L̂] per object), got {max_variance!r}.",
+                         "--max-variance")
     for option, value, owner in (("--moves", moves, "emcee"), ("--live-points", live_points, "nested"),
                                  ("--chains", chains, "nuts"),
                                  ("--tune", tune, "nuts"), ("--tune-thin", tune_thin, "nuts")):

@@ -46,7 +46,7 @@ class _Nested:
     def __init__(self, live_points):
         from ..nested import NestedSampler
 
-        self.sampler = NestedSampler(live_points or NestedSampler.DEFAULT_LIVE_POINTS)
+        self.sampler = NestedSampler(NestedSampler.DEFAULT_LIVE_POINTS if live_points is None else live_points)
 
     @property
     def settings(self):

@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from ...autocorr import integrated_time
 from ...errors import UsageError
-from ...mcmc import (MIN_AUTOCORR_TIMES, ConvergenceWarning, InitialisationError, first_check, initial_positions,
-                     next_check)
+from ...mcmc import (MIN_AUTOCORR_TIMES, ConvergenceWarning, InitialisationError, ensemble_sampler, first_check,
+                     initial_positions, next_check)
 from .base import SamplerResult
 
 
@@ -100,7 +100,7 @@ class EmceeSampler:
         n_dim = len(posterior.names)
         init_seed, sampler_seed = seed.spawn(2)
         start, _ = initial_positions(_StartingBlock(posterior), n_walkers, np.random.default_rng(init_seed))
-        sampler = emcee.EnsembleSampler(n_walkers, n_dim, posterior, moves=MOVES[self.moves](), vectorize=True)
+        sampler = ensemble_sampler(n_walkers, n_dim, posterior, MOVES[self.moves]())
         sampler.random_state = np.random.RandomState(np.random.MT19937(sampler_seed)).get_state()
         state = start[:, 0, :]
         check, step = min(first_check(n_samples, n_walkers, MIN_AUTOCORR_TIMES), max_steps), 0
