@@ -164,6 +164,13 @@ def _replace(handle, name, data):
     handle[name].attrs.update(attrs)
 
 
+def _as_group(handle, name):
+    """``name`` replaced by a group (with its attributes): no dataset where one is expected."""
+    attrs = dict(handle[name].attrs)
+    del handle[name]
+    handle.create_group(name).attrs.update(attrs)
+
+
 SAMPLES_DAMAGE = {
     "ids shorter": (lambda h: _replace(h, "objects/id", h["objects/id"][:7]), ["/objects/id", "(7,)", "(8,)"]),
     "ids longer": (lambda h: _replace(h, "objects/id", np.concatenate([h["objects/id"][()], [b"I"]])),
@@ -183,6 +190,14 @@ SAMPLES_DAMAGE = {
     "NaN draw": (lambda h: h["samples"].__setitem__((3, 17, 0), np.nan), ["object 'D'", "non-finite", "nan"]),
     "+inf draw": (lambda h: h["samples"].__setitem__((5, 0, 0), np.inf), ["object 'F'", "non-finite", "inf"]),
     "-inf draw": (lambda h: h["samples"].__setitem__((0, 199, 0), -np.inf), ["object 'A'", "-inf"]),
+    "samples a group": (lambda h: _as_group(h, "samples"), ["damaged samples file", "/samples is a group"]),
+    "samples strings": (lambda h: _replace(h, "samples", np.full(h["samples"].shape, b"x", dtype="S1")),
+                        ["damaged samples file", "/samples holds strings"]),
+    "samples complex": (lambda h: _replace(h, "samples", h["samples"][()].astype(np.complex128)),
+                        ["damaged samples file", "/samples holds complex numbers"]),
+    "log likelihood a group": (lambda h: _as_group(h, "log_likelihood"),
+                               ["damaged samples file", "/log_likelihood is a group"]),
+    "ids numbers": (lambda h: _replace(h, "objects/id", np.arange(8.0)), ["/objects/id", "not strings"]),
 }
 
 
@@ -224,6 +239,11 @@ POPULATION_DAMAGE = {
                                   for n in ("samples", "log_posterior", "log_likelihood", "ln_likelihood_variance")],
                        ["/hyper/samples", "empty axis"]),
     "settings a string": (lambda h: h.attrs.__setitem__("settings", '"fast"'), ["'settings'", "JSON object"]),
+    "hyper draws a group": (lambda h: _as_group(h, "hyper/samples"), ["/hyper/samples is a group"]),
+    "reweighted complex": (lambda h: _replace(h, "objects/reweighted", h["objects/reweighted"][()].astype(complex)),
+                           ["/objects/reweighted holds complex numbers"]),
+    "ess strings": (lambda h: _replace(h, "objects/ess", h["objects/ess"][()].astype("S8")),
+                    ["/objects/ess holds strings"]),
 }
 
 
@@ -248,6 +268,43 @@ def test_merge_refuses_shards_with_different_draw_counts(in_tmp):
                                   for name in ("samples", "log_interim_prior", "log_likelihood")])
     refused(run(["merge", "part-1.h5", "part-2.h5", "-o", "merged.h5"]), 1, "part-2.h5", "100 draws", "200")
     assert not Path("merged.h5").exists()
+
+
+@pytest.mark.parametrize("attrs, fragments", [
+    ({"shard": "abc", "fingerprint": "x", "n_objects_total": 8}, ["'shard' attribute is 'abc'", "I/N"]),
+    ({"shard": "0/2", "fingerprint": "x", "n_objects_total": 8}, ["'shard' attribute is '0/2'"]),
+    ({"shard": "1/1", "fingerprint": "x", "n_objects_total": "lots"}, ["'n_objects_total' attribute is 'lots'"]),
+    ({"shard": "1/1", "fingerprint": np.arange(3), "n_objects_total": 8}, ["'fingerprint' attribute"]),
+])
+def test_merge_refuses_a_shard_with_malformed_identity_attributes(made, in_tmp, attrs, fragments):
+    shutil.copy(made["samples"], "bad.h5")
+    _edit("bad.h5", lambda h: h.attrs.update(attrs))
+    refused(run(["merge", "bad.h5", "-o", "merged.h5"]), 1, "bad.h5 is a damaged shard", *fragments)
+    assert listing(in_tmp) == ["bad.h5"]
+
+
+@pytest.mark.parametrize("kind", ["samples", "population"])
+def test_a_fixed_length_bytes_format_attribute_is_read_by_every_reader(made, in_tmp, kind):
+    shutil.copy(made[kind], "bytes.h5")
+    _edit("bytes.h5", lambda h: h.attrs.__setitem__("popinfer_format", np.bytes_(kind.encode())))
+    commands = [["summary", "bytes.h5"], ["export", "bytes.h5", "-o", "out.csv", "--to", "csv"]]
+    if kind == "samples":
+        commands.append(["fit-population", "bytes.h5", "-o", "pop.h5", "--population", "normal", *POP_FAST])
+    for args in commands:
+        result = run(args)
+        assert result.exit_code == 0, result.output
+        assert "b'" not in result.stderr and "Unexpected" not in result.stderr, result.stderr
+
+
+# ---- --scheduler: an address Dask cannot read is a usage error -----------------------------------
+
+@pytest.mark.parametrize("address", ["bogus", "http://127.0.0.1:1", "tcp://127.0.0.1:port"])
+def test_a_malformed_scheduler_address_is_a_usage_error(made, in_tmp, address):
+    pytest.importorskip("distributed")
+    for args in (["fit-individuals", EIGHT, "-o", "o.h5", "--model", "normal", *FAST],
+                 ["refine", str(made["samples"]), str(made["population"]), "-o", "r.h5", "--quiet"]):
+        refused(run(args + ["--scheduler", address]), 2, f"--scheduler {address}", "tcp://HOST:PORT")
+        assert listing(in_tmp) == []
 
 
 # ---- item 13: summary --format csv is one valid CSV table ------------------------------------

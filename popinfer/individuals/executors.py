@@ -68,6 +68,13 @@ def _dask_client(scheduler):
             raise UsageError(f"--scheduler {scheduler}: expected local:N with N >= 1 worker processes.", "--scheduler")
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
         return Client(cluster), cluster
+    from distributed.comm import get_address_host_port
+
+    try:
+        get_address_host_port(scheduler)  # the address's form, read as Dask reads it
+    except ValueError as exc:
+        raise UsageError(f"--scheduler {scheduler}: not a Dask scheduler address ({exc}); expected "
+                         f"tcp://HOST:PORT, or local:N with N >= 1 worker processes.", "--scheduler") from None
     try:
         return Client(scheduler, timeout=10), None
     except (OSError, TimeoutError) as exc:

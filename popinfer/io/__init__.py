@@ -4,7 +4,7 @@ import io
 import sys
 
 from ..errors import FileFormatError
-from .hdf5 import open_popinfer_file
+from .hdf5 import format_kind, open_popinfer_file
 
 
 def read_file(path):
@@ -18,7 +18,7 @@ def read_file(path):
 
     source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == "-" else path
     with open_popinfer_file(source) as handle:
-        kind = str(handle.attrs["popinfer_format"])
+        kind = format_kind(handle)
     if isinstance(source, io.BytesIO):
         source.seek(0)
     if kind == "population":

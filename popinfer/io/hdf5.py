@@ -97,6 +97,56 @@ def check_shapes(label, kind, shapes):
                                   f"axis (no objects, draws or parameters). Regenerate it.")
 
 
+def _holds(dtype):
+    """What a dataset of ``dtype`` holds, in words."""
+    if dtype.kind == "c":
+        return f"complex numbers ({dtype})"
+    if dtype.kind in "SU" or h5py.check_string_dtype(dtype) is not None:
+        return "strings"
+    return f"values of type {dtype}"
+
+
+def check_dataset_types(handle, label, kind, expected):
+    """Check that each dataset of the layout is a dataset holding what it should.
+
+    ``expected`` maps a path to ``"numbers"`` (real: bool, integer or floating point) or
+    ``"strings"`` (text or bytes); a path the file lacks is skipped (the reader reports
+    it if it needs it).
+
+    Raises
+    ------
+    FileFormatError
+        Naming the file, the dataset and what it is instead.
+    """
+    for name, holds in expected.items():
+        item = handle.get(name)
+        if item is None:
+            continue
+        if not isinstance(item, h5py.Dataset):
+            what = "a group" if isinstance(item, h5py.Group) else "a named datatype"
+            raise FileFormatError(f"{label} is a damaged {kind} file: /{name} is {what}, not a dataset of "
+                                  f"{holds}. Regenerate it.")
+        if holds == "strings":
+            fits = h5py.check_string_dtype(item.dtype) is not None
+        else:
+            fits = item.dtype.kind in "biuf"
+        if not fits:
+            wanted = "real numbers" if holds == "numbers" else holds
+            raise FileFormatError(f"{label} is a damaged {kind} file: /{name} holds {_holds(item.dtype)}, not "
+                                  f"{wanted}. Regenerate it.")
+
+
+def format_kind(handle):
+    """The ``popinfer_format`` root attribute as text (None when absent); written as a
+    variable-length string, read as well from fixed-length bytes."""
+    found = handle.attrs.get("popinfer_format")
+    if found is None:
+        return None
+    if isinstance(found, np.ndarray) and found.ndim == 0:
+        found = found.item()
+    return found.decode("utf-8", "replace") if isinstance(found, bytes) else str(found)
+
+
 def first_nonfinite_row(values):
     """Index of the first row (axis 0) of ``values`` holding NaN or ±inf, or None."""
     bad = ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
@@ -137,10 +187,9 @@ def open_popinfer_file(path, kind=None):
             f"regenerate it."
         ) from None
     try:
-        found = handle.attrs.get("popinfer_format")
+        found = format_kind(handle)
         if found is None:
             raise FileFormatError(f"{label} is an HDF5 file but not one written by popinfer (no popinfer_format attribute).")
-        found = found.decode() if isinstance(found, bytes) else str(found)
         version = int(handle.attrs.get("format_version", 0))
         if version > FORMAT_VERSION:
             raise FileFormatError(

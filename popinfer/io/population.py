@@ -37,12 +37,19 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from .hdf5 import (check_shapes, discard, file_bytes, mapped, open_popinfer_file, publish, read_json_attr, read_string_list, reserve_space,
-                   root_attributes, strings, temporary_path, write_root_attributes)
+from .hdf5 import (check_dataset_types, check_shapes, discard, file_bytes, mapped, open_popinfer_file, publish,
+                   read_json_attr, read_string_list, reserve_space, root_attributes, strings, temporary_path,
+                   write_root_attributes)
 
 SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
 # (S,) datasets of /hyper present only with --selection (and --observing-time).
 OPTIONAL_HYPER = ("selection_ln_efficiency", "selection_effective_draws", "rate")
+
+# What each dataset of the layout holds (checked before any is read).
+DATASET_TYPES = {**{f"hyper/{name}": "numbers" for name in (
+    "samples", "log_posterior", "log_likelihood", "ln_likelihood_variance", "autocorr_time", *OPTIONAL_HYPER,
+    "log_evidence", "log_evidence_error")}, "objects/id": "strings",
+    **{f"objects/{name}": "numbers" for name in ("ess", "log_likelihood", "reweighted", "independent_summary")}}
 
 
 @dataclass
@@ -226,7 +233,9 @@ def _large(dataset, path):
 
 
 def _check_layout(handle, label):
-    """Every dataset's shape agrees with the others' (the layout above)."""
+    """Every dataset holds numbers (the ids strings) and its shape agrees with the others' (the
+    layout above)."""
+    check_dataset_types(handle, label, "population", DATASET_TYPES)
     hyper, objects = handle["hyper"], handle["objects"]
     names = read_string_list(hyper["samples"].attrs["names"])
     parameters = read_string_list(handle.attrs["parameters"])

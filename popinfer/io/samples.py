@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Optional
@@ -47,9 +48,9 @@ import numpy as np
 from ..blocks import object_blocks
 from ..errors import FileFormatError, OutputError
 from .files import fsync_directory, open_locked
-from .hdf5 import (STRING, check_self_contained, check_shapes, close_quietly, discard, file_bytes, first_nonfinite_row,
-                   mapped, open_popinfer_file, publish, read_json_attr, read_string_list, reserve_space,
-                   root_attributes, strings, temporary_path, write_root_attributes)
+from .hdf5 import (STRING, check_dataset_types, check_self_contained, check_shapes, close_quietly, discard, file_bytes,
+                   first_nonfinite_row, mapped, open_popinfer_file, publish, read_json_attr, read_string_list,
+                   reserve_space, root_attributes, strings, temporary_path, write_root_attributes)
 
 DIAGNOSTICS = {
     "acceptance_fraction": ("f8", ()),
@@ -348,6 +349,12 @@ class SamplesHeader:
         return counts_or_full(self.draw_counts, self.n_objects, self.n_draws)
 
 
+# What each dataset of the layout holds (checked before any is read).
+DATASET_TYPES = {"samples": "numbers", "log_interim_prior": "numbers", "log_likelihood": "numbers",
+                 "objects/id": "strings", DRAW_COUNTS: "numbers", JOINT_INTERIM: "numbers",
+                 **{f"diagnostics/{name}": "numbers" for name in DIAGNOSTICS}}
+
+
 def _read_draw_counts(handle, label, n_objects, n_draws):
     """``/objects/n_draws`` checked (1 ≤ K_n ≤ K), or None when the file has none."""
     if DRAW_COUNTS not in handle:
@@ -379,6 +386,7 @@ def _read_joint_interim(handle, label, settings, n_objects, n_dim):
 
 def read_header(handle, label):
     """The :class:`SamplesHeader` of an open, checked samples file."""
+    check_dataset_types(handle, label, "samples", DATASET_TYPES)
     try:
         samples = handle["samples"]
         if samples.ndim != 3:
@@ -721,6 +729,39 @@ def _write_rows_at(handle, places, rows):
         write_rows(handle, int(places[lo]), {key: value[lo:hi] for key, value in rows.items()})
 
 
+def _shard_identity(handle, path):
+    """(I, N, fingerprint, objects in the whole run) of a shard file, its attributes checked.
+
+    Raises
+    ------
+    FileFormatError
+        Naming the file and the attribute that is missing or malformed.
+    """
+    def attribute(key):
+        if key not in handle.attrs:
+            raise FileFormatError(f"{path} is a damaged shard: it has no {key!r} attribute. Redo that shard.")
+        value = handle.attrs[key]
+        if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+            value = value.item()
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+    def damaged(key, value, expected):
+        return FileFormatError(f"{path} is a damaged shard: its {key!r} attribute is {value!r}, expected "
+                               f"{expected}. Redo that shard.")
+
+    shard, fingerprint, total = attribute("shard"), attribute("fingerprint"), attribute("n_objects_total")
+    if not (isinstance(shard, str) and re.fullmatch(r"[0-9]+/[0-9]+", shard)):
+        raise damaged("shard", shard, "I/N (shard I of N)")
+    index, count = (int(v) for v in shard.split("/"))
+    if not 1 <= index <= count:
+        raise damaged("shard", shard, "I/N with 1 <= I <= N")
+    if not isinstance(fingerprint, str):
+        raise damaged("fingerprint", fingerprint, "text")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise damaged("n_objects_total", total, "a whole number of objects, at least 1")
+    return index, count, fingerprint, total
+
+
 def merge_shards(paths, output=None, overwrite=False):
     """Join the shard files of one ``--shard I/N`` run into the file an unsharded run writes.
 
@@ -738,8 +779,8 @@ def merge_shards(paths, output=None, overwrite=False):
         with open_popinfer_file(path, "samples") as handle:
             if "shard" not in handle.attrs:
                 raise FileFormatError(f"{path} is a whole samples file, not a shard (no shard attribute).")
-            index, count = (int(v) for v in str(handle.attrs["shard"]).split("/"))
-            shards.append((index, count, str(handle.attrs["fingerprint"]), int(handle.attrs["n_objects_total"]),
+            index, count, fingerprint, total = _shard_identity(handle, path)
+            shards.append((index, count, fingerprint, total,
                            read_header(handle, str(path)), str(path), str(handle.attrs.get("command", ""))))
             positions.append(handle[POSITIONS][()].astype(np.int64) if POSITIONS in handle else None)
     if not shards:
