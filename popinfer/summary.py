@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -31,12 +32,15 @@ def samples_summary(samples):
     ragged = samples.draw_counts is not None  # padded draws are NaN: left out
     mean, std, quantile = (np.nanmean, np.nanstd, np.nanquantile) if ragged else (np.mean, np.std, np.quantile)
     q = quantile(draws, QUANTILES, axis=1)
+    with warnings.catch_warnings():  # an object with one draw has no sd: NaN, said by the NaN itself
+        warnings.filterwarnings("ignore", "Degrees of freedom <= 0", RuntimeWarning)
+        sd = std(draws, axis=1, ddof=1)
     diagnostics = samples.diagnostics
     return pd.DataFrame({
         "object": np.repeat(samples.ids, n_dim),
         "parameter": np.tile(samples.parameters, n_objects),
         "mean": mean(draws, axis=1),
-        "sd": std(draws, axis=1, ddof=1),
+        "sd": sd,
         "q05": q[0],
         "q50": q[1],
         "q95": q[2],

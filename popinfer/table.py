@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +127,11 @@ def read_table(path, id_column=None):
     except pd.errors.EmptyDataError:
         raise InputDataError(f"{source} is empty: expected a header line and one row per measurement.") from None
     except pd.errors.ParserError as exc:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        what = (f"line {found[2]} of the file has {found[3]} fields where the header has {found[1]}" if found
+                else " ".join(str(exc).split()))  # pandas' message, on one line
         raise InputDataError(
-            f"{source} is not a well-formed {'TSV' if separator == chr(9) else 'CSV'} table: {exc}. "
+            f"{source} is not a well-formed {'TSV' if separator == chr(9) else 'CSV'} table: {what}. "
             f"Every row needs as many fields as the header."
         ) from None
     # A row with fewer fields than the header reads as empty cells, reported per cell.

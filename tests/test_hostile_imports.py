@@ -109,3 +109,31 @@ def test_import_samples_parameter_options_naming_the_ids_or_twice(in_tmp, args, 
     write_csv("draws.csv", DRAWS)
     refused(run(["import-samples", "draws.csv", "-o", "s.h5", "--id-column", "star", *args]), 2, *fragments)
     assert sorted(os.listdir()) == ["draws.csv"]
+
+
+def test_an_empty_output_name_says_so(in_tmp):
+    write_csv("draws.csv", DRAWS)
+    for extra in ([], ["--overwrite"]):
+        refused(run(["import-samples", "draws.csv", "-o", "", *PRIOR, *extra]), 1, "The output name is empty")
+    assert sorted(os.listdir()) == ["draws.csv"]
+
+
+def test_a_row_with_extra_fields_is_reported_on_one_line_with_its_line_number(in_tmp):
+    write_csv("extra.csv", "school,y,sigma\nA,28,15\nB,8,10,5\n")
+    result = run(["fit-individuals", "extra.csv", "-o", "s.h5", "--model", "normal", "--quiet"])
+    refused(result, 1, "extra.csv is not a well-formed CSV table: line 3 of the file has 4 fields where the header "
+                       "has 3. Every row needs as many fields as the header.")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(os.listdir()) == ["extra.csv"]
+
+
+def test_summary_of_an_object_with_one_draw_warns_of_nothing(in_tmp):
+    write_csv("draws.csv", "star,ecc\nA,0.3\nA,0.4\nB,0.5\n")
+    assert run(["import-samples", "draws.csv", "-o", "one.h5", *PRIOR]).exit_code == 0
+    result = run(["summary", "one.h5", "--format", "csv"])
+    assert result.exit_code == 0 and "Warning" not in result.stderr, result.stderr
+
+
+def test_merge_refuses_standard_input_which_it_cannot_read_twice(in_tmp):
+    write_csv("draws.csv", DRAWS)
+    refused(run(["merge", "-", "other.h5", "-o", "m.h5"], ), 2, "give the shards as files, not -")

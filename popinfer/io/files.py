@@ -192,6 +192,8 @@ def check_output(path, overwrite, inputs=()):
     """
     if str(path) == "-":
         return
+    if not str(path).strip():
+        raise OutputError("The output name is empty: give a file name (-o FILE), or -o - for standard output.")
     for source in inputs:
         if isinstance(source, (str, os.PathLike)) and str(source) != "-" and _same_file(path, source):
             raise OutputError(

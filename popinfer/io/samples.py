@@ -46,7 +46,7 @@ import h5py
 import numpy as np
 
 from ..blocks import object_blocks
-from ..errors import FileFormatError, OutputError
+from ..errors import FileFormatError, OutputError, UsageError
 from .files import fsync_directory, open_locked
 from .hdf5 import (STRING, check_dataset_types, check_self_contained, check_shapes, close_quietly, discard, file_bytes,
                    first_nonfinite_row, mapped, open_popinfer_file, publish, read_json_attr, read_string_list,
@@ -774,6 +774,9 @@ def merge_shards(paths, output=None, overwrite=False):
         A file is not a shard, or the shards differ in data, model, priors,
         settings or seed, or a shard is missing or given twice.
     """
+    if any(str(path) == "-" for path in paths):
+        raise UsageError("merge reads each shard twice (to check, then to copy), which standard input cannot be: "
+                         "give the shards as files, not -.")
     shards, positions = [], []
     for path in paths:
         with open_popinfer_file(path, "samples") as handle:
