@@ -17,6 +17,7 @@ import click
 from . import __version__
 from .errors import PopinferError, Terminated, UsageError
 from .escaping import printable
+from .individuals import InterimEdgeWarning
 from .mcmc import ConvergenceWarning
 from .reweighting import PopulationDiagnosticWarning, fit_population
 from .io.hdf5 import no_space_left
@@ -24,7 +25,7 @@ from .plot import MAX_DPI
 from .seeds import MAX_SEED
 
 EXIT_DIAGNOSTIC = 3
-DIAGNOSTIC_WARNINGS = (ConvergenceWarning, PopulationDiagnosticWarning)
+DIAGNOSTIC_WARNINGS = (ConvergenceWarning, PopulationDiagnosticWarning, InterimEdgeWarning)
 # Options that change how a run executes but never its results; they are left
 # out of the recorded command so that the file is identical whatever they are.
 RUN_CONTROL = {"workers", "resume", "quiet", "overwrite", "debug", "strict", "shard", "scheduler"}

@@ -43,6 +43,11 @@ class Model(ABC):
     roles = {}
     parameters = ()
     default_priors = {}
+    # Parameter -> (low, high): the values the likelihood admits. A finite bound of an interim
+    # prior strictly inside them is the prior's, not nature's, and stage one warns of objects whose
+    # draws pile against it. Parameters left out are not checked: a scale's posterior piling at a
+    # loguniform prior's lower bound means no measurable scatter, not a fault.
+    supports = {}
     # Capability: a model that evaluates one object per call (a user's function) sets
     # this; it is then handed the ids in ``data["ids"]`` and the valid-walker mask
     # (``log_likelihood(params, data, valid)``), and runs in smaller batches.

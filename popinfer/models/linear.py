@@ -23,6 +23,7 @@ class LinearModel(Model):
         "intercept": "uniform(-10000, 10000)",
         "scatter": "loguniform(0.001, 1000)",
     }
+    supports = {"slope": (-np.inf, np.inf), "intercept": (-np.inf, np.inf)}
 
     def validate(self, table, columns):
         if "yerr" in columns:

@@ -21,6 +21,7 @@ class NormalModel(Model):
     name = "normal"
     roles = {"y": True, "sigma": False}
     default_priors = {"theta": "uniform(-1000, 1000)", "scatter": "loguniform(0.001, 1000)"}
+    supports = {"theta": (-np.inf, np.inf)}
 
     def __init__(self, columns=None, table_columns=None):
         super().__init__(columns, table_columns)

@@ -16,6 +16,7 @@ class PoissonModel(Model):
     roles = {"count": True, "exposure": False}
     parameters = ("rate",)
     default_priors = {"rate": "uniform(0, 10000)"}
+    supports = {"rate": (0.0, np.inf)}
 
     def validate(self, table, columns):
         count = columns["count"]
