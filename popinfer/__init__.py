@@ -11,7 +11,7 @@ from .distributions import Distribution, parse_distribution
 from .errors import FileFormatError, InputDataError, ModelError, OutputError, PopinferError, UsageError
 from .io.samples import Samples, read_samples
 from .io.population import PopulationResult, read_population
-from .mcmc import ConvergenceWarning
+from .mcmc import ConvergenceWarning, InterimEdgeWarning
 from .models import user_model
 from .reweighting import PopulationDiagnosticWarning, fit_population
 
@@ -48,6 +48,7 @@ __all__ = [
     "parse_distribution",
     "Distribution",
     "ConvergenceWarning",
+    "InterimEdgeWarning",
     "PopinferError",
     "UsageError",
     "InputDataError",

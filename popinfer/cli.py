@@ -17,8 +17,7 @@ import click
 from . import __version__
 from .errors import PopinferError, Terminated, UsageError
 from .escaping import printable
-from .individuals import InterimEdgeWarning
-from .mcmc import ConvergenceWarning
+from .mcmc import ConvergenceWarning, InterimEdgeWarning
 from .reweighting import PopulationDiagnosticWarning, fit_population
 from .io.hdf5 import no_space_left
 from .plot import MAX_DPI

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -217,8 +218,10 @@ def compare_files(paths, fmt="table"):
     from .io.population import read_population
 
     names = [str(path) for path in paths]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise UsageError(f"{repeated[0]} is given more than once: compare different population files, each once.")
+    for i, name in enumerate(names):
+        for other in names[:i]:
+            if name == other or (name != "-" and other != "-" and os.path.realpath(name) == os.path.realpath(other)):
+                raise UsageError(f"{name} is given more than once ({other}): compare different population files, "
+                                 f"each once.")
     results = [read_population(path) for path in paths]
     return format_comparison(compare_populations(results, [str(p) for p in paths]), fmt)

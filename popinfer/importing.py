@@ -113,7 +113,8 @@ def import_samples(data, output=None, *, id_column=None, parameters=None, priors
     if n_draws is not None and (isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer))
                                 or n_draws < 1):
         raise UsageError(f"--samples must be a positive whole number, got {n_draws!r}.", "--samples")
-    repeated = sorted({p for p in parameters or [] if list(parameters).count(p) > 1})
+    parameters = list(parameters) if parameters is not None else None
+    repeated = sorted({p for p in parameters or [] if parameters.count(p) > 1})
     if repeated:
         raise UsageError(f"--parameter {repeated[0]} is given more than once; name each parameter once.",
                          "--parameter")

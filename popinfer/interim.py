@@ -123,6 +123,12 @@ class DefensiveMixturePrior:
         magnitude += np.abs(offset)
         return log_f, magnitude
 
+    @staticmethod
+    def _own(log_density):
+        """ln f (n, 1, S) as an (n, S) array of q's own, which :meth:`_log_mean_exp` may overwrite: a
+        population may return a read-only broadcast view (a user's), or an array it keeps."""
+        return np.array(log_density[:, 0, :], dtype=float)
+
     def _log_mean_exp(self, log_f):
         """ln (1/S) Σ_s exp(log_f[:, s]) (n,), shifted by each row's largest term: the same sum as
         scipy's logsumexp, without its copies (this runs at every walker's every step). ``log_f``
@@ -151,7 +157,7 @@ class DefensiveMixturePrior:
         for lo in range(0, len(flat), rows):
             chunk = flat[lo:lo + rows]  # (n, 1, P): one draw per row
             if self._form is None:
-                out[lo:lo + rows] = self._log_mean_exp(self.population.log_density(chunk, self.hyper)[:, 0, :])
+                out[lo:lo + rows] = self._log_mean_exp(self._own(self.population.log_density(chunk, self.hyper)))
                 continue
             log_f, magnitude = self._linear_components(chunk)
             values = self._log_mean_exp(log_f)  # log_f now holds the weights
@@ -159,7 +165,7 @@ class DefensiveMixturePrior:
                 typical = np.einsum("rs,rs->r", log_f, magnitude) / log_f.sum(axis=1)
             direct = np.isfinite(values) & ~(typical <= LINEAR_FORM_LIMIT)
             if direct.any():
-                values[direct] = self._log_mean_exp(self.population.log_density(chunk[direct], self.hyper)[:, 0, :])
+                values[direct] = self._log_mean_exp(self._own(self.population.log_density(chunk[direct], self.hyper)))
             out[lo:lo + rows] = values
         return out.reshape(shape)
 

@@ -41,6 +41,11 @@ class ConvergenceWarning(UserWarning):
     """A chain did not reach the required length in autocorrelation times."""
 
 
+class InterimEdgeWarning(UserWarning):
+    """Stage one's draws of some objects pile against a bound of the interim prior that the
+    likelihood does not have: the prior cuts off their posterior."""
+
+
 class InitialisationError(PopinferError):
     """No walkers with a finite posterior could be drawn from the prior."""
 

@@ -70,8 +70,8 @@ def plot_file(path, output, kind=None, dpi=110, trust_code=False, overwrite=Fals
     """
     if Path(str(output)).suffix.lower() not in FORMATS:
         raise UsageError(f"-o {output}: the figure's name must end in {', '.join(FORMATS)}.", "-o")
-    if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or not 1 <= dpi <= MAX_DPI:
-        raise UsageError(f"--dpi {dpi!r}: give a whole number of dots per inch from 1 to {MAX_DPI}.", "--dpi")
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float, np.integer, np.floating)) or not 1 <= dpi <= MAX_DPI:
+        raise UsageError(f"--dpi {dpi!r}: give a number of dots per inch from 1 to {MAX_DPI}.", "--dpi")
     check_output(output, overwrite, inputs=[path])
     file_kind, content = read_file(path)
     kinds = KINDS[file_kind]

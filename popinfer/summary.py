@@ -32,9 +32,9 @@ def samples_summary(samples):
     ragged = samples.draw_counts is not None  # padded draws are NaN: left out
     mean, std, quantile = (np.nanmean, np.nanstd, np.nanquantile) if ragged else (np.mean, np.std, np.quantile)
     q = quantile(draws, QUANTILES, axis=1)
-    with warnings.catch_warnings():  # an object with one draw has no sd: NaN, said by the NaN itself
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.filterwarnings("ignore", "Degrees of freedom <= 0", RuntimeWarning)
-        sd = std(draws, axis=1, ddof=1)
+        sd = std(draws, axis=1, ddof=1)  # an object with one draw has no sd: NaN, said by the NaN itself
     diagnostics = samples.diagnostics
     return pd.DataFrame({
         "object": np.repeat(samples.ids, n_dim),

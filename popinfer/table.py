@@ -128,7 +128,8 @@ def read_table(path, id_column=None):
         raise InputDataError(f"{source} is empty: expected a header line and one row per measurement.") from None
     except pd.errors.ParserError as exc:
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        what = (f"line {found[2]} of the file has {found[3]} fields where the header has {found[1]}" if found
+        what = (f"record {found[2]} (the header is record 1) has {found[3]} fields where the header has {found[1]}"
+                if found
                 else " ".join(str(exc).split()))  # pandas' message, on one line
         raise InputDataError(
             f"{source} is not a well-formed {'TSV' if separator == chr(9) else 'CSV'} table: {what}. "

@@ -43,11 +43,23 @@ def test_an_output_that_is_a_directory_says_so_first(in_tmp):
     refused(run(["import-samples", "draws.csv", "-o", "out", *PRIOR]), 1, "Output out is a directory")
 
 
-def test_a_symlink_output_is_still_replaced_with_overwrite_never_followed(in_tmp):
+def test_a_symlink_output_is_replaced_with_overwrite_never_followed(in_tmp):
     write_csv("draws.csv", DRAWS)
-    os.symlink(os.devnull, "out.h5")
+    write_csv("target.txt", "kept\n")
+    os.symlink("target.txt", "out.h5")
     assert run(["import-samples", "draws.csv", "-o", "out.h5", *PRIOR, "--overwrite"]).exit_code == 0
     assert not os.path.islink("out.h5") and h5py.is_hdf5("out.h5")
+    assert open("target.txt").read() == "kept\n"
+
+
+def test_a_symlink_to_a_device_is_refused_even_with_overwrite(in_tmp):
+    """-o /dev/stdout is such a link: --overwrite would replace the link in /dev."""
+    write_csv("draws.csv", DRAWS)
+    os.symlink(os.devnull, "out.h5")
+    for extra in ([], ["--overwrite"]):
+        refused(run(["import-samples", "draws.csv", "-o", "out.h5", *PRIOR, *extra]), 1,
+                "exists and is not a regular file", "-o -")
+        assert os.path.islink("out.h5")
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 
@@ -121,14 +133,15 @@ def test_an_empty_output_name_says_so(in_tmp):
 def test_a_row_with_extra_fields_is_reported_on_one_line_with_its_line_number(in_tmp):
     write_csv("extra.csv", "school,y,sigma\nA,28,15\nB,8,10,5\n")
     result = run(["fit-individuals", "extra.csv", "-o", "s.h5", "--model", "normal", "--quiet"])
-    refused(result, 1, "extra.csv is not a well-formed CSV table: line 3 of the file has 4 fields where the header "
+    refused(result, 1, "extra.csv is not a well-formed CSV table: record 3 (the header is record 1) has 4 fields where the header "
                        "has 3. Every row needs as many fields as the header.")
     assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(os.listdir()) == ["extra.csv"]
 
 
-def test_summary_of_an_object_with_one_draw_warns_of_nothing(in_tmp):
-    write_csv("draws.csv", "star,ecc\nA,0.3\nA,0.4\nB,0.5\n")
+@pytest.mark.parametrize("rows", ["A,0.3\nA,0.4\nB,0.5\n", "A,0.3\nB,0.5\n"])  # ragged; every object one draw
+def test_summary_of_an_object_with_one_draw_warns_of_nothing(in_tmp, rows):
+    write_csv("draws.csv", "star,ecc\n" + rows)
     assert run(["import-samples", "draws.csv", "-o", "one.h5", *PRIOR]).exit_code == 0
     result = run(["summary", "one.h5", "--format", "csv"])
     assert result.exit_code == 0 and "Warning" not in result.stderr, result.stderr

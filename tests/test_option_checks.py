@@ -78,6 +78,12 @@ def test_nested_live_points_zero_is_refused_not_the_default(files, in_tmp):
 def test_compare_refuses_a_file_given_twice(files, in_tmp):
     shutil.copy(files / "p.h5", "p.h5")
     refused(run(["compare", "p.h5", "p.h5"]), 2, "p.h5 is given more than once")
+    refused(run(["compare", "p.h5", "./p.h5"]), 2, "./p.h5 is given more than once (p.h5)")
+
+
+def test_max_variance_inf_means_no_cut(files, in_tmp):
+    result = run(["fit-population", str(files / "s.h5"), "-o", "p.h5", *POP, "--max-variance", "inf"])
+    assert result.exit_code == 0, result.output
 
 
 def test_refine_with_nothing_to_refit_says_where_the_draws_are(files, in_tmp):

@@ -69,9 +69,14 @@ def _dask_client(scheduler):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
         return Client(cluster), cluster
     from distributed.comm import get_address_host_port
+    from distributed.comm.registry import backends
 
+    scheme = scheduler.split("://", 1)[0] if "://" in scheduler else "tcp"
     try:
-        get_address_host_port(scheduler)  # the address's form, read as Dask reads it
+        if scheme not in backends:
+            raise ValueError(f"unknown address scheme {scheme!r}")
+        if scheme in ("tcp", "tls", "ws", "wss"):  # others (ucx, inproc) have no host:port form to check
+            get_address_host_port(scheduler)  # the address's form, read as Dask reads it
     except ValueError as exc:
         raise UsageError(f"--scheduler {scheduler}: not a Dask scheduler address ({exc}); expected "
                          f"tcp://HOST:PORT, or local:N with N >= 1 worker processes.", "--scheduler") from None

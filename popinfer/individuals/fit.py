@@ -17,7 +17,8 @@ from ..distributions import parse_distribution, parse_options, parse_priors, par
 from ..errors import UsageError
 from ..io.files import check_output, release, reserves_stdout, work_directory
 from ..io.samples import DIAGNOSTICS, Checkpoint, Samples
-from ..mcmc import MIN_AUTOCORR_TIMES, ConvergenceWarning, minimum_steps
+from ..blocks import object_blocks
+from ..mcmc import MIN_AUTOCORR_TIMES, ConvergenceWarning, InterimEdgeWarning, minimum_steps
 from ..models import get_model
 from ..seeds import resolve_seed
 from ..table import read_table, table_from_frame
@@ -88,56 +89,55 @@ def _warn_unconverged(ids, diagnostics, n_draws, n_walkers):
     )
 
 
-class InterimEdgeWarning(UserWarning):
-    """Stage one's draws of some objects pile against a bound of the interim prior that the
-    likelihood does not have: the prior cuts off their posterior."""
-
-
 EDGE_WIDTH = 0.1   # draws within this many of the object's posterior sds of the bound ...
 EDGE_SHARE = 0.01  # ... making up this share of its draws: its posterior is cut off there
-EDGE_CHUNK = 4096  # objects per pass (bounded memory for large files)
 
 
-def _edge_shares(draws, bound):
-    """Per object (rows of ``draws``, NaN-padded), the share of its draws within EDGE_WIDTH of its
-    draws' sd of ``bound``. An untruncated normal posterior whose mean lies 2 (3) sds from the
-    bound puts about 1.1 % (0.09 %) of its draws there; one cut off at the bound 5 % or more."""
-    shares = np.empty(len(draws))
-    for lo in range(0, len(draws), EDGE_CHUNK):
-        chunk = draws[lo:lo + EDGE_CHUNK]
-        counts = np.isfinite(chunk).sum(axis=1)
+def _edge_shares(draws, bounds, ragged):
+    """Per bound of ``bounds``, per object (rows of ``draws``; NaN padding left out where
+    ``ragged``): the share of its draws within EDGE_WIDTH of its draws' sd of the bound. The
+    draws never cross the bound: a normal posterior whose mean lies 2 (3) sds inside it puts about
+    0.5 % (0.04 %) of its draws there, one cut off at its mean (a half-normal) about 4.8 %; the
+    EDGE_SHARE threshold is crossed at about 1.7 sds."""
+    shares = np.empty((len(bounds), len(draws)))
+    for lo, hi in object_blocks(len(draws), draws.shape[1]):
+        chunk = np.asarray(draws[lo:hi], dtype=float)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an object with one draw: sd 0
-            sd = np.nanstd(chunk, axis=1)
-            near = (np.abs(chunk - bound) <= EDGE_WIDTH * sd[:, None]).sum(axis=1)
-        shares[lo:lo + EDGE_CHUNK] = near / np.maximum(counts, 1)
+            sd = np.nanstd(chunk, axis=1) if ragged else chunk.std(axis=1)
+            counts = np.isfinite(chunk).sum(axis=1) if ragged else np.full(len(chunk), chunk.shape[1])
+            for i, bound in enumerate(bounds):
+                near = (np.abs(chunk - bound) <= EDGE_WIDTH * sd[:, None]).sum(axis=1)
+                shares[i, lo:hi] = near / np.maximum(counts, 1)
     return shares
 
 
 def _warn_interim_edges(samples, prior_by_name, supports):
     """Warn of objects whose draws pile against a finite bound of their interim prior lying
     strictly inside the values the model's likelihood admits (``Model.supports``)."""
-    found = []  # (object, parameter, bound, share)
+    found = {}  # object -> (share, parameter, bound) of its largest share
     for d, name in enumerate(samples.parameters):
         prior, natural = prior_by_name.get(name), supports.get(name)
         if prior is None or natural is None:
             continue
         low, high = prior.support
-        for bound, artificial in ((low, low > natural[0]), (high, high < natural[1])):
-            if not (artificial and np.isfinite(bound)):
-                continue
-            shares = _edge_shares(samples.samples[:, :, d], bound)
-            found += [(n, name, bound, shares[n]) for n in np.flatnonzero(shares >= EDGE_SHARE)]
+        bounds = [bound for bound, artificial in ((low, low > natural[0]), (high, high < natural[1]))
+                  if artificial and np.isfinite(bound)]
+        if not bounds:
+            continue
+        shares = _edge_shares(samples.samples[:, :, d], bounds, samples.draw_counts is not None)
+        for i, bound in enumerate(bounds):
+            for n in np.flatnonzero(shares[i] >= EDGE_SHARE):
+                found[n] = max(found.get(n, (0.0,)), (shares[i, n], name, bound))
     if not found:
         return
-    found.sort(key=lambda item: -item[3])
-    objects = sorted({n for n, *_ in found})
+    ranked = sorted(found.items(), key=lambda item: -item[1][0])
     listed = ", ".join(f"{samples.ids[n]!r} ({name} at {bound:g}: {share:.0%} of its draws)"
-                       for n, name, bound, share in found[:10])
-    more = f" and {len(found) - 10} more" if len(found) > 10 else ""
-    names = sorted({name for _, name, *_ in found})
+                       for n, (share, name, bound) in ranked[:10])
+    more = f" and {len(ranked) - 10} more" if len(ranked) > 10 else ""
+    names = sorted({name for _, name, _ in found.values()})
     warnings.warn(InterimEdgeWarning(
-        f"{len(objects)} object(s) have draws piled against a bound of the interim prior, which the "
+        f"{len(ranked)} object(s) have draws piled against a bound of the interim prior, which the "
         f"likelihood does not have, so the prior cuts off their posterior (the share of draws within "
         f"{EDGE_WIDTH:g} posterior sd of the bound): {listed}{more}. These draws, and everything fitted "
         f"from them, are truncated there: widen the interim prior of {', '.join(names)} (--prior NAME=DIST) "

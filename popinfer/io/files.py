@@ -192,7 +192,7 @@ def check_output(path, overwrite, inputs=()):
     """
     if str(path) == "-":
         return
-    if not str(path).strip():
+    if str(path) == "":
         raise OutputError("The output name is empty: give a file name (-o FILE), or -o - for standard output.")
     for source in inputs:
         if isinstance(source, (str, os.PathLike)) and str(source) != "-" and _same_file(path, source):
@@ -203,8 +203,9 @@ def check_output(path, overwrite, inputs=()):
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"Output {path} is a directory; give a file name.")
-    if os.path.lexists(path) and not path.is_symlink() and not path.is_file():
-        # a device, pipe or socket: replacing it (as --overwrite would) could replace /dev/null itself
+    if os.path.lexists(path) and not path.is_file() and (not path.is_symlink() or path.exists()):
+        # a device, pipe or socket, or a link to one (/dev/stdout): replacing it, as --overwrite would,
+        # could replace /dev/null itself (a link to nothing, or to a file, is replaced, never followed)
         raise OutputError(f"Output {path} exists and is not a regular file (a device, pipe or socket); popinfer "
                           f"writes its output files whole and replaces only files. Give a file name, or -o - to "
                           f"write to standard output.")

@@ -351,7 +351,7 @@ class SamplesHeader:
 
 # What each dataset of the layout holds (checked before any is read).
 DATASET_TYPES = {"samples": "numbers", "log_interim_prior": "numbers", "log_likelihood": "numbers",
-                 "objects/id": "strings", DRAW_COUNTS: "numbers", JOINT_INTERIM: "numbers",
+                 "objects/id": "strings", DRAW_COUNTS: "numbers", JOINT_INTERIM: "numbers", POSITIONS: "numbers",
                  **{f"diagnostics/{name}": "numbers" for name in DIAGNOSTICS}}
 
 
@@ -774,6 +774,7 @@ def merge_shards(paths, output=None, overwrite=False):
         A file is not a shard, or the shards differ in data, model, priors,
         settings or seed, or a shard is missing or given twice.
     """
+    paths = list(paths)
     if any(str(path) == "-" for path in paths):
         raise UsageError("merge reads each shard twice (to check, then to copy), which standard input cannot be: "
                          "give the shards as files, not -.")

@@ -77,4 +77,4 @@ class UserPopulation(ReloadedFunction, Population):
             raise ModelError(
                 f"Population {self.spec!r} returned NaN or +inf; a log-density must be finite or -inf."
             )
-        return np.array(result)  # the caller's own, writable array: not a broadcast view, nor the function's
+        return result

@@ -134,9 +134,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
     check_min_ess(min_ess)
-    if max_variance is not None and not (_real(max_variance) and 0 < max_variance < math.inf):
-        raise UsageError(f"--max-variance must be a positive number (Var[ln L̂] per object), got {max_variance!r}.",
-                         "--max-variance")
+    if max_variance is not None and not (_real(max_variance) and max_variance > 0):
+        raise UsageError(f"--max-variance must be a positive number (Var[ln L̂] per object; inf: no cut), got "
+                         f"{max_variance!r}.", "--max-variance")
     for option, value, owner in (("--moves", moves, "emcee"), ("--live-points", live_points, "nested"),
                                  ("--chains", chains, "nuts"),
                                  ("--tune", tune, "nuts"), ("--tune-thin", tune_thin, "nuts")):
