@@ -104,3 +104,20 @@ def in_tmp(tmp_path, monkeypatch):
 def write_csv(path, text):
     Path(path).write_text(text)
     return str(path)
+
+
+def cli(args, **kwargs):
+    """Run the CLI in-process (click's runner), exceptions not caught: a traceback fails the test."""
+    from click.testing import CliRunner  # here, not at import: the hook above must run without click
+
+    from popinfer.cli import main
+
+    return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
+
+
+def refused(result, code, *fragments):
+    """The command failed cleanly: the exit status, a message naming the thing, no traceback."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.stderr and "Unexpected" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)

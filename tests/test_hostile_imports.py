@@ -7,24 +7,11 @@ import stat
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from conftest import write_csv
-from popinfer.cli import main
+from conftest import cli as run
+from conftest import refused, write_csv
 
 DRAWS = "star,ecc\n" + "".join(f"{star},{0.1 + i / 100}\n" for star in "AB" for i in range(20))
 PRIOR = ["--prior", "ecc=uniform(0, 1)"]
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
-
-
-def refused(result, code, *fragments):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.stderr and "Unexpected" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
 
 
 def test_an_output_that_is_a_pipe_is_refused_even_with_overwrite(in_tmp):

@@ -11,28 +11,15 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 import popinfer
-from conftest import SAMPLE_DATA, write_csv
-from popinfer.cli import main
+from conftest import SAMPLE_DATA, refused, write_csv
+from conftest import cli as run
 from popinfer.errors import FileFormatError, UsageError
 
 EIGHT = str(SAMPLE_DATA / "eight_schools.csv")
 FAST = ["--samples", "200", "--walkers", "16", "--quiet"]
 POP_FAST = ["--samples", "100", "--walkers", "8", "--max-steps", "200", "--reweighted", "20", "--quiet"]
-
-
-def run(args, **kwargs):
-    return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
-
-
-def refused(result, code, *fragments):
-    """The command failed cleanly: the exit status, a message naming the thing, no traceback."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.stderr and "Unexpected" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
 
 
 @pytest.fixture(scope="module")

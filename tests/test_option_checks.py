@@ -5,25 +5,12 @@ import os
 import shutil
 
 import pytest
-from click.testing import CliRunner
-
-from conftest import SAMPLE_DATA
-from popinfer.cli import main
+from conftest import SAMPLE_DATA, refused
+from conftest import cli as run
 
 EIGHT = str(SAMPLE_DATA / "eight_schools.csv")
 POP = ["--population", "normal", "--hyperprior", "mu=normal(0, 5)", "--hyperprior", "sigma=halfcauchy(5)",
        "--seed", "2", "--samples", "100", "--walkers", "8", "--max-steps", "200", "--reweighted", "5", "--quiet"]
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
-
-
-def refused(result, code, *fragments):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.stderr and "Unexpected" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
 
 
 @pytest.fixture(scope="module")
