@@ -60,26 +60,21 @@ def _read_hdf5_table(path, group, id_column):
         raise UsageError(f"{where} does not record the order of its datasets (HDF5 lists them by name), so it has "
                          f"no first column to take as the object ids: give --id-column, one of "
                          f"{', '.join(map(repr, columns))}.", "--id-column")
-    decoded = {}
-    for name, values in columns.items():
-        if values.dtype.kind in "SO":
-            try:
-                values = np.array([value.decode("utf-8") if isinstance(value, bytes) else str(value)
-                                   for value in values])
-            except UnicodeDecodeError as exc:
-                row = next(i for i, value in enumerate(values) if isinstance(value, bytes) and not _utf8(value))
-                raise InputDataError(f"{where}: dataset {name!r} row {row + 1} is not UTF-8 text ({exc.reason}); "
-                                     f"store ids and names as UTF-8 strings.") from None
-        decoded[name] = values
+    decoded = {name: _text(values, where, name) if values.dtype.kind in "SO" else values
+               for name, values in columns.items()}
     return table_from_frame(pd.DataFrame(decoded), id_column, source=str(path))
 
 
-def _utf8(value):
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+def _text(values, where, name):
+    """A dataset of strings or bytes as text, each value decoded as UTF-8."""
+    text = []
+    for row, value in enumerate(values):
+        try:
+            text.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+        except UnicodeDecodeError as exc:
+            raise InputDataError(f"{where}: dataset {name!r} row {row + 1} is not UTF-8 text ({exc.reason}); "
+                                 f"store ids and names as UTF-8 strings.") from None
+    return np.array(text)
 
 
 def import_samples(data, output=None, *, id_column=None, parameters=None, priors=None, log_prior_column=None,

@@ -136,15 +136,22 @@ def check_dataset_types(handle, label, kind, expected):
                                   f"{wanted}. Regenerate it.")
 
 
+def attribute_value(handle, key):
+    """Root attribute ``key`` as a Python value (None when absent): a scalar unwrapped, as in
+    :func:`root_attributes`, and fixed-length bytes decoded as text."""
+    if key not in handle.attrs:
+        return None
+    value = handle.attrs[key]
+    if hasattr(value, "item") and np.ndim(value) == 0:
+        value = value.item()
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def format_kind(handle):
     """The ``popinfer_format`` root attribute as text (None when absent); written as a
     variable-length string, read as well from fixed-length bytes."""
-    found = handle.attrs.get("popinfer_format")
-    if found is None:
-        return None
-    if isinstance(found, np.ndarray) and found.ndim == 0:
-        found = found.item()
-    return found.decode("utf-8", "replace") if isinstance(found, bytes) else str(found)
+    found = attribute_value(handle, "popinfer_format")
+    return None if found is None else str(found)
 
 
 def first_nonfinite_row(values):

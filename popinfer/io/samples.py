@@ -48,7 +48,7 @@ import numpy as np
 from ..blocks import object_blocks
 from ..errors import FileFormatError, OutputError, UsageError
 from .files import fsync_directory, open_locked
-from .hdf5 import (STRING, check_dataset_types, check_self_contained, check_shapes, close_quietly, discard, file_bytes,
+from .hdf5 import (STRING, attribute_value, check_dataset_types, check_self_contained, check_shapes, close_quietly, discard, file_bytes,
                    first_nonfinite_row, mapped, open_popinfer_file, publish, read_json_attr, read_string_list,
                    reserve_space, root_attributes, strings, temporary_path, write_root_attributes)
 
@@ -740,10 +740,7 @@ def _shard_identity(handle, path):
     def attribute(key):
         if key not in handle.attrs:
             raise FileFormatError(f"{path} is a damaged shard: it has no {key!r} attribute. Redo that shard.")
-        value = handle.attrs[key]
-        if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
-            value = value.item()
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        return attribute_value(handle, key)
 
     def damaged(key, value, expected):
         return FileFormatError(f"{path} is a damaged shard: its {key!r} attribute is {value!r}, expected "
