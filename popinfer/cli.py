@@ -290,12 +290,13 @@ def merge_command(shards, output, overwrite, debug):
               help="The numpy kernel's exponentials of the weights: double (float64) or single (float32, with every "
                    "sum in float64: each object's ln L term moves by ~1e-8, and the kernel runs 1.6-1.9 times as fast "
                    "on CPUs without AVX-512).")
-@click.option("--walkers", "n_walkers", type=int, default=32, show_default=True, help="emcee walkers.")
+@click.option("--walkers", "n_walkers", type=int, default=None, help="--sampler emcee: walkers [default: 32].")
 @click.option("--moves", default=None, metavar="stretch|de",
               help="--sampler emcee: its proposals, the stretch move (stretch) or differential evolution (de: "
                    "fewer evaluations, but a walker stranded in a tail can stay there) [default: stretch].")
-@click.option("--max-steps", type=int, default=20000, show_default=True,
-              help="Cap on steps; the run stops earlier once the chain is >= 50 autocorrelation times.")
+@click.option("--max-steps", type=int, default=None,
+              help="--sampler emcee: cap on steps; the run stops earlier once the chain is >= 50 autocorrelation "
+                   "times [default: 20000].")
 @click.option("--samples", "n_samples", type=int, default=4000, show_default=True, help="Hyperparameter draws kept.")
 @click.option("--reweighted", "n_reweighted", type=int, default=1000, show_default=True,
               help="Draws per object under the inferred population.")

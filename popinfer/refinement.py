@@ -375,9 +375,11 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
         selection = {"selection": injections.get("path"), "injections_total": chosen.get("injections_total"),
                      "injections_group": chosen.get("group"),
                      "draw_priors": None if "joint" in declared else [f"{k}={v}" for k, v in declared.items()]}
-    sampler = settings.get("sampler", "emcee")  # and that fit's sampler, with its own options
-    own = {"nuts": ("chains", "tune", "tune_thin"), "nested": ("live_points",)}.get(sampler, ())
-    sampler_options = {name: int(settings[name]) for name in own if settings.get(name) is not None}
+    sampler = settings.get("sampler", "emcee")  # and that fit's sampler, with its own options (others are refused)
+    own = {"emcee": ("walkers", "max_steps"), "nuts": ("chains", "tune", "tune_thin"),
+           "nested": ("live_points",)}.get(sampler, ())
+    keyword = {"walkers": "n_walkers"}  # the settings' names of fit_population's options
+    sampler_options = {keyword.get(name, name): int(settings[name]) for name in own if settings.get(name) is not None}
     if sampler == "emcee":  # a file that records no moves was fitted with the stretch move
         sampler_options["moves"] = settings.get("moves", "stretch")
     with warnings.catch_warnings():
@@ -385,7 +387,6 @@ def _fit_again(samples, fitted, min_ess, seed, progress):
         return fit_population(
             samples, fitted.population, parameters=fitted.parameters, hyperpriors=dict(fitted.hyperprior),
             fixed=dict(fitted.fixed), min_ess=min_ess, max_variance=settings.get("max_variance"),
-            n_walkers=int(settings.get("walkers", 32)), max_steps=int(settings.get("max_steps", 20000)),
             n_samples=min(int(settings.get("samples", 4000)), MAX_ESS_DRAWS), n_reweighted=1, seed=seed,
             progress=progress, sampler=sampler, **sampler_options, **selection,
             backend=settings.get("backend_option", settings.get("backend", "numpy")),  # auto chooses again here

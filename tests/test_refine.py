@@ -259,3 +259,24 @@ def test_refine_under_a_user_population(fitted, tmp_path):
     assert result.refitted
     after = read_samples(str(tmp_path / "r.h5"))
     assert np.isfinite(after.log_interim_prior[after.ids.index(result.refitted[0])]).all()
+
+
+def test_fits_between_rounds_pass_only_the_population_files_sampler_options(fitted, tmp_path):
+    """An emcee file's walkers and max_steps carry over; a nested file's fit gets none of emcee's
+    options (it refuses them)."""
+    pytest.importorskip("ultranest")
+    from popinfer.io.population import read_population
+    from popinfer.refinement import _fit_again
+
+    samples = read_samples(str(fitted / "s.h5"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        popinfer.fit_population(str(fitted / "s.h5"), "normal", str(tmp_path / "w.h5"), hyperpriors=HYPERPRIORS,
+                                seed=2, n_walkers=16, max_steps=4000, n_samples=200, n_reweighted=10, progress=False)
+        popinfer.fit_population(str(fitted / "s.h5"), "normal", str(tmp_path / "nested.h5"), hyperpriors=HYPERPRIORS,
+                                seed=2, sampler="nested", live_points=50, n_samples=100, n_reweighted=10,
+                                progress=False)
+    again = _fit_again(samples, read_population(str(tmp_path / "w.h5")), 10, 3, False)
+    assert (again.settings["walkers"], again.settings["max_steps"]) == (16, 4000)
+    again = _fit_again(samples, read_population(str(tmp_path / "nested.h5")), 10, 3, False)
+    assert again.settings["sampler"] == "nested" and again.settings["live_points"] == 50

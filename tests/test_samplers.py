@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import cli, refused
 from scipy import stats
 
 from popinfer.cli import main
@@ -186,3 +187,63 @@ def test_an_error_inside_the_log_probability_prints_nothing_on_stdout(capfd):
         emcee.EnsembleSampler(8, 2, log_prob, vectorize=True).run_mcmc(start, 2)
     out, err = capfd.readouterr()
     assert "emcee: Exception while calling your likelihood function" in out and "Traceback" in err
+
+
+@pytest.mark.parametrize("sampler, option, value, owner", [
+    ("nuts", "--walkers", "8", "emcee"), ("nuts", "--max-steps", "100", "emcee"), ("nuts", "--moves", "de", "emcee"),
+    ("nuts", "--live-points", "50", "nested"),
+    ("nested", "--walkers", "8", "emcee"), ("nested", "--max-steps", "100", "emcee"),
+    ("nested", "--chains", "2", "nuts"), ("nested", "--tune", "50", "nuts"), ("nested", "--tune-thin", "2", "nuts"),
+    ("emcee", "--chains", "2", "nuts"), ("emcee", "--tune", "50", "nuts"), ("emcee", "--tune-thin", "2", "nuts"),
+    ("emcee", "--live-points", "50", "nested")])
+def test_a_sampler_option_given_with_a_sampler_that_ignores_it_is_a_usage_error(tmp_path, sampler, option, value,
+                                                                                 owner):
+    """--walkers and --max-steps with nuts or nested were ignored without a word (their defaults
+    were click's, so a given value could not be told from none); now every sampler option is
+    refused with a sampler that does not use it, naming the option and its sampler."""
+    exact_samples(tmp_path / "s.h5")
+    result = cli(["fit-population", str(tmp_path / "s.h5"), "-o", str(tmp_path / "pop.h5"), "--population", "normal",
+                  "--fix", f"sigma={SIGMA}", "--sampler", sampler, option, value, "--quiet"])
+    refused(result, 2, f"{option} is an option of --sampler {owner}, not of {sampler}")
+    assert not (tmp_path / "pop.h5").exists()
+
+
+def test_the_emcee_options_left_out_take_their_documented_defaults(tmp_path):
+    """--walkers and --max-steps default to None in the library and resolve to emcee's 32 and 20000."""
+    import popinfer
+
+    exact_samples(tmp_path / "s.h5")
+    result = popinfer.fit_population(str(tmp_path / "s.h5"), "normal", fixed=[f"sigma={SIGMA}"], n_samples=200,
+                                     n_reweighted=10, seed=1, progress=False)
+    assert (result.settings["walkers"], result.settings["max_steps"]) == (32, 20000)
+    with pytest.raises(UsageError, match="--max-steps is an option of --sampler emcee, not of nested"):
+        popinfer.fit_population(str(tmp_path / "s.h5"), "normal", fixed=[f"sigma={SIGMA}"], sampler="nested",
+                                max_steps=500, progress=False)
+
+
+def test_the_registry_decides_which_options_a_third_party_sampler_takes(tmp_path, monkeypatch):
+    """A sampler registered with the options it uses gets them; one registered without any refuses
+    them (they would be ignored), naming the samplers that use them; a sampler object takes none."""
+    import popinfer
+
+    exact_samples(tmp_path / "s.h5")
+    received = []
+
+    def factory(options):
+        received.append(options)
+        return GridSampler()
+
+    monkeypatch.setitem(samplers.SAMPLERS, "grid", None)
+    monkeypatch.setitem(samplers.SAMPLER_OPTIONS, "grid", ())
+    samplers.register_sampler("grid", factory, options=["n_walkers"])
+    common = dict(fixed=[f"sigma={SIGMA}"], hyperpriors=["mu=uniform(-10, 10)"], n_samples=200, n_reweighted=10,
+                  seed=1, progress=False)
+    popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", n_walkers=6, **common)
+    assert received[-1]["n_walkers"] == 6 and received[-1]["max_steps"] is None
+    with pytest.raises(UsageError, match="--max-steps is an option of --sampler emcee, not of grid"):
+        popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", max_steps=100, **common)
+    samplers.register_sampler("grid", factory)
+    with pytest.raises(UsageError, match="--walkers is an option of --sampler emcee, not of grid"):
+        popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", n_walkers=6, **common)
+    with pytest.raises(UsageError, match="--walkers is an option of --sampler emcee, not of the sampler object 'grid'"):
+        popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler=GridSampler(), n_walkers=6, **common)

@@ -31,7 +31,7 @@ from .backends import BACKEND_VARIABLE, default_backend, likelihood_class, resol
 from .likelihood import EXP_PRECISIONS
 from .pooling import partial_pooling
 from .posterior import HyperPosterior, data_scale, resolve_hyperpriors
-from .samplers import DEFAULT_SAMPLER, get_sampler
+from .samplers import DEFAULT_SAMPLER, EmceeSampler, get_sampler
 from .selection import SelectionTerm, draw_rates
 
 # Former names, kept for code that imports them from here.
@@ -53,7 +53,7 @@ def check_min_ess(min_ess):
 
 @reserves_stdout
 def fit_population(samples, population, output=None, *, parameters=None, hyperpriors=None, fixed=None,
-                   min_ess=20.0, max_variance=None, n_walkers=32, max_steps=20000, n_samples=4000,
+                   min_ess=20.0, max_variance=None, n_walkers=None, max_steps=None, n_samples=4000,
                    n_reweighted=1000, seed=None, overwrite=False, progress=True, command="", selection=None,
                    injections_total=None, draw_priors=None, injections_group=None, observing_time=None,
                    sampler=DEFAULT_SAMPLER, live_points=None, chains=None, tune=None,
@@ -78,9 +78,11 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         Per-object ESS below which a warning fires.
     max_variance : float, optional
         Hyperparameters with Var[ln L̂] above it get ln L = -inf.
-    n_walkers, max_steps : int
-        emcee settings; the run stops once it is ≥ 50 τ long. ``n_walkers`` also sets
-        how many draws the diagnostics and pooling evaluate at once.
+    n_walkers, max_steps : int, optional
+        ``sampler="emcee"``: walkers (default 32) and the cap on steps (default 20000); the run
+        stops once it is ≥ 50 τ long. ``n_walkers`` also sets how many draws the diagnostics
+        and pooling evaluate at once (default 32, whatever the sampler). Like every sampler
+        option, one given with a sampler that does not use it is a :class:`UsageError`.
     moves : str, optional
         ``sampler="emcee"``: its proposals, ``stretch`` (the default) or ``de`` (differential
         evolution; ``reweighting.samplers.ensemble``).
@@ -131,17 +133,13 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     """
     for option, value in (("--walkers", n_walkers), ("--max-steps", max_steps), ("--samples", n_samples),
                           ("--reweighted", n_reweighted)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise UsageError(f"{option} must be a positive whole number, got {value!r}.", option)
     check_min_ess(min_ess)
     if max_variance is not None and not (_real(max_variance) and max_variance > 0):
         raise UsageError(f"--max-variance must be a positive number (Var[ln L̂] per object; inf: no cut), got "
                          f"{max_variance!r}.", "--max-variance")
-    for option, value, owner in (("--moves", moves, "emcee"), ("--live-points", live_points, "nested"),
-                                 ("--chains", chains, "nuts"),
-                                 ("--tune", tune, "nuts"), ("--tune-thin", tune_thin, "nuts")):
-        if value is not None and sampler != owner:
-            raise UsageError(f"{option} is an option of --sampler {owner}, not of {sampler}.", option)
+    # each option given goes to a sampler that uses it (the registry says which), else it is refused
     sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "moves": moves,
                                     "live_points": live_points,
                                     "chains": chains, "tune": tune, "tune_thin": tune_thin})
@@ -213,7 +211,8 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         seed=seed, command=command, log_evidence=log_evidence, log_evidence_error=log_evidence_error)
     rng = np.random.default_rng(reweight_seed)
     with single_threaded_blas():
-        return _diagnose_and_pool(result, posterior, header, n_walkers, output, overwrite, min_ess, rng,
+        group = EmceeSampler.DEFAULT_WALKERS if n_walkers is None else n_walkers
+        return _diagnose_and_pool(result, posterior, header, group, output, overwrite, min_ess, rng,
                                   selection_term, injections, observing_time, rate_seed, progress)
 
 

@@ -5,11 +5,13 @@ default. To add a sampler, write a class with ``name``, ``settings``, ``check(na
 and ``sample(posterior, n_samples, seed, progress)`` returning a
 :class:`~.base.SamplerResult`, and register a factory for it::
 
-    register_sampler("nested", lambda options: NestedSampler(**options_it_uses))
+    register_sampler("nested", lambda options: NestedSampler(options["live_points"]), options=["live_points"])
 
-``options`` is the dict of the sampler options of ``fit_population`` (``n_walkers``,
-``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``, ``tune_thin``); a factory
-takes what it uses and ignores the rest.
+``options`` is the dict of the sampler options of ``fit_population`` (the keys of
+``OPTIONS``: ``n_walkers``, ``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``,
+``tune_thin``), None where not given: the factory chooses its defaults. ``register_sampler``'s
+``options`` names those the sampler uses; one given with a sampler that does not use it is a
+usage error naming the samplers it belongs to (it would be ignored without a word).
 """
 
 from __future__ import annotations
@@ -19,22 +21,35 @@ from .base import Sampler, SamplerResult
 from .ensemble import DEFAULT_MOVES, EmceeSampler
 
 SAMPLERS = {}
+SAMPLER_OPTIONS = {}  # name -> the keys of OPTIONS its factory uses
 DEFAULT_SAMPLER = "emcee"
+# fit_population's sampler options and their command-line names
+OPTIONS = {"n_walkers": "--walkers", "max_steps": "--max-steps", "moves": "--moves", "live_points": "--live-points",
+           "chains": "--chains", "tune": "--tune", "tune_thin": "--tune-thin"}
 
 
-def register_sampler(name, factory):
-    """Make ``factory(options) -> Sampler`` available as ``--sampler name``."""
+def register_sampler(name, factory, options=()):
+    """Make ``factory(options) -> Sampler`` available as ``--sampler name``; ``options``: the keys
+    of ``OPTIONS`` it uses (the others are refused with it)."""
     SAMPLERS[name] = factory
+    SAMPLER_OPTIONS[name] = tuple(options)
 
 
 def get_sampler(sampler, options):
-    """The sampler named ``sampler`` built from ``options``; an object with ``sample`` is used as it is."""
-    if hasattr(sampler, "sample"):
-        return sampler
-    if sampler not in SAMPLERS:
+    """The sampler named ``sampler`` built from ``options`` (None: not given); an object with
+    ``sample`` is used as it is. A given option the sampler does not use is a usage error."""
+    built = hasattr(sampler, "sample")
+    if not built and sampler not in SAMPLERS:
         raise UsageError(f"--sampler {sampler}: unknown sampler; choose one of {', '.join(sorted(SAMPLERS))}.",
                          "--sampler")
-    return SAMPLERS[sampler](options)
+    uses = () if built else SAMPLER_OPTIONS.get(sampler, ())
+    label = f"the sampler object {getattr(sampler, 'name', type(sampler).__name__)!r}" if built else sampler
+    for key, flag in OPTIONS.items():
+        if options.get(key) is not None and key not in uses:
+            owners = [name for name in SAMPLERS if key in SAMPLER_OPTIONS.get(name, ())]
+            belongs = f"an option of --sampler {' or '.join(owners)}" if owners else "not an option"
+            raise UsageError(f"{flag} is {belongs}, not of {label}; leave it out or choose that sampler.", flag)
+    return sampler if built else SAMPLERS[sampler]({key: options.get(key) for key in OPTIONS})
 
 
 class _Nested:
@@ -69,10 +84,16 @@ def _nuts(options):
                        NutsSampler.DEFAULT_TUNE_THIN if thin is None else thin)
 
 
-register_sampler("emcee", lambda options: EmceeSampler(
-    options["n_walkers"], options["max_steps"], DEFAULT_MOVES if options.get("moves") is None else options["moves"]))
-register_sampler("nested", lambda options: _Nested(options.get("live_points")))
-register_sampler("nuts", _nuts)
+def _emcee(options):
+    walkers, max_steps, moves = options.get("n_walkers"), options.get("max_steps"), options.get("moves")
+    return EmceeSampler(EmceeSampler.DEFAULT_WALKERS if walkers is None else walkers,
+                        EmceeSampler.DEFAULT_MAX_STEPS if max_steps is None else max_steps,
+                        DEFAULT_MOVES if moves is None else moves)
 
-__all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "EmceeSampler", "Sampler", "SamplerResult", "get_sampler",
+
+register_sampler("emcee", _emcee, options=["n_walkers", "max_steps", "moves"])
+register_sampler("nested", lambda options: _Nested(options.get("live_points")), options=["live_points"])
+register_sampler("nuts", _nuts, options=["chains", "tune", "tune_thin"])
+
+__all__ = ["DEFAULT_SAMPLER", "OPTIONS", "SAMPLERS", "SAMPLER_OPTIONS", "EmceeSampler", "Sampler", "SamplerResult", "get_sampler",
            "register_sampler"]

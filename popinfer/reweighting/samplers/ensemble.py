@@ -80,8 +80,10 @@ class EmceeSampler:
     """
 
     name = "emcee"
+    DEFAULT_WALKERS = 32
+    DEFAULT_MAX_STEPS = 20000
 
-    def __init__(self, n_walkers=32, max_steps=20000, moves=DEFAULT_MOVES):
+    def __init__(self, n_walkers=DEFAULT_WALKERS, max_steps=DEFAULT_MAX_STEPS, moves=DEFAULT_MOVES):
         self.n_walkers, self.max_steps, self.moves = n_walkers, max_steps, moves
 
     @property
