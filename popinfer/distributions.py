@@ -270,12 +270,15 @@ def parse_value(text, option=None):
         number = float(value)
     except ValueError:
         number = None
-    if not sep or not name or number is None or not math.isfinite(number):
+    if not sep or not name or number is None:
         raise UsageError(
             f"Cannot parse {text!r}{f' (in {option})' if option else ''}: expected "
             f"NAME=NUMBER, e.g. intercept=0.",
             option,
         )
+    if not math.isfinite(number):
+        raise UsageError(f"{option or 'The value'} {name}={value.strip()}: expected a finite number, e.g. {name}=0.",
+                         option)
     return name, number
 
 

@@ -77,3 +77,48 @@ def test_refine_with_nothing_to_refit_says_where_the_draws_are(files, in_tmp):
     result = run(["refine", str(files / "s.h5"), str(files / "p.h5"), "-o", "r.h5", "--min-ess", "0", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "the input's draws are kept unchanged in r.h5" in result.output
+
+
+@pytest.mark.parametrize("population, fixes, fragments", [
+    ("normal", ["sigma=-1"], ["--fix sigma=-1", "population 'normal'", "sigma > 0"]),
+    ("normal", ["sigma=0"], ["--fix sigma=0", "population 'normal'", "sigma > 0"]),
+    ("lognormal", ["sigma=-0.5"], ["--fix sigma=-0.5", "population 'lognormal'", "sigma > 0"]),
+    ("studentt", ["nu=0"], ["--fix nu=0", "population 'studentt'", "nu > 0"]),
+    ("mixture", ["weight=1.5"], ["--fix weight=1.5", "population 'mixture'", "0 < weight < 1"]),
+    ("mixture", ["weight=0.5", "mu1=2", "mu2=1"], ["--fix mu1=2 --fix mu2=1", "population 'mixture'", "mu1 < mu2"]),
+    ("uniform", ["low=5", "high=1"], ["--fix low=5 --fix high=1", "population 'uniform'", "low < high"]),
+    ("powerlaw", ["low=-1"], ["--fix low=-1", "population 'powerlaw'", "low > 0"])])
+def test_fix_outside_the_populations_domain_is_a_usage_error(files, in_tmp, population, fixes, fragments):
+    """A held hyperparameter outside the population's domain made f = -inf (or NaN) at every α: the
+    sampler could not start ("Could not start the hyperparameter sampler ... check the --fix values")."""
+    options = [item for fix in fixes for item in ("--fix", fix)]
+    refused(run(["fit-population", str(files / "s.h5"), "-o", "p.h5", "--population", population, *options,
+                 "--quiet"]), 2, *fragments)
+    assert os.listdir() == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_fix_of_a_non_finite_value_is_a_usage_error(files, in_tmp, value):
+    refused(run(["fit-population", str(files / "s.h5"), "-o", "p.h5", *POP, "--fix", f"mu={value}"]), 2,
+            f"--fix mu={value}: expected a finite number")
+    assert os.listdir() == []
+
+
+def test_fix_checks_in_the_api_and_of_an_unknown_name(files):
+    import popinfer
+    from popinfer.errors import UsageError
+
+    for fixed, message in (({"mu": float("nan")}, "--fix mu=nan: population 'normal' needs a finite number"),
+                           ({"mu": "abc"}, "--fix mu='abc': expected a number"),
+                           ({"sigma": -2.0}, "--fix sigma=-2 is outside the domain of population 'normal'"),
+                           ({"tau": 1.0}, "population 'normal' has no hyperparameter 'tau'")):
+        with pytest.raises(UsageError, match=message):
+            popinfer.fit_population(str(files / "s.h5"), "normal", fixed=fixed, progress=False)
+    # the rho of mvnormal: a correlation in (-1, 1)
+    from popinfer.populations import get_population
+    from popinfer.reweighting.posterior import check_fixed
+
+    with pytest.raises(UsageError, match=r"-1 < rho_a_b < 1"):
+        check_fixed(get_population("mvnormal", ["a", "b"]), {"rho_a_b": 1.0})
+    assert check_fixed(get_population("mvnormal", ["a", "b"]), {"rho_a_b": 0.5, "sigma_a": 2}) == {
+        "rho_a_b": 0.5, "sigma_a": 2.0}

@@ -72,6 +72,11 @@ class Population(ABC):
     name = "population"
     hyperparameters = ()
     n_parameters = 1
+    # The open interval (low, high) each bounded hyperparameter takes (the others take any finite
+    # value), and the pairs (a, b) that need a < b: what ``valid`` checks, declared so that a held
+    # (``--fix``) value outside it is refused before sampling (``reweighting.posterior.check_fixed``).
+    domains = {}
+    ordered = ()
 
     def __init__(self, parameters):
         self.parameters = list(parameters)
@@ -92,6 +97,10 @@ class Population(ABC):
         """∂ ln f(θ; α)/∂α: dict hyperparameter name -> array (n, K, W) (finite; any value
         where f = 0), or None when the population does not provide it."""
         return None
+
+    def domain(self, name):
+        """The open interval (low, high) of hyperparameter ``name`` (``domains``; ±inf: unbounded)."""
+        return self.domains.get(name, (-np.inf, np.inf))
 
     def valid(self, hyper):
         """Which walkers' hyperparameters are admissible (beyond their hyperpriors), (W,) bool."""

@@ -31,6 +31,8 @@ class MixturePopulation(Population):
 
     name = "mixture"
     hyperparameters = ("weight", "mu1", "sigma1", "mu2", "sigma2")
+    domains = {"weight": (0.0, 1.0), "sigma1": (0.0, np.inf), "sigma2": (0.0, np.inf)}
+    ordered = (("mu1", "mu2"),)
 
     def log_density(self, theta, hyper):
         ok = self.valid(hyper)

@@ -58,6 +58,13 @@ class MvNormalPopulation(Population):
         log_det = np.linalg.slogdet(covariance)[1]
         return mu, precision, log_det, ok
 
+    def domain(self, name):
+        if name.startswith("sigma_"):
+            return 0.0, np.inf
+        if name.startswith("rho_"):
+            return -1.0, 1.0
+        return -np.inf, np.inf
+
     def valid(self, hyper):
         return self._moments(hyper)[3]
 

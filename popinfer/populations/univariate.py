@@ -46,6 +46,7 @@ class NormalPopulation(Population):
 
     name = "normal"
     hyperparameters = ("mu", "sigma")
+    domains = {"sigma": (0.0, np.inf)}
 
     def log_density(self, theta, hyper):
         mu, sigma = hyper["mu"], hyper["sigma"]
@@ -97,6 +98,8 @@ class TruncNormalPopulation(Population):
 
     name = "truncnormal"
     hyperparameters = ("mu", "sigma", "low", "high")
+    domains = {"sigma": (0.0, np.inf)}
+    ordered = (("low", "high"),)
 
     @staticmethod
     def log_mass(mu, sigma, low, high):
@@ -172,6 +175,7 @@ class LogNormalPopulation(Population):
 
     name = "lognormal"
     hyperparameters = ("mu", "sigma")
+    domains = {"sigma": (0.0, np.inf)}
 
     def log_density(self, theta, hyper):
         x = _x(theta)
@@ -218,6 +222,7 @@ class BetaPopulation(Population):
 
     name = "beta"
     hyperparameters = ("a", "b")
+    domains = {"a": (0.0, np.inf), "b": (0.0, np.inf)}
 
     def log_density(self, theta, hyper):
         x = _x(theta)
@@ -272,6 +277,7 @@ class GammaPopulation(Population):
 
     name = "gamma"
     hyperparameters = ("shape", "rate")
+    domains = {"shape": (0.0, np.inf), "rate": (0.0, np.inf)}
 
     def log_density(self, theta, hyper):
         x = _x(theta)
@@ -371,6 +377,8 @@ class PowerLawPopulation(Population):
 
     name = "powerlaw"
     hyperparameters = ("alpha", "low", "high")
+    domains = {"low": (0.0, np.inf), "high": (0.0, np.inf)}
+    ordered = (("low", "high"),)
 
     def log_density(self, theta, hyper):
         x = _x(theta)
@@ -424,6 +432,7 @@ class UniformPopulation(Population):
 
     name = "uniform"
     hyperparameters = ("low", "high")
+    ordered = (("low", "high"),)
 
     def log_density(self, theta, hyper):
         x = _x(theta)
@@ -457,6 +466,7 @@ class StudentTPopulation(Population):
 
     name = "studentt"
     hyperparameters = ("nu", "mu", "sigma")
+    domains = {"nu": (0.0, np.inf), "sigma": (0.0, np.inf)}
 
     def log_density(self, theta, hyper):
         ok = self.valid(hyper)

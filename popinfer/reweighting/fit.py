@@ -30,7 +30,7 @@ from .inputs import (check_draws_inside_interim, independent_summary, read_draws
 from .backends import BACKEND_VARIABLE, default_backend, likelihood_class, resolve_backend
 from .likelihood import EXP_PRECISIONS
 from .pooling import partial_pooling
-from .posterior import HyperPosterior, data_scale, resolve_hyperpriors
+from .posterior import HyperPosterior, check_fixed, data_scale, resolve_hyperpriors
 from .samplers import DEFAULT_SAMPLER, EmceeSampler, get_sampler
 from .selection import SelectionTerm, draw_rates
 
@@ -165,7 +165,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         raise UsageError(f"--observing-time must be a positive number, got {observing_time!r}.", "--observing-time")
     if injections is not None:
         source = {**source, "injections": injections.provenance()}
-    fixed = {k: float(v) for k, v in parse_options(fixed, parse_value, "--fix").items()}
+    fixed = check_fixed(population, parse_options(fixed, parse_value, "--fix"))
     priors = resolve_hyperpriors(population, hyperpriors, fixed, data_scale(theta, parameters))
     names = list(priors)
     sampler.check(names)

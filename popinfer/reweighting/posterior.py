@@ -46,6 +46,45 @@ def data_scale(theta, parameters):
     return scale
 
 
+def _plain(value):
+    """A number as a person writes it (``-1``, ``0.5``), not numpy's repr."""
+    return f"{float(value):.10g}"
+
+
+def _interval(name, low, high):
+    if np.isinf(high):
+        return f"{name} > {_plain(low)}"
+    if np.isinf(low):
+        return f"{name} < {_plain(high)}"
+    return f"{_plain(low)} < {name} < {_plain(high)}"
+
+
+def check_fixed(population, fixed):
+    """The held hyperparameters (``--fix NAME=VALUE``) as floats, each a finite number inside the
+    population's domain (``Population.domain``, ``ordered``). A value outside it makes f(θ; α)
+    −∞ (or NaN) at every α: the sampler could not start, or drew nothing but −∞."""
+    values = {}
+    for name, value in fixed.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"--fix {name}={value!r}: expected a number.", "--fix") from None
+        if not np.isfinite(number):
+            raise UsageError(f"--fix {name}={_plain(number)}: population {population.name!r} needs a finite "
+                             f"number for {name}.", "--fix")
+        low, high = population.domain(name)
+        if not low < number < high:
+            raise UsageError(f"--fix {name}={_plain(number)} is outside the domain of population {population.name!r}: "
+                             f"it needs {_interval(name, low, high)}. Hold {name} at a value in that range, or "
+                             f"leave it out to sample it.", "--fix")
+        values[name] = number
+    for first, second in population.ordered:
+        if first in values and second in values and not values[first] < values[second]:
+            raise UsageError(f"--fix {first}={_plain(values[first])} --fix {second}={_plain(values[second])}: "
+                             f"population {population.name!r} needs {first} < {second}; hold {first} below {second}.", "--fix")
+    return values
+
+
 def resolve_hyperpriors(population, hyperpriors, fixed, scale):
     """Hyperpriors of the sampled hyperparameters: documented defaults, overridden."""
     given = parse_priors(hyperpriors, population.hyperparameters, fixed, "--hyperprior",
