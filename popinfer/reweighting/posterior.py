@@ -74,14 +74,15 @@ def check_fixed(population, fixed):
                              f"number for {name}.", "--fix")
         low, high = population.domain(name)
         if not low < number < high:
-            raise UsageError(f"--fix {name}={_plain(number)} is outside the domain of population {population.name!r}: "
-                             f"it needs {_interval(name, low, high)}. Hold {name} at a value in that range, or "
-                             f"leave it out to sample it.", "--fix")
+            raise UsageError(f"--fix {name}={_plain(number)} is outside the domain of population "
+                             f"{population.name!r}: it needs {_interval(name, low, high)}. Hold {name} at a value "
+                             f"in that range, or leave it out to sample it.", "--fix")
         values[name] = number
     for first, second in population.ordered:
         if first in values and second in values and not values[first] < values[second]:
             raise UsageError(f"--fix {first}={_plain(values[first])} --fix {second}={_plain(values[second])}: "
-                             f"population {population.name!r} needs {first} < {second}; hold {first} below {second}.", "--fix")
+                             f"population {population.name!r} needs {first} < {second}; hold {first} below "
+                             f"{second}.", "--fix")
     return values
 
 

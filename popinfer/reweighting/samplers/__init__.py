@@ -95,5 +95,5 @@ register_sampler("emcee", _emcee, options=["n_walkers", "max_steps", "moves"])
 register_sampler("nested", lambda options: _Nested(options.get("live_points")), options=["live_points"])
 register_sampler("nuts", _nuts, options=["chains", "tune", "tune_thin"])
 
-__all__ = ["DEFAULT_SAMPLER", "OPTIONS", "SAMPLERS", "SAMPLER_OPTIONS", "EmceeSampler", "Sampler", "SamplerResult", "get_sampler",
-           "register_sampler"]
+__all__ = ["DEFAULT_SAMPLER", "OPTIONS", "SAMPLERS", "SAMPLER_OPTIONS", "EmceeSampler", "Sampler", "SamplerResult",
+           "get_sampler", "register_sampler"]
