@@ -247,6 +247,58 @@ def test_damaged_population_files_are_refused_by_summary_plot_and_export(made, i
     assert listing(in_tmp) == ["bad.h5"]
 
 
+def _set_names(handle, key, names):
+    handle.attrs.create(key, names, dtype=h5py.string_dtype())
+
+
+NAMES_DAMAGE = {
+    "another built-in population": (lambda h: h.attrs.__setitem__("population", "beta"),
+                                    ["attribute population is 'beta'", "hyperparameters are a, b",
+                                     "draws of mu, sigma"]),
+    "an unknown population": (lambda h: h.attrs.__setitem__("population", "nosuch"),
+                              ["attribute population is 'nosuch'", "neither a built-in population"]),
+    "mvnormal of one parameter": (lambda h: h.attrs.__setitem__("population", "mvnormal"),
+                                  ["'mvnormal'", "two or more parameters", "parameters names 1 (theta)"]),
+    "population not text": (lambda h: h.attrs.__setitem__("population", 3), ["attribute population is 3"]),
+    "hyperparameters edited": (lambda h: _set_names(h, "hyperparameters", ["mu", "tau"]),
+                               ["attribute hyperparameters (mu, tau)", "/hyper/samples (mu, sigma)"]),
+    "a hyperparameter dropped": (lambda h: _set_names(h, "hyperparameters", ["mu"]),
+                                 ["attribute hyperparameters (mu)", "/hyper/samples (mu, sigma)"]),
+    "parameters edited": (lambda h: _set_names(h, "parameters", ["zz"]),
+                          ["attribute parameters (zz)", "/objects/reweighted (theta)"]),
+    "a fixed hyperparameter also sampled": (lambda h: h.attrs.__setitem__("fixed", '{"sigma": 1.0}'),
+                                            ["'normal'", "draws of mu, sigma and holds sigma fixed"]),
+}
+
+
+@pytest.mark.parametrize("damage", list(NAMES_DAMAGE))
+def test_population_files_whose_names_disagree_are_refused_by_every_reader(made, in_tmp, damage):
+    """A population attribute that does not fit the hyperparameters ("beta" over draws of mu and
+    sigma) ended plot and refine in "Unexpected KeyError: 'a'", mvnormal of one parameter in a
+    usage error about --parameter; edited hyperparameters or parameters attributes were read
+    without a word. Each is refused as damaged, naming the file and the attribute."""
+    change, fragments = NAMES_DAMAGE[damage]
+    shutil.copy(made["population"], "bad.h5")
+    shutil.copy(made["population"], "good.h5")
+    _edit("bad.h5", change)
+    for args in (["summary", "bad.h5"], ["export", "bad.h5", "-o", "out.csv", "--to", "csv"],
+                 ["export", "bad.h5", "-o", "out.nc", "--to", "netcdf"], ["plot", "bad.h5", "-o", "out.png"],
+                 ["compare", "bad.h5", "good.h5"], ["refine", str(made["samples"]), "bad.h5", "-o", "r.h5", "--quiet"]):
+        refused(run(args), 1, "bad.h5 is a damaged population file", *fragments)
+    assert listing(in_tmp) == ["bad.h5", "good.h5"]
+
+
+def test_a_population_file_naming_user_code_is_read_and_its_code_not_run(made, in_tmp):
+    """A name of code (file.py:function) is not checked against the hyperparameters (only the code
+    declares them) and is not run: summary reads the file, refine asks for --trust-code."""
+    shutil.copy(made["population"], "user.h5")
+    Path("evil.py").write_text("raise SystemExit('ran')\n")
+    _edit("user.h5", lambda h: h.attrs.__setitem__("population", "evil.py:f"))
+    assert run(["summary", "user.h5"]).exit_code == 0
+    refused(run(["refine", str(made["samples"]), "user.h5", "-o", "r.h5", "--quiet"]), 2, "--trust-code")
+    assert listing(in_tmp) == ["evil.py", "user.h5"]
+
+
 def test_merge_refuses_shards_with_different_draw_counts(in_tmp):
     base = ["fit-individuals", EIGHT, "--model", "normal", "--seed", "1", "--batch-size", "4", *FAST]
     for i in (1, 2):

@@ -37,9 +37,10 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from .hdf5 import (check_dataset_types, check_shapes, discard, file_bytes, mapped, open_popinfer_file, publish,
-                   read_json_attr, read_string_list, reserve_space, root_attributes, strings, temporary_path,
-                   write_root_attributes)
+from ..populations import check_population_of_file
+from .hdf5 import (attribute_value, check_dataset_types, check_shapes, discard, file_bytes, mapped,
+                   open_popinfer_file, publish, read_json_attr, read_string_list, reserve_space, root_attributes,
+                   strings, temporary_path, write_root_attributes)
 
 SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
 # (S,) datasets of /hyper present only with --selection (and --observing-time).
@@ -259,6 +260,29 @@ def _check_layout(handle, label):
     })
 
 
+def _check_names(handle, label, fixed):
+    """The root attributes that name things agree with the datasets (and ``population`` with
+    both): ``hyperparameters`` with /hyper/samples's ``names``, ``parameters`` with
+    /objects/reweighted's, the population's own hyperparameters with the sampled and held ones."""
+    names = read_string_list(handle["hyper/samples"].attrs["names"])
+    parameters = read_string_list(handle.attrs["parameters"])
+    pairs = [("hyperparameters", "/hyper/samples", names)]
+    reweighted = handle["objects/reweighted"].attrs
+    if "parameters" in reweighted:
+        pairs.append(("parameters", "/objects/reweighted", read_string_list(reweighted["parameters"])))
+    for key, dataset, expected in pairs:
+        declared = read_string_list(handle.attrs[key]) if key in handle.attrs else expected
+        if declared != expected:
+            raise FileFormatError(
+                f"{label} is a damaged population file: its attribute {key} ({', '.join(declared)}) does not "
+                f"match the names of {dataset} ({', '.join(expected)}). Regenerate it.")
+    population = attribute_value(handle, "population")
+    if not isinstance(population, str) or not population:
+        raise FileFormatError(f"{label} is a damaged population file: its attribute population is "
+                              f"{population!r}, expected the name of a population. Regenerate it.")
+    check_population_of_file(population, parameters, names, list(fixed), label)
+
+
 def _scalar(handle, name):
     return float(handle[name][()]) if name in handle else None
 
@@ -269,8 +293,10 @@ def read_population(path):
     with open_popinfer_file(path, "population") as handle:
         try:
             _check_layout(handle, label)
+            fixed = read_json_attr(handle, "fixed", label, "population")
+            _check_names(handle, label, fixed)
             return PopulationResult(
-                population=str(handle.attrs["population"]),
+                population=attribute_value(handle, "population"),
                 parameters=read_string_list(handle.attrs["parameters"]),
                 hyperparameters=read_string_list(handle["hyper/samples"].attrs["names"]),
                 hyper_samples=handle["hyper/samples"][()],
@@ -284,7 +310,7 @@ def read_population(path):
                 reweighted=_large(handle["objects/reweighted"], path),
                 independent_summary=handle["objects/independent_summary"][()],
                 hyperprior=read_json_attr(handle, "hyperprior", label, "population"),
-                fixed=read_json_attr(handle, "fixed", label, "population"),
+                fixed=fixed,
                 source=read_json_attr(handle, "source", label, "population"),
                 settings=read_json_attr(handle, "settings", label, "population"),
                 seed=int(handle.attrs["seed"]),

@@ -1,6 +1,6 @@
 """Population densities f(θ; α) of stage two: the built-ins and user-supplied functions."""
 
-from ..errors import UntrustedCodeError, UsageError
+from ..errors import FileFormatError, UntrustedCodeError, UsageError
 from .base import LinearForm, Population
 from .mixture import MixturePopulation
 from .mvnormal import MvNormalPopulation
@@ -66,4 +66,39 @@ def population_of_file(name, parameters, label, trust_code=False):
     return get_population(name, parameters)
 
 
-__all__ = ["Population", "LinearForm", "get_population", "population_of_file", "BUILTIN_POPULATIONS"]
+def check_population_of_file(name, parameters, hyperparameters, fixed, label):
+    """That a population file's ``population`` attribute agrees with what the file holds, without
+    running code: a built-in describing ``parameters`` has as hyperparameters exactly the sampled
+    ``hyperparameters`` (``/hyper/samples``) and the held ones (``fixed``); any other name is code
+    (``file.py:function`` / ``module:function``), whose hyperparameters only that code declares.
+
+    Raises
+    ------
+    FileFormatError
+        The name is neither, or a built-in that does not fit the file.
+    """
+    if name not in BUILTIN_POPULATIONS:
+        if ":" in name:
+            return
+        raise FileFormatError(
+            f"{label} is a damaged population file: its attribute population is {name!r}, neither a built-in "
+            f"population ({', '.join(BUILTIN_POPULATIONS)}) nor user code (file.py:function or module:function). "
+            f"Regenerate it.")
+    try:
+        expected = get_population(name, parameters).hyperparameters
+    except UsageError:
+        described = "two or more parameters" if name == MvNormalPopulation.name else "one parameter"
+        raise FileFormatError(
+            f"{label} is a damaged population file: its attribute population is {name!r}, which describes "
+            f"{described}, but its attribute parameters names {len(parameters)} ({', '.join(parameters)}). "
+            f"Regenerate it.") from None
+    found = list(hyperparameters) + list(fixed)
+    if len(set(found)) != len(found) or set(found) != set(expected):
+        held = f" and holds {', '.join(fixed)} fixed" if fixed else ""
+        raise FileFormatError(
+            f"{label} is a damaged population file: its attribute population is {name!r}, whose hyperparameters "
+            f"are {', '.join(expected)}, but it holds draws of {', '.join(hyperparameters)}{held}. Regenerate it.")
+
+
+__all__ = ["Population", "LinearForm", "get_population", "population_of_file", "check_population_of_file",
+           "BUILTIN_POPULATIONS"]
