@@ -127,46 +127,86 @@ def _numeric(frame, column, label):
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         cell = raw.iloc[row]
-        found = "an empty cell" if isinstance(cell, str) and not cell.strip() else repr(cell)
+        found = "an empty cell" if isinstance(cell, str) and not cell.strip() else _plain(cell)
         raise InputDataError(f"{label}, row {row + 1}, column {column!r}: expected a finite number, found {found} "
                              f"({int(bad.sum())} such row(s)). Fix or remove those injections.")
     return values
 
 
-def _total(frame, attributes, given, n_detected, label):
-    """M_total from ``--injections-total``, an attribute, or a constant column."""
-    found = None
+def _plain(value):
+    """A value of a file or an option as a person writes it: ``-5``, ``60000.5``, ``'abc'``, not
+    numpy's repr (``np.float64(60000.5)``)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _whole(value):
+    """``value`` as a positive whole number, or None (text, a fraction, NaN, a bool, ≤ 0)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() and number >= 1 else None
+
+
+def _file_total(frame, attributes, label):
+    """(M_total, where) from the file's attribute or constant column, checked; (None, None) if it has neither."""
     for name in TOTAL_ATTRIBUTES:
         if name in attributes:
             found, where = np.asarray(attributes[name]).ravel(), f"attribute {name!r}"
+            if found.size != 1:
+                listed = ", ".join(_plain(v) for v in found[:5]) + (", ..." if found.size > 5 else "")
+                raise InputDataError(f"{label}, {where}: M_total must be one whole number; found "
+                                     f"{f'{found.size} values ({listed})' if found.size else 'none'}. Fix the file.")
             break
-    if found is None and TOTAL in frame.columns:
+    else:
+        if TOTAL not in frame.columns:
+            return None, None
         found, where = np.unique(_numeric(frame, TOTAL, label)), f"column {TOTAL!r}"
         if found.size != 1:
-            raise InputDataError(f"{label}, column {TOTAL!r}: M_total must be the same on every row; found "
+            raise InputDataError(f"{label}, {where}: M_total must be the same on every row; found "
                                  f"{found.size} different values.")
-    if given is None and found is None:
-        raise UsageError(f"The number of injections drawn in all (detected or not) is unknown: give "
-                         f"--injections-total M, or an {TOTAL!r} attribute or column in {label}.",
-                         "--injections-total")
-    if given is not None:
-        total, where = given, "--injections-total"
-        if found is not None and float(found[0]) != float(given):
-            raise UsageError(f"--injections-total {given} disagrees with {label}'s {where} ({found[0]}); give one.",
-                             "--injections-total")
-    else:
-        total = found[0]
+    total = _whole(found[0])
+    if total is None:
+        raise InputDataError(f"{label}, {where}: M_total, the number of injections drawn in all, must be a "
+                             f"positive whole number; found {_plain(found[0])}. Fix the file.")
+    return total, where
+
+
+def _total(frame, attributes, given, n_detected, label):
+    """M_total from ``--injections-total``, an attribute, or a constant column."""
     option = "--injections-total"
-    try:
-        as_float = float(total)
-    except (TypeError, ValueError):
-        raise UsageError(f"{where} of {label}: M_total must be a whole number, got {total!r}.", option) from None
-    if not math.isfinite(as_float) or as_float != round(as_float) or as_float < 1:
-        raise UsageError(f"{where}: M_total must be a positive whole number, got {total!r}.", option)
-    if as_float < n_detected:
-        raise UsageError(f"{where}: M_total = {int(as_float)} is smaller than the {n_detected} detected injections "
-                         f"in {label}; M_total counts every injection drawn, detected or not.", option)
-    return int(as_float)
+    found, where = _file_total(frame, attributes, label)
+    if given is not None:
+        total = _whole(given)
+        if total is None:
+            raise UsageError(f"{option} must be a positive whole number (the injections drawn in all), got "
+                             f"{_plain(given)}.", option)
+        if found is not None and found != total:
+            raise UsageError(f"{option} {total} disagrees with the {where} of {label} ({found}); give the same "
+                             f"number, or leave {option} out to use the file's.", option)
+    elif found is None:
+        raise UsageError(f"The number of injections drawn in all (detected or not) is unknown: give "
+                         f"{option} M, or an {TOTAL!r} attribute or column in {label}.", option)
+    else:
+        total = found
+    if total < n_detected:
+        counts = "M_total counts every injection drawn, detected or not."
+        if given is not None:
+            raise UsageError(f"{option}: M_total = {total} is smaller than the {n_detected} detected injections in "
+                             f"{label}; {counts}", option)
+        raise InputDataError(f"{label}, {where}: M_total = {total} is smaller than the {n_detected} detected "
+                             f"injections the file holds; {counts}")
+    return total
 
 
 def read_injections(path, parameters, draw_priors=None, n_total=None, group=None):

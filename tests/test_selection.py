@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, cli, refused
 from popinfer.errors import InputDataError, UsageError
 from popinfer.injections import read_injections
 from popinfer.populations import get_population
@@ -208,3 +208,67 @@ def test_reader_refuses_missing_files_and_groups(tmp_path):
         read_injections(tmp_path / "i.h5", ["theta"], n_total=3, group="missing")
     with pytest.raises(UsageError, match="--injections-total"):
         read_injections(tmp_path / "i.h5", ["theta"], draw_priors=["theta=normal(0, 1)"])
+
+
+def _injections_h5(path, total, theta=(0.1, 0.4, 0.9)):
+    with h5py.File(path, "w") as handle:
+        handle["theta"] = np.asarray(theta, dtype=float)
+        handle["log_draw_prior"] = np.zeros(len(theta))
+        handle.attrs["injections_total"] = total
+
+
+@pytest.mark.parametrize("total, found", [
+    (-5, "found -5"), (np.float64(60000.5), "found 60000.5"), (np.float64(np.nan), "found nan"), ("abc", "found 'abc'"),
+    (True, "found True"), (np.array([60000, 70000]), "found 2 values (60000, 70000)"),
+    (np.array([], dtype=float), "found none"), (2, "M_total = 2 is smaller than the 3 detected")])
+def test_a_bad_injections_total_attribute_names_the_file_and_attribute_in_plain_numbers(tmp_path, total, found):
+    """The attribute of the injections file was called an option (exit 2, with --injections-total
+    in the message), its value printed as numpy's repr (np.int64(-5), np.str_('abc')); an array
+    lent its first value without a word, an empty one ended in "Unexpected IndexError"."""
+    _injections_h5(tmp_path / "inj.h5", total)
+    with pytest.raises(InputDataError) as caught:
+        read_injections(tmp_path / "inj.h5", ["theta"])
+    message = str(caught.value)
+    assert "inj.h5, attribute 'injections_total'" in message and found in message, message
+    assert "np." not in message and "array(" not in message and "--injections-total" not in message
+
+
+def test_the_option_and_the_attribute_are_told_apart_in_plain_numbers(tmp_path):
+    _injections_h5(tmp_path / "inj.h5", np.float64(60000.0))
+    assert read_injections(tmp_path / "inj.h5", ["theta"]).n_total == 60000
+    with pytest.raises(UsageError) as caught:
+        read_injections(tmp_path / "inj.h5", ["theta"], n_total=50000)
+    assert str(caught.value).startswith("--injections-total 50000 disagrees with the attribute 'injections_total' of ")
+    assert "(60000)" in str(caught.value)
+    for given in (-4, 2.5, "abc"):
+        with pytest.raises(UsageError, match=r"^--injections-total must be a positive whole number") as caught:
+            read_injections(tmp_path / "inj.h5", ["theta"], n_total=given)
+        assert "np." not in str(caught.value)
+
+
+def test_a_non_finite_hdf5_injection_is_named_in_plain_numbers(tmp_path):
+    _injections_h5(tmp_path / "inj.h5", 100, theta=(0.1, np.nan, 0.9))
+    with pytest.raises(InputDataError, match=r"inj.h5, row 2, column 'theta': expected a finite number, found nan "):
+        read_injections(tmp_path / "inj.h5", ["theta"])
+
+
+def test_cli_a_bad_injections_total_attribute_is_a_file_error(tmp_path):
+    """Through the CLI: exit 1 (the file's fault), not a usage error about an option not given."""
+    _injections_h5(tmp_path / "inj.h5", -5)
+    samples = tmp_path / "s.h5"
+    assert cli(["fit-individuals", str(SAMPLE_DATA / "eight_schools.csv"), "-o", str(samples), "--model", "normal",
+                "--samples", "100", "--walkers", "8", "--seed", "1", "--quiet"]).exit_code == 0
+    refused(cli(["fit-population", str(samples), "-o", str(tmp_path / "p.h5"), "--population", "normal",
+                 "--selection", str(tmp_path / "inj.h5"), "--quiet"]), 1,
+            "inj.h5, attribute 'injections_total'", "found -5")
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_injections_total_zero_without_selection_is_refused(tmp_path):
+    """--injections-total 0 without --selection was ignored without a word (0 counted as not given)."""
+    samples = tmp_path / "s.h5"
+    assert cli(["fit-individuals", str(SAMPLE_DATA / "eight_schools.csv"), "-o", str(samples), "--model", "normal",
+                "--samples", "100", "--walkers", "8", "--seed", "1", "--quiet"]).exit_code == 0
+    refused(cli(["fit-population", str(samples), "-o", str(tmp_path / "p.h5"), "--population", "normal",
+                 "--injections-total", "0", "--quiet"]), 2, "--injections-total describes injections")
+    assert not (tmp_path / "p.h5").exists()

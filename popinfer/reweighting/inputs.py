@@ -134,7 +134,8 @@ def read_selection(selection, parameters, draw_priors, injections_total, injecti
     """The :class:`Injections` of ``--selection`` (None without it); its options need it."""
     if selection is None:
         given = [option for option, value in (("--injections-total", injections_total), ("--draw-prior", draw_priors),
-                                              ("--injections-group", injections_group)) if value]
+                                              ("--injections-group", injections_group))
+                 if value is not None and (not hasattr(value, "__len__") or len(value))]  # 0 is given too
         if given:
             raise UsageError(f"{given[0]} describes injections: it needs --selection INJECTIONS.", given[0])
         return None
