@@ -56,6 +56,7 @@ def test_an_object_beyond_the_default_interim_prior_is_named():
     message = str(caught[0].message)
     assert "1 object(s)" in message and "'C' (theta at 1000" in message and "'A'" not in message
     assert "--prior" in message
+    assert "If the bound is physical" in message and "truncnormal" in message
 
 
 def test_a_wide_enough_interim_prior_is_not_flagged():

@@ -141,7 +141,9 @@ def _warn_interim_edges(samples, prior_by_name, supports):
         f"likelihood does not have, so the prior cuts off their posterior (the share of draws within "
         f"{EDGE_WIDTH:g} posterior sd of the bound): {listed}{more}. These draws, and everything fitted "
         f"from them, are truncated there: widen the interim prior of {', '.join(names)} (--prior NAME=DIST) "
-        f"to cover the values the data allow."), stacklevel=3)
+        f"to cover the values the data allow. If the bound is physical (the parameter cannot lie beyond it), "
+        f"the draws are right as they are; fit them with a population bounded there too (e.g. truncnormal)."),
+        stacklevel=3)
 
 
 @reserves_stdout
