@@ -222,8 +222,9 @@ def test_the_emcee_options_left_out_take_their_documented_defaults(tmp_path):
 
 
 def test_the_registry_decides_which_options_a_third_party_sampler_takes(tmp_path, monkeypatch):
-    """A sampler registered with the options it uses gets them; one registered without any refuses
-    them (they would be ignored), naming the samplers that use them; a sampler object takes none."""
+    """A sampler registered with the options it uses gets them; one registered with none refuses
+    them (they would be ignored), naming the samplers that use them; one registered without saying
+    gets them all, as before; a sampler object takes none."""
     import popinfer
 
     exact_samples(tmp_path / "s.h5")
@@ -242,8 +243,14 @@ def test_the_registry_decides_which_options_a_third_party_sampler_takes(tmp_path
     assert received[-1]["n_walkers"] == 6 and received[-1]["max_steps"] is None
     with pytest.raises(UsageError, match="--max-steps is an option of --sampler emcee, not of grid"):
         popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", max_steps=100, **common)
-    samplers.register_sampler("grid", factory)
+    samplers.register_sampler("grid", factory, options=[])
     with pytest.raises(UsageError, match="--walkers is an option of --sampler emcee, not of grid"):
         popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", n_walkers=6, **common)
+    # registered as before the registry knew the options: given every one, emcee's defaults filled in
+    samplers.register_sampler("grid", factory)
+    popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", **common)
+    assert (received[-1]["n_walkers"], received[-1]["max_steps"], received[-1]["chains"]) == (32, 20000, None)
+    popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", n_walkers=6, chains=3, **common)
+    assert (received[-1]["n_walkers"], received[-1]["chains"]) == (6, 3)
     with pytest.raises(UsageError, match="--walkers is an option of --sampler emcee, not of the sampler object 'grid'"):
         popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler=GridSampler(), n_walkers=6, **common)

@@ -11,7 +11,10 @@ and ``sample(posterior, n_samples, seed, progress)`` returning a
 ``OPTIONS``: ``n_walkers``, ``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``,
 ``tune_thin``), None where not given: the factory chooses its defaults. ``register_sampler``'s
 ``options`` names those the sampler uses; one given with a sampler that does not use it is a
-usage error naming the samplers it belongs to (it would be ignored without a word).
+usage error naming the samplers it belongs to (it would be ignored without a word). A sampler
+registered without ``options`` (as every sampler was registered before the registry knew them)
+gets them all, the emcee settings at their defaults (32 walkers, 20000 steps) where not given,
+and refuses none, as before.
 """
 
 from __future__ import annotations
@@ -21,18 +24,19 @@ from .base import Sampler, SamplerResult
 from .ensemble import DEFAULT_MOVES, EmceeSampler
 
 SAMPLERS = {}
-SAMPLER_OPTIONS = {}  # name -> the keys of OPTIONS its factory uses
+SAMPLER_OPTIONS = {}  # name -> the keys of OPTIONS its factory uses (None: every one, as before)
 DEFAULT_SAMPLER = "emcee"
 # fit_population's sampler options and their command-line names
 OPTIONS = {"n_walkers": "--walkers", "max_steps": "--max-steps", "moves": "--moves", "live_points": "--live-points",
            "chains": "--chains", "tune": "--tune", "tune_thin": "--tune-thin"}
 
 
-def register_sampler(name, factory, options=()):
+def register_sampler(name, factory, options=None):
     """Make ``factory(options) -> Sampler`` available as ``--sampler name``; ``options``: the keys
-    of ``OPTIONS`` it uses (the others are refused with it)."""
+    of ``OPTIONS`` it uses (the others are refused with it), or None: it is given every one, with
+    emcee's defaults where not given (the registry before it knew the options)."""
     SAMPLERS[name] = factory
-    SAMPLER_OPTIONS[name] = tuple(options)
+    SAMPLER_OPTIONS[name] = None if options is None else tuple(options)
 
 
 def get_sampler(sampler, options):
@@ -42,11 +46,16 @@ def get_sampler(sampler, options):
     if not built and sampler not in SAMPLERS:
         raise UsageError(f"--sampler {sampler}: unknown sampler; choose one of {', '.join(sorted(SAMPLERS))}.",
                          "--sampler")
-    uses = () if built else SAMPLER_OPTIONS.get(sampler, ())
+    uses = () if built else SAMPLER_OPTIONS.get(sampler)
+    if uses is None:  # registered without its options: every one, emcee's defaults filled in
+        given = {key: options.get(key) for key in OPTIONS}
+        given["n_walkers"] = EmceeSampler.DEFAULT_WALKERS if given["n_walkers"] is None else given["n_walkers"]
+        given["max_steps"] = EmceeSampler.DEFAULT_MAX_STEPS if given["max_steps"] is None else given["max_steps"]
+        return SAMPLERS[sampler](given)
     label = f"the sampler object {getattr(sampler, 'name', type(sampler).__name__)!r}" if built else sampler
     for key, flag in OPTIONS.items():
         if options.get(key) is not None and key not in uses:
-            owners = [name for name in SAMPLERS if key in SAMPLER_OPTIONS.get(name, ())]
+            owners = [name for name in SAMPLERS if key in (SAMPLER_OPTIONS.get(name) or ())]
             belongs = f"an option of --sampler {' or '.join(owners)}" if owners else "not an option"
             raise UsageError(f"{flag} is {belongs}, not of {label}; leave it out or choose that sampler.", flag)
     return sampler if built else SAMPLERS[sampler]({key: options.get(key) for key in OPTIONS})
