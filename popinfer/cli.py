@@ -82,6 +82,16 @@ def _resume_hint(command, output):
     return ""
 
 
+def _with_leftover(message, command, output):
+    """A failure's message, with how to go on from the checkpoint the run leaves (a failure after
+    some batches or refits finished), unless the message is about that checkpoint already."""
+    partial = f"{output}.partial"
+    if not output or output == "-" or not os.path.exists(partial) or partial in message:
+        return message
+    hint = _resume_hint(command, output)
+    return f"{message} {hint}" if hint else message
+
+
 def _silence_stdout():
     """Point stdout at /dev/null, so that the interpreter's last flush finds no closed pipe."""
     try:
@@ -129,11 +139,13 @@ def handle_errors(function):
             except UsageError as exc:
                 if debug:
                     traceback.print_exc()
-                raise click.UsageError(printable(exc)) from None
+                raise click.UsageError(printable(_with_leftover(str(exc), function.__name__,
+                                                                kwargs.get("output")))) from None
             except PopinferError as exc:
                 if debug:
                     traceback.print_exc()
-                raise click.ClickException(printable(exc)) from None
+                raise click.ClickException(printable(_with_leftover(str(exc), function.__name__,
+                                                                    kwargs.get("output")))) from None
             except KeyboardInterrupt as exc:
                 what = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
                 click.echo(printable(f"{what}. {_resume_hint(function.__name__, kwargs.get('output'))}"), err=True)
@@ -353,6 +365,8 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
 @click.argument("population", type=str)
 @click.option("-o", "--output", required=True, help="Refined samples file to write (- for stdout).")
 @click.option("--data", default=None, help="The stage-one data table, if it moved from the path SAMPLES records.")
+@click.option("--selection", default=None, metavar="INJECTIONS",
+              help="The injections POPULATION was fitted with (--selection), if they moved from the path it records.")
 @click.option("--min-ess", type=float, default=None,
               help="ESS below which an object is flagged [default: the population fit's --min-ess].")
 @click.option("--rounds", type=int, default=None,
@@ -375,15 +389,16 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
 @click.option("--trust-code", is_flag=True, help="Allow re-running a user model or population the files name.")
 @run_options
 @handle_errors
-def refine_command(samples, population, output, data, min_ess, rounds, target_variance, moment_error, workers,
+def refine_command(samples, population, output, data, selection, min_ess, rounds, target_variance, moment_error, workers,
                    batch_size, resume, scheduler, shard, trust_code, seed, quiet, overwrite, strict, debug):
     """Refit the objects a population fit flagged (low ESS, or a large share of
     Var[ln L̂]) under a population-informed interim prior, and keep the others.
 
     SAMPLES is the samples file POPULATION was fitted to. The output is a samples
     file (each object its own number of draws) for fit-population like any other.
-    The data are read again from the path SAMPLES records (or --data) and must have
-    the recorded SHA-256.
+    The data are read again from the path SAMPLES records (or --data), and the
+    injections of a fit with selection effects from the path POPULATION records (or
+    --selection); both must have the recorded SHA-256.
 
     With --shard I/N, each of N runs refits its share of the flagged objects (one
     round) into a shard file; popinfer merge joins them into the file an unsharded
@@ -398,7 +413,7 @@ def refine_command(samples, population, output, data, min_ess, rounds, target_va
     from .refinement import refine
     from .reweighting import PopulationDiagnosticWarning
 
-    result = refine(samples, population, output, data=data, seed=seed, min_ess=min_ess, rounds=rounds,
+    result = refine(samples, population, output, data=data, selection=selection, seed=seed, min_ess=min_ess, rounds=rounds,
                     target_variance=target_variance, workers=workers, progress=not quiet, overwrite=overwrite,
                     trust_code=trust_code, command=_recorded_command(click.get_current_context()), resume=resume,
                     scheduler=scheduler, batch_size=batch_size, moment_error=moment_error,

@@ -44,8 +44,9 @@ import numpy as np
 
 from .errors import InputDataError, UntrustedCodeError, UsageError
 from .individuals import batch_count, check_shard, fit_individuals, shard_slice
+from .injections import read_injections
 from .interim import MixtureSpec
-from .io.files import file_sha256
+from .io.files import file_sha256, recorded_file
 from .io.hdf5 import check_output
 from .io.refine_checkpoint import RefineCheckpoint
 from .io.population import read_population
@@ -132,7 +133,7 @@ class RefineResult:
                 f"{self.flagged_before} → {self.flagged_after}: {warned}. Now fit the population on {label}.")
 
 
-def refine(samples, population, output=None, *, data=None, seed=None, min_ess=None, rounds=None,
+def refine(samples, population, output=None, *, data=None, selection=None, seed=None, min_ess=None, rounds=None,
            target_variance=VARIANCE_TARGET, workers=1, progress=True, overwrite=False, command="", trust_code=False,
            weight=DEFENSIVE_WEIGHT, components=COMPONENTS, max_growth=MAX_GROWTH, resume=False, scheduler=None,
            batch_size=None, moment_error=None, shard=None):
@@ -149,6 +150,9 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     data : str, Path or pandas.DataFrame, optional
         The stage-one data, when not at the path the samples file records (its
         SHA-256 must match the recorded one).
+    selection : str or Path, optional
+        The injections of a population fitted with ``--selection``, when not at the path the
+        population file records (its SHA-256 must match the recorded one).
     seed : int, optional
     min_ess : float, optional
         ESS below which an object is flagged (default: the population fit's ``--min-ess``).
@@ -227,6 +231,9 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
     _check_pair(stage_one, fitted, label, pop_label, digests[0])
     _check_model(stage_one.model, label, trust_code)
     density = population_of_file(fitted.population, fitted.parameters, pop_label, trust_code)
+    if selection is not None and not fitted.settings.get("selection"):
+        raise UsageError(f"--selection {selection}: {pop_label} was fitted without selection effects, so refine uses "
+                         f"no injections; leave out --selection.", "--selection")
     if min_ess is None:
         min_ess = fitted.settings.get("min_ess", 20.0)
         try:
@@ -262,7 +269,9 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
                                               None if moments is None else moments[chosen], moment_error), 1)
         new_counts = counts.copy()
         new_counts[chosen] = counts[chosen] * growth
-        table = table if table is not None else _data_table(stage_one, data, label)
+        if table is None:  # what the refits and the fits after them read, checked before any work
+            table = _data_table(stage_one, data, label)
+            injections = None if shard else _injections(fitted, selection, pop_label)
         refit_seed, fit_seed = (int(s.generate_state(1, np.uint64)[0] >> np.uint64(1))
                                 for s in round_seeds[round_index].spawn(2))
         spec = MixtureSpec(density, _components(current_fit, components), weight,
@@ -276,7 +285,7 @@ def refine(samples, population, output=None, *, data=None, seed=None, min_ess=No
         refitted[chosen] = True
         if shard:
             break  # one round: the next needs every shard's refits
-        current_fit = _fit_again(current, fitted, min_ess, fit_seed, progress)
+        current_fit = _fit_again(current, fitted, min_ess, fit_seed, progress, injections)
         after = _fit_diagnostics(current_fit, current.object_draw_counts, min_ess)
         if moment_error is not None:
             moments = _moment_shares(current, current_fit, density)
@@ -359,22 +368,17 @@ def _check_model(model, label, trust_code):
                                  f"code. If you trust it, pass --trust-code (trust_code=True).", "--trust-code")
 
 
-def _fit_again(samples, fitted, min_ess, seed, progress):
+def _fit_again(samples, fitted, min_ess, seed, progress, injections=None):
     """Stage two on ``samples`` in memory, with the population file's population, hyperpriors and settings
     (its sampler and backend too),
     keeping MAX_ESS_DRAWS hyperparameter draws at most: refine reads the ESS and Var[ln L̂] at that many
     (as a fit of more does), q's S components and the moments' draws from them, and evaluating the
-    fit's other draws (3000 of the default 4000) would buy nothing. The chain runs as long (50 τ)."""
+    fit's other draws (3000 of the default 4000) would buy nothing. The chain runs as long (50 τ).
+    ``injections``: the population file's (:func:`_injections`), for a fit with selection effects."""
     from .reweighting import fit_population
 
     settings = fitted.settings
-    selection = {}
-    if settings.get("selection"):  # the same injections (and p_draw) as the population file's fit
-        injections, chosen = fitted.source.get("injections", {}), settings["selection"]
-        declared = chosen.get("draw_prior") or {}
-        selection = {"selection": injections.get("path"), "injections_total": chosen.get("injections_total"),
-                     "injections_group": chosen.get("group"),
-                     "draw_priors": None if "joint" in declared else [f"{k}={v}" for k, v in declared.items()]}
+    selection = {} if injections is None else {"selection": injections}  # the population file's, read up front
     sampler = settings.get("sampler", "emcee")  # and that fit's sampler, with its own options (others are refused)
     own = {"emcee": ("walkers", "max_steps"), "nuts": ("chains", "tune", "tune_thin"),
            "nested": ("live_points",)}.get(sampler, ())
@@ -511,6 +515,38 @@ def _components(fitted, n_components):
     return hyper
 
 
+def _injections(fitted, selection, pop_label):
+    """The :class:`Injections` a population was fitted with (None without selection effects): found
+    (``selection``, else the recorded path: as written, then beside the population file under that
+    relative path or that file name), verified against the recorded SHA-256, and read."""
+    chosen = fitted.settings.get("selection")
+    if not chosen:
+        return None
+    recorded, group = fitted.source.get("injections") or {}, chosen.get("group")
+    source = recorded.get("path") or ""
+    if group and source.endswith(f" (group {group})"):  # the path is recorded with its HDF5 group
+        source = source[:-len(f" (group {group})")]
+    if selection is not None:
+        path = str(selection)
+        if not os.path.isfile(path):
+            raise UsageError(f"--selection {path}: no such file; give the injections {pop_label} was fitted with "
+                             f"(recorded as {source!r}).", "--selection")
+    else:
+        path = recorded_file(source, pop_label)
+        if path is None:
+            raise InputDataError(f"{pop_label} was fitted with the injections {source!r} (--selection), which are not "
+                                 f"there (nor beside {pop_label}). Pass --selection PATH with that file.")
+    digest = file_sha256(path)
+    if recorded.get("sha256") and digest != recorded["sha256"]:
+        raise InputDataError(f"{path} is not the injections {pop_label} was fitted with: its SHA-256 is "
+                             f"{digest[:12]}…, the recorded one ({source!r}) {recorded['sha256'][:12]}…. Pass "
+                             f"--selection with the original file.")
+    declared = chosen.get("draw_prior") or {}
+    return read_injections(path, list(fitted.parameters),
+                           None if "joint" in declared else [f"{k}={v}" for k, v in declared.items()],
+                           chosen.get("injections_total"), group)
+
+
 def _data_table(samples, data, label):
     """The stage-one data, found (``data``, else the recorded path: as written, then beside the samples
     file under that relative path or that file name) and verified against the recorded SHA-256."""
@@ -525,10 +561,7 @@ def _data_table(samples, data, label):
         path = data
         if path is None:
             source = recorded.get("source")
-            beside = os.path.dirname(os.path.abspath(label))
-            candidates = [source, os.path.join(beside, source or ""),
-                          os.path.join(beside, os.path.basename(source or ""))]
-            path = next((c for c in candidates if c and c != "<stdin>" and os.path.isfile(c)), None)
+            path = recorded_file(source, label)
             if path is None:
                 raise InputDataError(
                     f"{label} was fitted to the data {source!r}, which is not there (nor beside {label}). Pass "

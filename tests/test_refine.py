@@ -15,6 +15,8 @@ from popinfer.errors import InputDataError, UsageError
 from popinfer.io.samples import read_samples
 from popinfer.refinement import refine
 
+from conftest import cli, refused
+
 HYPERPRIORS = ["mu=normal(0, 10)", "sigma=halfnormal(2)"]
 SMALL_FIT = dict(n_samples=400, max_steps=3000, n_reweighted=10, progress=False)
 
@@ -161,8 +163,84 @@ def test_the_fits_between_rounds_keep_the_selection_term(tmp_path, monkeypatch):
     monkeypatch.setattr(reweighting, "fit_population", recording)
     result = refine(samples, pop, seed=3, min_ess=400, rounds=1, progress=False, components=10)
     assert result.refitted and len(calls) == 1
-    assert calls[0]["selection"] == str(survey / "survey_injections.csv")
-    assert calls[0]["injections_total"] == 60000 and calls[0]["draw_priors"] == ["theta=normal(0.0, 1.5)"]
+    injections = calls[0]["selection"]  # read (and checked) once, before the refits
+    assert injections.source == str(survey / "survey_injections.csv")
+    assert injections.n_total == 60000 and injections.draw_prior == {"theta": "normal(0.0, 1.5)"}
+
+
+@pytest.fixture(scope="module")
+def selected(tmp_path_factory):
+    """A population fitted with --selection (a short chain: only the plumbing is tested), the injections
+    (a copy) beside it."""
+    root = tmp_path_factory.mktemp("selected")
+    survey = Path(__file__).resolve().parent.parent / "sample_data"
+    pd.read_csv(survey / "survey.csv").head(30).to_csv(root / "survey.csv", index=False)
+    pd.read_csv(survey / "survey_injections.csv").head(2000).to_csv(root / "inj.csv", index=False)
+    popinfer.fit_individuals(str(root / "survey.csv"), "normal", str(root / "s.h5"), n_draws=200, seed=1,
+                             progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        popinfer.fit_population(str(root / "s.h5"), "normal", str(root / "p.h5"),
+                                hyperpriors=["mu=normal(0, 2)", "sigma=halfnormal(2)"], seed=2,
+                                selection=str(root / "inj.csv"), injections_total=3000,
+                                draw_priors=["theta=normal(0, 1.5)"], n_samples=200, max_steps=200,
+                                n_reweighted=10, progress=False)
+    return root
+
+
+def test_moved_injections_are_refused_before_any_refit(selected, tmp_path, monkeypatch):
+    """The injections a population was fitted with are found and checked before the first refit: moved,
+    refine names them and --selection, and writes nothing (no output, no checkpoint)."""
+    import popinfer.refinement as refinement
+
+    for name in ("s.h5", "p.h5", "survey.csv"):
+        shutil.copy(selected / name, tmp_path / name)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.copy(selected / "inj.csv", moved / "inj.csv")  # the recorded path is selected/inj.csv
+    renamed = selected / "inj.csv.away"
+    shutil.move(selected / "inj.csv", renamed)
+    refits = []
+    monkeypatch.setattr(refinement, "fit_individuals", lambda *a, **k: refits.append(a) or 1 / 0)
+    try:
+        out = tmp_path / "r.h5"
+        args = ["refine", str(tmp_path / "s.h5"), str(tmp_path / "p.h5"), "-o", str(out), "--seed", "3",
+                "--min-ess", "400", "--rounds", "1", "--quiet"]
+        refused(cli(args), 1, str(selected / "inj.csv"), "--selection")
+        assert not refits and not out.exists() and not Path(f"{out}.partial").exists()
+        refused(cli(args + ["--selection", str(tmp_path / "none.csv")]), 2, "none.csv", "--selection")
+        refused(cli(args + ["--selection", str(tmp_path / "survey.csv")]), 1, "survey.csv", "SHA-256", "--selection")
+        assert not refits and not out.exists() and not Path(f"{out}.partial").exists()
+        monkeypatch.undo()
+        done = cli(args + ["--selection", str(moved / "inj.csv")])
+        assert done.exit_code == 0, done.output
+        assert read_samples(str(out)).ids == read_samples(str(tmp_path / "s.h5")).ids
+        shutil.copy(moved / "inj.csv", tmp_path / "inj.csv")  # beside the population file: found there
+        again = cli(args + ["--overwrite"])
+        assert again.exit_code == 0, again.output
+    finally:
+        shutil.move(renamed, selected / "inj.csv")
+
+
+def test_selection_for_a_fit_without_it_is_refused(fitted, tmp_path):
+    refused(cli(["refine", str(fitted / "s.h5"), str(fitted / "p.h5"), "-o", str(tmp_path / "r.h5"),
+                 "--selection", str(fitted / "data.csv")]), 2, "--selection", "without selection effects")
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_a_failure_after_refits_says_resume_continues_them(fitted, tmp_path, monkeypatch):
+    """A run that fails after some refits finished leaves them in OUT.partial and says --resume goes on."""
+    import popinfer.refinement as refinement
+
+    def failing(*args, **kwargs):
+        raise InputDataError("The population fit failed.")
+
+    monkeypatch.setattr(refinement, "_fit_again", failing)
+    out = tmp_path / "r.h5"
+    result = cli(["refine", str(fitted / "s.h5"), str(fitted / "p.h5"), "-o", str(out), "--seed", "4",
+                  "--min-ess", "10", "--rounds", "2", "--quiet"])
+    refused(result, 1, "The population fit failed.", f"{out}.partial", "--resume")
+    assert Path(f"{out}.partial").is_dir() and not out.exists()
 
 
 def test_fits_between_rounds_use_the_population_files_sampler(fitted, tmp_path):

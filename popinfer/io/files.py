@@ -218,6 +218,17 @@ def check_output(path, overwrite, inputs=()):
         raise OutputError(f"Cannot write {path}: no write permission in {parent}.")
 
 
+def recorded_file(recorded, beside):
+    """Where a file that another file recorded is now: ``recorded`` as written (absolute, or
+    relative to the working directory), else beside ``beside`` (the recording file) under that
+    relative path, else under its file name there. None when it is in none of those places (or
+    was ``<stdin>``)."""
+    if not recorded or recorded == "<stdin>":
+        return None
+    directory = os.path.dirname(os.path.abspath(str(beside)))
+    candidates = [recorded, os.path.join(directory, recorded), os.path.join(directory, os.path.basename(recorded))]
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
 
 def file_sha256(path, block=2**20):
     """SHA-256 hex digest of the file at ``path``, read in blocks (bounded memory)."""
