@@ -131,7 +131,7 @@ def export_file(path, output, to, table=None, overwrite=False, formula_safe=Fals
         raise UsageError(f"--to {to}: choose one of {', '.join(FORMATS)}.", "--to")
     if formula_safe and to != "csv":
         raise UsageError(f"--formula-safe applies to --to csv, not --to {to}.", "--formula-safe")
-    check_output(output, overwrite, inputs=[path])
+    check_output(output, overwrite, inputs=[path], binary=False)  # only csv and json go to stdout (text)
     kind, content = read_file(path)
     table = table or TABLES[kind][0]
     if table not in TABLES[kind]:

@@ -122,3 +122,68 @@ def test_fix_checks_in_the_api_and_of_an_unknown_name(files):
         check_fixed(get_population("mvnormal", ["a", "b"]), {"rho_a_b": 1.0})
     assert check_fixed(get_population("mvnormal", ["a", "b"]), {"rho_a_b": 0.5, "sigma_a": 2}) == {
         "rho_a_b": 0.5, "sigma_a": 2.0}
+
+
+def _binary_to_stdout(files):
+    """Every command that writes an HDF5 file, asked to write it to stdout (-o -)."""
+    samples, population = str(files / "s.h5"), str(files / "p.h5")
+    return {
+        "fit-individuals": ["fit-individuals", EIGHT, "-o", "-", "--model", "normal", "--quiet"],
+        "merge": ["merge", samples, "-o", "-"],
+        "fit-population": ["fit-population", samples, "-o", "-", *POP],
+        "refine": ["refine", samples, population, "-o", "-", "--quiet"],
+        "import-samples": ["import-samples", str(SAMPLE_DATA / "stan_draws.csv"), "-o", "-", "--id-column", "star",
+                           "--prior", "ecc=uniform(0, 1)"],
+    }
+
+
+@pytest.mark.parametrize("command", ["fit-individuals", "merge", "fit-population", "refine", "import-samples"])
+def test_binary_output_to_a_terminal_is_refused(files, in_tmp, monkeypatch, command):
+    """-o - with stdout a terminal wrote the HDF5 file's bytes to it; it is a usage error, with nothing written."""
+    import popinfer.io.files
+
+    monkeypatch.setattr(popinfer.io.files, "stdout_is_terminal", lambda: True)
+    result = run(_binary_to_stdout(files)[command])
+    refused(result, 2, "-o -: stdout is a terminal", "pipe it")
+    assert result.stdout == "" and os.listdir() == []
+
+
+def test_text_export_to_a_terminal_is_fine(files, monkeypatch):
+    import popinfer.io.files
+
+    monkeypatch.setattr(popinfer.io.files, "stdout_is_terminal", lambda: True)
+    result = run(["export", str(files / "p.h5"), "-o", "-", "--to", "csv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("draw") or "," in result.stdout.splitlines()[0]
+
+
+def test_a_real_terminal_is_recognised(tmp_path):
+    """The check itself, on a pseudo-terminal as stdout (a subprocess: click's runner is no terminal)."""
+    import subprocess
+    import sys
+    import threading
+
+    primary, secondary = os.openpty()
+    shown = []
+
+    def drain():  # what reaches the terminal (a full pseudo-terminal would block the writer)
+        try:
+            while chunk := os.read(primary, 65536):
+                shown.append(chunk)
+        except OSError:  # the writer closed its end
+            pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "popinfer", "fit-individuals", EIGHT, "-o", "-", "--model",
+                                 "normal", "--samples", "100", "--quiet"], stdout=secondary, stderr=subprocess.PIPE,
+                                cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+    finally:
+        os.close(secondary)
+        reader.join(timeout=10)
+        os.close(primary)
+    assert b"HDF" not in b"".join(shown)
+    assert result.returncode == 2, result.stderr
+    assert b"stdout is a terminal" in result.stderr and b"Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []

@@ -23,7 +23,7 @@ import tempfile
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
-from ..errors import OutputError
+from ..errors import OutputError, UsageError
 
 WORK_SUFFIX = ".tmp"
 _HELD = {}  # work directory -> its open, locked descriptor
@@ -141,6 +141,20 @@ def _fsync_file(path):
         os.close(fd)
 
 
+def _data_stdout():
+    """The stream a ``-o -`` output goes to: the real stdout, also while :func:`stdout_reserved_for_data`
+    points ``sys.stdout`` at stderr."""
+    return _DATA_STDOUT[-1] if _DATA_STDOUT else sys.stdout
+
+
+def stdout_is_terminal():
+    """Whether a ``-o -`` output would go to a terminal."""
+    try:
+        return _data_stdout().isatty()
+    except (AttributeError, ValueError):  # no stream, or a closed one: not a terminal
+        return False
+
+
 def publish(temporary, path, overwrite):
     """Move a finished temporary file to ``path`` atomically (``-``: copy to stdout).
 
@@ -151,7 +165,7 @@ def publish(temporary, path, overwrite):
     """
     try:
         if str(path) == "-":
-            stdout = _DATA_STDOUT[-1] if _DATA_STDOUT else sys.stdout
+            stdout = _data_stdout()
             with open(temporary, "rb") as source:
                 shutil.copyfileobj(source, stdout.buffer)
             stdout.buffer.flush()
@@ -183,14 +197,19 @@ def _same_file(output, source):
         return os.path.realpath(output) == os.path.realpath(source)
 
 
-def check_output(path, overwrite, inputs=()):
+def check_output(path, overwrite, inputs=(), binary=True):
     """Fail early, before any work, if ``path`` cannot be written.
 
     An output that is one of ``inputs`` (or a link to one) is refused whatever
     ``overwrite`` says: replacing it would destroy the input. A symbolic link at
-    ``path`` counts as an existing output (it is replaced, never followed).
+    ``path`` counts as an existing output (it is replaced, never followed). A ``binary``
+    output to ``-`` is refused while stdout is a terminal (text, ``binary=False``, is not).
     """
     if str(path) == "-":
+        if binary and stdout_is_terminal():
+            raise UsageError("-o -: stdout is a terminal, and the output is a binary HDF5 file. Redirect it or pipe "
+                             "it (popinfer fit-individuals data.csv -o - --model normal | popinfer fit-population - "
+                             "-o pop.h5 ..., or ... -o - > out.h5), or give a file name: -o FILE.", "-o")
         return
     if str(path) == "":
         raise OutputError("The output name is empty: give a file name (-o FILE), or -o - for standard output.")
