@@ -46,7 +46,7 @@ import h5py
 import numpy as np
 
 from ..blocks import object_blocks
-from ..errors import FileFormatError, OutputError, UsageError
+from ..errors import FileFormatError, InputDataError, OutputError, UsageError
 from .files import fsync_directory, open_locked
 from .hdf5 import (STRING, attribute_value, check_dataset_types, check_self_contained, check_shapes, close_quietly, discard, file_bytes,
                    first_nonfinite_row, mapped, open_popinfer_file, publish, read_json_attr, read_string_list,
@@ -260,6 +260,7 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None, positions=No
     :func:`merge_shards` writes (``/objects/position``: a ``refine --shard`` shard's
     objects are not one slice of them).
     """
+    check_unique_ids(samples.ids, f"The samples for {path}")
     reserve_space(path, layout_bytes(samples.n_objects, samples.n_draws, len(samples.parameters)))
     temporary, handle = temporary_path(path), None
     ragged = is_ragged(samples.draw_counts, samples.n_draws)
@@ -277,6 +278,36 @@ def write_samples(samples, path, overwrite=False, extra_attrs=None, positions=No
     except BaseException:
         discard(handle, temporary)
         raise
+
+
+def repeated_id(ids):
+    """The first object id that ``ids`` holds twice (by the row of its second appearance) and the
+    rows (0-based) that hold it, or None when every id is distinct."""
+    if len(ids) < 2:
+        return None
+    _, first, inverse = np.unique(np.asarray(ids, dtype=str), return_index=True, return_inverse=True)
+    again = np.flatnonzero(first[inverse] != np.arange(len(ids)))
+    if not again.size:
+        return None
+    row = int(again[0])
+    return ids[row], np.flatnonzero(inverse == inverse[row])
+
+
+def _rows_text(rows):
+    """Rows (0-based) as text, counting from 1: "2 and 6", "1, 4, 9 and 2 more"."""
+    shown = [str(int(r) + 1) for r in rows[:5]]
+    rest = [f"{len(rows) - 5} more"] if len(rows) > 5 else []
+    words = shown + rest
+    return ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else words[0]
+
+
+def check_unique_ids(ids, label):
+    """Refuse samples to write whose object ids repeat (stage two would count the object twice)."""
+    repeated = repeated_id(ids)
+    if repeated is not None:
+        raise InputDataError(f"{label}: the object id {repeated[0]!r} is given to several objects (rows "
+                             f"{_rows_text(repeated[1])}, counting from 1); each object needs its own id, so "
+                             f"nothing was written. Rename or join those objects.")
 
 
 def check_finite_draws(draws, ids, label, offset=0, draw_counts=None):
@@ -394,6 +425,12 @@ def read_header(handle, label):
                                   f"(objects, draws, parameters). Regenerate it.")
         n_objects, n_draws, n_dim = samples.shape
         ids = list(handle["objects/id"].asstr()[()])
+        repeated = repeated_id(ids)
+        if repeated is not None:
+            raise FileFormatError(
+                f"{label} holds the object id {repeated[0]!r} more than once (rows {_rows_text(repeated[1])} of "
+                f"/objects/id, counting from 1): stage two would count that object twice. Give each object its "
+                f"own id and regenerate the file (merge refuses overlapping shards).")
         parameters = read_string_list(samples.attrs["parameters"])
         diagnostics = handle.get("diagnostics", {})
         check_shapes(label, "samples", {
@@ -820,6 +857,12 @@ def merge_shards(paths, output=None, overwrite=False):
     for shard, place in zip(ordered, places):
         for k, object_id in enumerate(shard[4].ids):
             ids[place[k]] = object_id
+    repeated = repeated_id(ids)
+    if repeated is not None:
+        holding = [shard[5] for shard in ordered if repeated[0] in shard[4].ids]
+        raise FileFormatError(f"The object id {repeated[0]!r} is in more than one shard ({', '.join(holding)}): "
+                              f"the shards overlap, so merging them would hold that object twice. Merge the "
+                              f"shards of one --shard I/N run, each once.")
     header = Samples(ids=ids, parameters=top.parameters, samples=None,
                      log_interim_prior=None, log_likelihood=None, diagnostics={}, model=top.model,
                      interim_prior=top.interim_prior, settings=top.settings, seed=top.seed,
