@@ -107,7 +107,8 @@ def _trusted_population(result, label, trust_code):
     from .populations import population_of_file
 
     try:
-        return population_of_file(result.population, result.parameters, label, trust_code)
+        return population_of_file(result.population, result.parameters, label, trust_code,
+                                  result.source.get("population"))
     except UntrustedCodeError as exc:
         warnings.warn(f"{exc} The population density is left out of the figure.", UserWarning, stacklevel=3)
         return None

@@ -57,6 +57,7 @@ from .reweighting.diagnostics import LOW_ESS_FRACTION, MAX_ESS_DRAWS
 from .reweighting.fit import check_min_ess
 from .seeds import resolve_seed
 from .table import read_table, table_from_frame
+from .user_functions import recorded_code
 
 DEFENSIVE_WEIGHT = 0.2    # λ, the share of p0 in p0'
 COMPONENTS = 200          # S, hyperparameter draws in q
@@ -230,7 +231,10 @@ def refine(samples, population, output=None, *, data=None, selection=None, seed=
     digests = file_sha256(samples), file_sha256(population)
     _check_pair(stage_one, fitted, label, pop_label, digests[0])
     _check_model(stage_one.model, label, trust_code)
-    density = population_of_file(fitted.population, fitted.parameters, pop_label, trust_code)
+    model = (stage_one.model if stage_one.model in BUILTIN_MODELS else
+             recorded_code(stage_one.model, stage_one.settings.get("model_code"), label, "model"))
+    density = population_of_file(fitted.population, fitted.parameters, pop_label, trust_code,
+                                 fitted.source.get("population"))
     if selection is not None and not fitted.settings.get("selection"):
         raise UsageError(f"--selection {selection}: {pop_label} was fitted without selection effects, so refine uses "
                          f"no injections; leave out --selection.", "--selection")
@@ -280,12 +284,12 @@ def refine(samples, population, output=None, *, data=None, selection=None, seed=
         if progress:
             print(f"refine: round {round_index + 1}: refitting {chosen.size} object(s)", file=sys.stderr)
         refits = _refit(current, table, chosen, new_counts, spec, refit_seed, workers, progress, execution,
-                        round_index)
+                        round_index, model)
         current = _assemble(current, chosen, refits, new_counts, spec, seed, command, min_ess)
         refitted[chosen] = True
         if shard:
             break  # one round: the next needs every shard's refits
-        current_fit = _fit_again(current, fitted, min_ess, fit_seed, progress, injections)
+        current_fit = _fit_again(current, fitted, min_ess, fit_seed, progress, injections, density)
         after = _fit_diagnostics(current_fit, current.object_draw_counts, min_ess)
         if moment_error is not None:
             moments = _moment_shares(current, current_fit, density)
@@ -368,13 +372,14 @@ def _check_model(model, label, trust_code):
                                  f"code. If you trust it, pass --trust-code (trust_code=True).", "--trust-code")
 
 
-def _fit_again(samples, fitted, min_ess, seed, progress, injections=None):
+def _fit_again(samples, fitted, min_ess, seed, progress, injections=None, density=None):
     """Stage two on ``samples`` in memory, with the population file's population, hyperpriors and settings
     (its sampler and backend too),
     keeping MAX_ESS_DRAWS hyperparameter draws at most: refine reads the ESS and Var[ln L̂] at that many
     (as a fit of more does), q's S components and the moments' draws from them, and evaluating the
     fit's other draws (3000 of the default 4000) would buy nothing. The chain runs as long (50 τ).
-    ``injections``: the population file's (:func:`_injections`), for a fit with selection effects."""
+    ``density``: the file's population (its user code found where the file records it); ``injections``:
+    the population file's (:func:`_injections`), for a fit with selection effects."""
     from .reweighting import fit_population
 
     settings = fitted.settings
@@ -389,7 +394,7 @@ def _fit_again(samples, fitted, min_ess, seed, progress, injections=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # this fit's diagnostics are what refine reads and reports
         return fit_population(
-            samples, fitted.population, parameters=fitted.parameters, hyperpriors=dict(fitted.hyperprior),
+            samples, fitted.population if density is None else density, parameters=fitted.parameters, hyperpriors=dict(fitted.hyperprior),
             fixed=dict(fitted.fixed), min_ess=min_ess, max_variance=settings.get("max_variance"),
             n_samples=min(int(settings.get("samples", 4000)), MAX_ESS_DRAWS), n_reweighted=1, seed=seed,
             progress=progress, sampler=sampler, **sampler_options, **selection,
@@ -578,9 +583,11 @@ def _data_table(samples, data, label):
     return table
 
 
-def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress, execution=None, round_index=0):
+def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress, execution=None, round_index=0,
+           model=None):
     """Stage one under p0' for the chosen objects, one run per distinct K_n': {object index: (Samples, row)}.
-    With a checkpoint, each run is one of its refits (read back when a resumed run finds it finished)."""
+    With a checkpoint, each run is one of its refits (read back when a resumed run finds it finished).
+    ``model``: the samples' model, a user model's file found where they record it (default: as named)."""
     execution = execution or _Execution()
     slices = _group_batches(samples, chosen, new_counts, execution)
 
@@ -598,7 +605,7 @@ def _refit(samples, table, chosen, new_counts, spec, seed, workers, progress, ex
 
         def fit(output=None):
             return fit_individuals(
-                frame, samples.model, output, priors=dict(samples.interim_prior),
+                frame, samples.model if model is None else model, output, priors=dict(samples.interim_prior),
                 fixed=dict(settings.get("fixed") or {}), columns=dict(settings.get("columns") or {}),
                 id_column=table.id_column, n_draws=int(n_draws),
                 max_steps=max(int(settings.get("max_steps", 20000)), 1),

@@ -9,13 +9,61 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
 from .distributions import parse_distribution
-from .errors import ModelError, UsageError
+from .errors import InputDataError, ModelError, UsageError
 from .guard import no_exit
+from .io.files import file_sha256, recorded_file
+
+
+def _names_file(target):
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def code_record(spec):
+    """``{"spec", "path", "sha256"}`` of the file a ``file.py:function`` spec names (its absolute path),
+    None for ``package.module:function`` (found by import) or a file that is not there: what a
+    file recording the spec keeps, so that a later command run from any directory finds the
+    same code (:func:`recorded_code`)."""
+    target, sep, _ = str(spec).rpartition(":")
+    if not sep or not _names_file(target) or not os.path.isfile(target):
+        return None
+    return {"spec": str(spec), "path": os.path.abspath(target), "sha256": file_sha256(target)}
+
+
+def recorded_code(spec, record, label, noun):
+    """The spec to load the code that the file ``label`` names (``spec``, as given when it was
+    written; ``record``, its :func:`code_record` or None in older files): the file at the recorded
+    absolute path, else ``spec``'s path as written, else beside ``label`` (under that relative path
+    or its file name), checked against the recorded SHA-256. A module spec is returned as it is.
+
+    Raises
+    ------
+    InputDataError
+        The file is in none of those places, or is not the recorded one.
+    """
+    target, sep, attribute = str(spec).rpartition(":")
+    if not sep or not _names_file(target):
+        return spec
+    record = record if record and record.get("spec") == spec else {}  # a record of this spec only
+    found = next((path for path in (record.get("path"), recorded_file(target, label)) if path and
+                  os.path.isfile(path)), None)
+    if found is None:
+        looked = record.get("path") or os.path.abspath(target)
+        beside = os.path.join(os.path.dirname(os.path.abspath(label)), os.path.basename(target))
+        raise InputDataError(f"{label} names the user {noun} {spec!r}, whose file is not at {looked} nor at "
+                             f"{beside}. Put {os.path.basename(target)} back at one of them (beside {label} will "
+                             f"do) and rerun.")
+    digest = record.get("sha256")
+    if digest and file_sha256(found) != digest:
+        raise InputDataError(f"{found} is not the code {label} was made with: its SHA-256 is "
+                             f"{file_sha256(found)[:12]}…, the recorded one {digest[:12]}…. Restore that version "
+                             f"of the file, or run the command that made {label} again with this one.")
+    return f"{found}:{attribute}"
 
 
 def load_callable(spec, option):
@@ -27,7 +75,7 @@ def load_callable(spec, option):
             f"package.module:function.",
             option,
         )
-    if target.endswith(".py") or "/" in target or "\\" in target:
+    if _names_file(target):
         path = Path(target)
         if not path.is_file():
             raise UsageError(f"{option} {spec!r}: the file {target!r} does not exist.", option)

@@ -22,6 +22,7 @@ from ..mcmc import MIN_AUTOCORR_TIMES, ConvergenceWarning, InterimEdgeWarning, m
 from ..models import get_model
 from ..seeds import resolve_seed
 from ..table import read_table, table_from_frame
+from ..user_functions import code_record
 from .executors import BatchTask, results_in_order
 from .sampler import buffer_capacity, required_autocorr_times
 
@@ -287,6 +288,9 @@ class RunPlan:
             "fixed": fixed,
             "data": {"source": table.source, "sha256": table.sha256},
         }
+        code = code_record(model.spec) if hasattr(model, "spec") else None
+        if code is not None:  # a user model's file, found again by refine run from any directory
+            self.settings["model_code"] = code
         self.interim_prior = {name: prior.spec for name, prior in prior_by_name.items()}
         mixture = None
         if interim_mixture is not None:  # p0' = λ p0 + (1 − λ) q in place of p0

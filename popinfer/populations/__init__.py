@@ -6,6 +6,7 @@ from .mixture import MixturePopulation
 from .mvnormal import MvNormalPopulation
 from .univariate import (BetaPopulation, GammaPopulation, LogNormalPopulation, NormalPopulation,
                          PowerLawPopulation, StudentTPopulation, TruncNormalPopulation, UniformPopulation)
+from ..user_functions import recorded_code
 from .user import UserPopulation
 
 BUILTIN_POPULATIONS = {cls.name: cls for cls in (
@@ -45,24 +46,30 @@ def get_population(name, parameters):
     )
 
 
-def population_of_file(name, parameters, label, trust_code=False):
+def population_of_file(name, parameters, label, trust_code=False, record=None):
     """The population a population file names (its ``population`` attribute).
 
     The one place where a population named *in a file* is resolved: a built-in is
     built; anything else names code (``file.py:function`` or ``module:function``),
     which is imported and run only when ``trust_code`` — opening a file received
-    from someone else must never run code.
+    from someone else must never run code. ``record`` (the file's ``source["population"]``,
+    absent in older files) is where that code's file was and its SHA-256: the file is
+    found there, else as written, else beside ``label`` (``user_functions.recorded_code``).
 
     Raises
     ------
     UntrustedCodeError
         The file names user code and ``trust_code`` is false.
+    InputDataError
+        The code's file is not found, or is not the recorded one.
     """
     if name not in BUILTIN_POPULATIONS and not trust_code:
         raise UntrustedCodeError(
             f"{label} names the user population {name!r}: evaluating it would import and run that code, "
             f"which popinfer does not do for code named in a file. If you trust {name!r}, pass --trust-code "
             f"(trust_code=True).", "--trust-code")
+    if name not in BUILTIN_POPULATIONS:
+        name = recorded_code(name, record, label, "population")
     return get_population(name, parameters)
 
 

@@ -20,6 +20,8 @@ from ..errors import UsageError
 from ..io.hdf5 import check_output, reserves_stdout
 from ..io.population import PopulationResult, PopulationWriter
 from ..populations import get_population
+from ..populations.user import UserPopulation
+from ..user_functions import code_record
 from ..seeds import resolve_seed
 from ..threads import single_threaded_blas
 from .diagnostics import (LOW_ESS_FRACTION, MAX_ESS_DRAWS, PopulationDiagnosticWarning, check_interim_support,
@@ -165,6 +167,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         raise UsageError(f"--observing-time must be a positive number, got {observing_time!r}.", "--observing-time")
     if injections is not None:
         source = {**source, "injections": injections.provenance()}
+    code = code_record(population.spec) if isinstance(population, UserPopulation) else None
+    if code is not None:  # found again from any directory (``population_of_file``)
+        source = {**source, "population": code}
     fixed = check_fixed(population, parse_options(fixed, parse_value, "--fix"))
     priors = resolve_hyperpriors(population, hyperpriors, fixed, data_scale(theta, parameters))
     names = list(priors)
