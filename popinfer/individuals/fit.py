@@ -60,6 +60,11 @@ def _digest(table, columns):
     return hasher.hexdigest()
 
 
+# The stack level of the user's call in stage one's warnings: warnings.warn ← _warn_* ←
+# fit_individuals ← reserves_stdout's wrapper (io/files.py) ← the caller of fit_individuals.
+CALLER = 4
+
+
 def _warn_unconverged(ids, diagnostics, n_draws, n_walkers):
     required = required_autocorr_times(n_draws, n_walkers) * diagnostics["autocorr_time"].max(axis=1)
     short = diagnostics["n_steps"] < required
@@ -71,7 +76,7 @@ def _warn_unconverged(ids, diagnostics, n_draws, n_walkers):
             f"{few.size} object(s) reached --max-steps before the kept half of their chain held K = {n_draws} "
             f"effectively independent positions (effective draws among the K kept: {listed}{more}). Their "
             f"draws are valid but correlated, so stage two's ESS and Var[ln L̂] will be optimistic for them; "
-            f"raise --max-steps or --walkers."), stacklevel=3)
+            f"raise --max-steps or --walkers."), stacklevel=CALLER)
     bad = np.flatnonzero(~diagnostics["converged"])
     if not bad.size:
         return
@@ -86,7 +91,7 @@ def _warn_unconverged(ids, diagnostics, n_draws, n_walkers):
             f"within --max-steps: {listed}{more}. Their draws are kept but may be unreliable; raise "
             f"--max-steps, or check these objects' data and priors (multimodal or unconstrained posterior)."
         ),
-        stacklevel=3,
+        stacklevel=CALLER,
     )
 
 
@@ -144,7 +149,7 @@ def _warn_interim_edges(samples, prior_by_name, supports):
         f"from them, are truncated there: widen the interim prior of {', '.join(names)} (--prior NAME=DIST) "
         f"to cover the values the data allow. If the bound is physical (the parameter cannot lie beyond it), "
         f"the draws are right as they are; fit them with a population bounded there too (e.g. truncnormal)."),
-        stacklevel=3)
+        stacklevel=CALLER)
 
 
 @reserves_stdout
