@@ -51,8 +51,9 @@ def test_refine_and_plot_from_another_directory(fitted, tmp_path, monkeypatch):
     work = fitted / "work"
     result = cli(["plot", str(work / "p.h5"), "-o", "pop.png", "--trust-code"])
     assert result.exit_code == 0, result.output
+    # every object refitted, then the population fitted again: both user functions loaded
     result = cli(["refine", str(work / "s.h5"), str(work / "p.h5"), "-o", "r.h5", "--trust-code", "--rounds", "1",
-                  "--min-ess", "1000000", "--seed", "3", "--quiet"])  # every object refitted, the population fitted again
+                  "--min-ess", "1000000", "--seed", "3", "--quiet"])
     assert result.exit_code == 0, result.output
     assert len(read_samples("r.h5").ids) == 4
 
