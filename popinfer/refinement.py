@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputDataError, UntrustedCodeError, UsageError
+from .errors import InputDataError, UsageError
 from .individuals import batch_count, check_shard, fit_individuals, shard_slice
 from .injections import read_injections
 from .interim import MixtureSpec
@@ -57,7 +57,7 @@ from .reweighting.diagnostics import LOW_ESS_FRACTION, MAX_ESS_DRAWS
 from .reweighting.fit import check_min_ess
 from .seeds import resolve_seed
 from .table import read_table, table_from_frame
-from .user_functions import recorded_code
+from .user_functions import trusted_code
 
 DEFENSIVE_WEIGHT = 0.2    # λ, the share of p0 in p0'
 COMPONENTS = 200          # S, hyperparameter draws in q
@@ -230,9 +230,10 @@ def refine(samples, population, output=None, *, data=None, selection=None, seed=
     fitted = read_population(population)
     digests = file_sha256(samples), file_sha256(population)
     _check_pair(stage_one, fitted, label, pop_label, digests[0])
-    _check_model(stage_one.model, label, trust_code)
+    _check_model(stage_one.model, label)
     model = (stage_one.model if stage_one.model in BUILTIN_MODELS else
-             recorded_code(stage_one.model, stage_one.settings.get("model_code"), label, "model"))
+             trusted_code(stage_one.model, stage_one.settings.get("model_code"), label, "model", trust_code,
+                          "refitting"))
     density = population_of_file(fitted.population, fitted.parameters, pop_label, trust_code,
                                  fitted.source.get("population"))
     if selection is not None and not fitted.settings.get("selection"):
@@ -361,15 +362,10 @@ def _rows(samples, rows):
         joint_interim=pick(samples.joint_interim))
 
 
-def _check_model(model, label, trust_code):
-    if model in BUILTIN_MODELS:
-        return
+def _check_model(model, label):
     if model == "imported":
         raise UsageError(f"{label} holds imported draws (import-samples): popinfer has no model to refit its "
                          f"objects with. Refit them with the fitter that made them.")
-    if not trust_code:
-        raise UntrustedCodeError(f"{label} names the user model {model!r}: refitting would import and run that "
-                                 f"code. If you trust it, pass --trust-code (trust_code=True).", "--trust-code")
 
 
 def _fit_again(samples, fitted, min_ess, seed, progress, injections=None, density=None):

@@ -15,7 +15,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from .distributions import parse_distribution
-from .errors import InputDataError, ModelError, UsageError
+from .errors import InputDataError, ModelError, UntrustedCodeError, UsageError
 from .guard import no_exit
 from .io.files import file_sha256, recorded_file
 
@@ -37,33 +37,57 @@ def code_record(spec):
 
 def recorded_code(spec, record, label, noun):
     """The spec to load the code that the file ``label`` names (``spec``, as given when it was
-    written; ``record``, its :func:`code_record` or None in older files): the file at the recorded
-    absolute path, else ``spec``'s path as written, else beside ``label`` (under that relative path
-    or its file name), checked against the recorded SHA-256. A module spec is returned as it is.
+    written; ``record``, its :func:`code_record` or None in older files). The places looked at, in
+    order: the recorded absolute path, ``spec``'s path as written, beside ``label`` (under that
+    relative path or its file name); with a recorded SHA-256 the first file there that has it, else
+    (older files) the first file there. A module spec is returned as it is. Nothing is imported:
+    the caller names the returned file when it asks for trust (:func:`trusted_code`).
 
     Raises
     ------
     InputDataError
-        The file is in none of those places, or is not the recorded one.
+        The file is in none of those places, or none there is the recorded one.
     """
     target, sep, attribute = str(spec).rpartition(":")
     if not sep or not _names_file(target):
         return spec
     record = record if record and record.get("spec") == spec else {}  # a record of this spec only
-    found = next((path for path in (record.get("path"), recorded_file(target, label)) if path and
-                  os.path.isfile(path)), None)
-    if found is None:
+    directory = os.path.dirname(os.path.abspath(label))
+    places = [record.get("path"), target, os.path.join(directory, target), os.path.join(directory,
+                                                                                     os.path.basename(target))]
+    found = list(dict.fromkeys(os.path.abspath(p) for p in places if p and os.path.isfile(p)))
+    if not found:
         looked = record.get("path") or os.path.abspath(target)
-        beside = os.path.join(os.path.dirname(os.path.abspath(label)), os.path.basename(target))
+        beside = os.path.join(directory, os.path.basename(target))
         raise InputDataError(f"{label} names the user {noun} {spec!r}, whose file is not at {looked} nor at "
                              f"{beside}. Put {os.path.basename(target)} back at one of them (beside {label} will "
                              f"do) and rerun.")
     digest = record.get("sha256")
-    if digest and file_sha256(found) != digest:
-        raise InputDataError(f"{found} is not the code {label} was made with: its SHA-256 is "
-                             f"{file_sha256(found)[:12]}…, the recorded one {digest[:12]}…. Restore that version "
-                             f"of the file, or run the command that made {label} again with this one.")
-    return f"{found}:{attribute}"
+    chosen = next((path for path in found if not digest or file_sha256(path) == digest), None)
+    if chosen is None:
+        raise InputDataError(f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} not the code {label} was "
+                             f"made with (SHA-256 {digest[:12]}…). Restore that version of "
+                             f"{os.path.basename(target)}, or run the command that made {label} again with this "
+                             f"one.")
+    return f"{chosen}:{attribute}"
+
+
+def trusted_code(spec, record, label, noun, trust_code, doing):
+    """:func:`recorded_code`, allowed to run only with ``trust_code``: the refusal names the file
+    that would run (a file's record could point anywhere), or the spec where none is found."""
+    try:
+        resolved = recorded_code(spec, record, label, noun)
+    except InputDataError:
+        if trust_code:
+            raise
+        resolved = spec  # nothing would run; the trust question comes first, as it always did
+    if not trust_code:
+        where = resolved.rpartition(":")[0] if resolved != spec else spec
+        raise UntrustedCodeError(
+            f"{label} names the user {noun} {spec!r} ({where}): {doing} would import and run that code, which "
+            f"popinfer does not do for code named in a file. If you trust {where}, pass --trust-code "
+            f"(trust_code=True).", "--trust-code")
+    return resolved
 
 
 def load_callable(spec, option):

@@ -87,3 +87,53 @@ def test_moved_code_is_found_beside_the_file_or_named(fitted, tmp_path, monkeypa
     finally:
         for name in ("decay_model.py", "halfnormal_population.py"):
             shutil.move(away / name, work / name)
+
+
+def _with_recorded_path(source_file, destination, path):
+    """A copy of a population file whose record of its code points at ``path``."""
+    import json
+
+    import h5py
+
+    shutil.copy(source_file, destination)
+    with h5py.File(destination, "r+") as handle:
+        source = json.loads(handle.attrs["source"])
+        source["population"]["path"] = str(path)
+        handle.attrs["source"] = json.dumps(source)
+
+
+def test_the_trust_question_names_the_file_that_would_run(fitted, tmp_path, monkeypatch):
+    """A file's record could point anywhere: the refusal without --trust-code names the file that
+    would run, not only the spec as written (which, from ``work``, names another file)."""
+    work = fitted / "work"
+    other = tmp_path / "elsewhere" / "other.py"
+    other.parent.mkdir()
+    shutil.copy(work / "halfnormal_population.py", other)  # the recorded SHA-256, so it would be chosen
+    _with_recorded_path(work / "p.h5", tmp_path / "p.h5", other)
+    monkeypatch.chdir(work)
+    # plot leaves an untrusted density out of the figure, with the refusal as a warning
+    result = cli(["plot", str(tmp_path / "p.h5"), "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 0, result.output
+    assert f"If you trust {other}, pass --trust-code" in result.output
+    refused(cli(["refine", str(work / "s.h5"), str(tmp_path / "p.h5"), "-o", str(tmp_path / "r.h5"), "--quiet"]), 2,
+            f"If you trust {work / 'decay_model.py'}, pass --trust-code")
+
+
+def test_the_candidate_with_the_recorded_digest_is_chosen(fitted, tmp_path, monkeypatch):
+    """The recorded path holds an edited file, the one beside the population file is the recorded
+    code: that one is run (the first file found used to be taken, and refused)."""
+    work = fitted / "work"
+    edited = tmp_path / "edited" / "halfnormal_population.py"
+    edited.parent.mkdir()
+    shutil.copy(work / "halfnormal_population.py", edited)
+    with open(edited, "a") as handle:
+        handle.write("# edited\n")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    _with_recorded_path(work / "p.h5", moved / "p.h5", edited)
+    shutil.copy(work / "halfnormal_population.py", moved / "halfnormal_population.py")
+    monkeypatch.chdir(tmp_path)
+    result = cli(["plot", str(moved / "p.h5"), "-o", "pop.png", "--trust-code"])
+    assert result.exit_code == 0, result.output
+    os.remove(moved / "halfnormal_population.py")  # now no candidate has the recorded digest
+    refused(cli(["plot", str(moved / "p.h5"), "-o", "pop2.png", "--trust-code"]), 1, str(edited), "SHA-256")

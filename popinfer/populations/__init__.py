@@ -1,12 +1,12 @@
 """Population densities f(θ; α) of stage two: the built-ins and user-supplied functions."""
 
-from ..errors import FileFormatError, UntrustedCodeError, UsageError
+from ..errors import FileFormatError, UsageError
 from .base import LinearForm, Population
 from .mixture import MixturePopulation
 from .mvnormal import MvNormalPopulation
 from .univariate import (BetaPopulation, GammaPopulation, LogNormalPopulation, NormalPopulation,
                          PowerLawPopulation, StudentTPopulation, TruncNormalPopulation, UniformPopulation)
-from ..user_functions import recorded_code
+from ..user_functions import trusted_code
 from .user import UserPopulation
 
 BUILTIN_POPULATIONS = {cls.name: cls for cls in (
@@ -63,13 +63,8 @@ def population_of_file(name, parameters, label, trust_code=False, record=None):
     InputDataError
         The code's file is not found, or is not the recorded one.
     """
-    if name not in BUILTIN_POPULATIONS and not trust_code:
-        raise UntrustedCodeError(
-            f"{label} names the user population {name!r}: evaluating it would import and run that code, "
-            f"which popinfer does not do for code named in a file. If you trust {name!r}, pass --trust-code "
-            f"(trust_code=True).", "--trust-code")
     if name not in BUILTIN_POPULATIONS:
-        name = recorded_code(name, record, label, "population")
+        name = trusted_code(name, record, label, "population", trust_code, "evaluating it")
     return get_population(name, parameters)
 
 
