@@ -377,14 +377,16 @@ def _fit_again(samples, fitted, min_ess, seed, progress, injections=None, densit
     ``density``: the file's population (its user code found where the file records it); ``injections``:
     the population file's (:func:`_injections`), for a fit with selection effects."""
     from .reweighting import fit_population
+    from .reweighting.samplers import ACCEPTED, SAMPLER_OPTIONS
 
     settings = fitted.settings
     selection = {} if injections is None else {"selection": injections}  # the population file's, read up front
     sampler = settings.get("sampler", "emcee")  # and that fit's sampler, with its own options (others are refused)
-    own = {"emcee": ("walkers", "max_steps"), "nuts": ("chains", "tune", "tune_thin"),
-           "nested": ("live_points",)}.get(sampler, ())
-    keyword = {"walkers": "n_walkers"}  # the settings' names of fit_population's options
-    sampler_options = {keyword.get(name, name): int(settings[name]) for name in own if settings.get(name) is not None}
+    own = SAMPLER_OPTIONS.get(sampler)
+    own = ACCEPTED if own is None else own  # a sampler registered without its options: emcee's settings
+    recorded = {"n_walkers": "walkers"}  # the settings' names of fit_population's options
+    sampler_options = {key: int(settings[recorded.get(key, key)]) for key in own if key != "moves"
+                       and settings.get(recorded.get(key, key)) is not None}
     if sampler == "emcee":  # a file that records no moves was fitted with the stretch move
         sampler_options["moves"] = settings.get("moves", "stretch")
     with warnings.catch_warnings():

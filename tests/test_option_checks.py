@@ -120,6 +120,8 @@ def test_fix_checks_in_the_api_and_of_an_unknown_name(files):
 
     with pytest.raises(UsageError, match=r"-1 < rho_a_b < 1"):
         check_fixed(get_population("mvnormal", ["a", "b"]), {"rho_a_b": 1.0})
+    # a name mvnormal lacks (sigma_* of no parameter) is left to the unknown-name check, not told its domain
+    assert check_fixed(get_population("mvnormal", ["a", "b"]), {"sigma_typo": -1.0}) == {"sigma_typo": -1.0}
     assert check_fixed(get_population("mvnormal", ["a", "b"]), {"rho_a_b": 0.5, "sigma_a": 2}) == {
         "rho_a_b": 0.5, "sigma_a": 2.0}
 

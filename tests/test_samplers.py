@@ -1,6 +1,7 @@
 """The stage-two sampler interface, end to end with a second sampler: exact sampling on a grid."""
 
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -190,17 +191,14 @@ def test_an_error_inside_the_log_probability_prints_nothing_on_stdout(capfd):
 
 
 @pytest.mark.parametrize("sampler, option, value, owner", [
-    ("nuts", "--walkers", "8", "emcee"), ("nuts", "--max-steps", "100", "emcee"), ("nuts", "--moves", "de", "emcee"),
-    ("nuts", "--live-points", "50", "nested"),
-    ("nested", "--walkers", "8", "emcee"), ("nested", "--max-steps", "100", "emcee"),
+    ("nuts", "--moves", "de", "emcee"), ("nuts", "--live-points", "50", "nested"),
     ("nested", "--chains", "2", "nuts"), ("nested", "--tune", "50", "nuts"), ("nested", "--tune-thin", "2", "nuts"),
     ("emcee", "--chains", "2", "nuts"), ("emcee", "--tune", "50", "nuts"), ("emcee", "--tune-thin", "2", "nuts"),
     ("emcee", "--live-points", "50", "nested")])
 def test_a_sampler_option_given_with_a_sampler_that_ignores_it_is_a_usage_error(tmp_path, sampler, option, value,
                                                                                  owner):
-    """--walkers and --max-steps with nuts or nested were ignored without a word (their defaults
-    were click's, so a given value could not be told from none); now every sampler option is
-    refused with a sampler that does not use it, naming the option and its sampler."""
+    """A sampler option given with a sampler that does not use it is refused, naming the option and
+    its sampler (--walkers and --max-steps are named in a warning instead: below)."""
     exact_samples(tmp_path / "s.h5")
     result = cli(["fit-population", str(tmp_path / "s.h5"), "-o", str(tmp_path / "pop.h5"), "--population", "normal",
                   "--fix", f"sigma={SIGMA}", "--sampler", sampler, option, value, "--quiet"])
@@ -216,15 +214,30 @@ def test_the_emcee_options_left_out_take_their_documented_defaults(tmp_path):
     result = popinfer.fit_population(str(tmp_path / "s.h5"), "normal", fixed=[f"sigma={SIGMA}"], n_samples=200,
                                      n_reweighted=10, seed=1, progress=False)
     assert (result.settings["walkers"], result.settings["max_steps"]) == (32, 20000)
-    with pytest.raises(UsageError, match="--max-steps is an option of --sampler emcee, not of nested"):
-        popinfer.fit_population(str(tmp_path / "s.h5"), "normal", fixed=[f"sigma={SIGMA}"], sampler="nested",
-                                max_steps=500, progress=False)
+
+
+@pytest.mark.parametrize("sampler, option, value", [
+    ("nuts", "--walkers", "8"), ("nuts", "--max-steps", "100"), ("nested", "--walkers", "8"),
+    ("nested", "--max-steps", "100")])
+def test_walkers_and_max_steps_with_another_sampler_are_named_in_a_warning(tmp_path, sampler, option, value):
+    """--walkers and --max-steps were accepted with every sampler (their defaults were click's, so a
+    given value could not be told from none) and ignored without a word: scripts passing them keep
+    working (the interface changes only by adding), and are told the option is ignored."""
+    pytest.importorskip("nutpie" if sampler == "nuts" else "ultranest")
+    exact_samples(tmp_path / "s.h5")
+    result = cli(["fit-population", str(tmp_path / "s.h5"), "-o", str(tmp_path / "pop.h5"), "--population", "normal",
+                  "--fix", f"sigma={SIGMA}", "--sampler", sampler, option, value, "--samples", "100",
+                  "--reweighted", "5", "--seed", "1", "--quiet", *(["--live-points", "50"] if sampler == "nested"
+                                                                  else ["--chains", "2", "--tune", "50"])])
+    assert result.exit_code == 0, result.output
+    assert f"{option} is an option of --sampler emcee, not of {sampler}, which ignores it" in result.stderr
 
 
 def test_the_registry_decides_which_options_a_third_party_sampler_takes(tmp_path, monkeypatch):
-    """A sampler registered with the options it uses gets them; one registered with none refuses
-    them (they would be ignored), naming the samplers that use them; one registered without saying
-    gets them all, as before; a sampler object takes none."""
+    """A sampler registered with the options it uses gets them; the others are refused (they would
+    be ignored), naming the samplers that use them, but --walkers and --max-steps, which every
+    sampler accepted before, are named in a warning; one registered without saying takes those two,
+    as before; a sampler object takes none."""
     import popinfer
 
     exact_samples(tmp_path / "s.h5")
@@ -241,16 +254,29 @@ def test_the_registry_decides_which_options_a_third_party_sampler_takes(tmp_path
                   seed=1, progress=False)
     popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", n_walkers=6, **common)
     assert received[-1]["n_walkers"] == 6 and received[-1]["max_steps"] is None
-    with pytest.raises(UsageError, match="--max-steps is an option of --sampler emcee, not of grid"):
+    with pytest.warns(UserWarning, match="--max-steps is an option of --sampler emcee, not of grid, which ignores"):
         popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", max_steps=100, **common)
+    assert received[-1]["max_steps"] is None
+    with pytest.raises(UsageError, match="--chains is an option of --sampler nuts, not of grid"):
+        popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", chains=3, **common)
     samplers.register_sampler("grid", factory, options=[])
-    with pytest.raises(UsageError, match="--walkers is an option of --sampler emcee, not of grid"):
+    with pytest.warns(UserWarning, match="--walkers is an option of --sampler emcee, not of grid"):
         popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", n_walkers=6, **common)
-    # registered as before the registry knew the options: given every one, emcee's defaults filled in
+    # registered as before the registry knew the options: emcee's two settings, their defaults filled
+    # in, and the other options refused, as they were
     samplers.register_sampler("grid", factory)
     popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", **common)
     assert (received[-1]["n_walkers"], received[-1]["max_steps"], received[-1]["chains"]) == (32, 20000, None)
-    popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", n_walkers=6, chains=3, **common)
-    assert (received[-1]["n_walkers"], received[-1]["chains"]) == (6, 3)
-    with pytest.raises(UsageError, match="--walkers is an option of --sampler emcee, not of the sampler object 'grid'"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: this sampler may use them
+        popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", n_walkers=6, max_steps=50,
+                                **common)
+    assert (received[-1]["n_walkers"], received[-1]["max_steps"]) == (6, 50)
+    for option, value, flag in (("chains", 3, "--chains"), ("moves", "de", "--moves"),
+                                ("live_points", 50, "--live-points")):
+        with pytest.raises(UsageError, match=f"{flag} is an option of --sampler"):
+            popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler="grid", **{option: value}, **common)
+    with pytest.warns(UserWarning, match="--walkers is an option of --sampler emcee, not of the sampler object 'grid'"):
         popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler=GridSampler(), n_walkers=6, **common)
+    with pytest.raises(UsageError, match="--tune is an option of --sampler nuts, not of the sampler object 'grid'"):
+        popinfer.fit_population(str(tmp_path / "s.h5"), "normal", sampler=GridSampler(), tune=6, **common)

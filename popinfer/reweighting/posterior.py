@@ -72,8 +72,8 @@ def check_fixed(population, fixed):
         if not np.isfinite(number):
             raise UsageError(f"--fix {name}={_plain(number)}: population {population.name!r} needs a finite "
                              f"number for {name}.", "--fix")
-        low, high = population.domain(name)
-        if not low < number < high:
+        low, high = population.domain(name) if name in population.hyperparameters else (-np.inf, np.inf)
+        if not low < number < high:  # (a name the population lacks is refused by resolve_hyperpriors)
             raise UsageError(f"--fix {name}={_plain(number)} is outside the domain of population "
                              f"{population.name!r}: it needs {_interval(name, low, high)}. Hold {name} at a value "
                              f"in that range, or leave it out to sample it.", "--fix")

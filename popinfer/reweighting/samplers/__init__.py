@@ -11,13 +11,16 @@ and ``sample(posterior, n_samples, seed, progress)`` returning a
 ``OPTIONS``: ``n_walkers``, ``max_steps``, ``moves``, ``live_points``, ``chains``, ``tune``,
 ``tune_thin``), None where not given: the factory chooses its defaults. ``register_sampler``'s
 ``options`` names those the sampler uses; one given with a sampler that does not use it is a
-usage error naming the samplers it belongs to (it would be ignored without a word). A sampler
-registered without ``options`` (as every sampler was registered before the registry knew them)
-gets them all, the emcee settings at their defaults (32 walkers, 20000 steps) where not given,
-and refuses none, as before.
+usage error naming the samplers it belongs to (it would be ignored without a word), except
+``n_walkers`` and ``max_steps``, which every sampler accepted before: those are named in a
+warning. A sampler registered without ``options`` (as every sampler was before the registry knew
+them) takes those two, given emcee's defaults (32 walkers, 20000 steps) where not given, and
+refuses the others, as before.
 """
 
 from __future__ import annotations
+
+import warnings
 
 from ...errors import UsageError
 from .base import Sampler, SamplerResult
@@ -29,6 +32,9 @@ DEFAULT_SAMPLER = "emcee"
 # fit_population's sampler options and their command-line names
 OPTIONS = {"n_walkers": "--walkers", "max_steps": "--max-steps", "moves": "--moves", "live_points": "--live-points",
            "chains": "--chains", "tune": "--tune", "tune_thin": "--tune-thin"}
+# accepted by every sampler before the registry knew which options each takes: with one that does
+# not use them they are named in a warning, not refused (scripts passing them keep working)
+ACCEPTED = ("n_walkers", "max_steps")
 
 
 def register_sampler(name, factory, options=None):
@@ -41,24 +47,34 @@ def register_sampler(name, factory, options=None):
 
 def get_sampler(sampler, options):
     """The sampler named ``sampler`` built from ``options`` (None: not given); an object with
-    ``sample`` is used as it is. A given option the sampler does not use is a usage error."""
+    ``sample`` is used as it is. A given option the sampler does not use is a usage error, except
+    ``n_walkers`` and ``max_steps``, which every sampler accepted before the registry knew its
+    options (``n_walkers`` also sizes the diagnostics' groups): those are named in a warning."""
     built = hasattr(sampler, "sample")
     if not built and sampler not in SAMPLERS:
         raise UsageError(f"--sampler {sampler}: unknown sampler; choose one of {', '.join(sorted(SAMPLERS))}.",
                          "--sampler")
     uses = () if built else SAMPLER_OPTIONS.get(sampler)
-    if uses is None:  # registered without its options: every one, emcee's defaults filled in
-        given = {key: options.get(key) for key in OPTIONS}
-        given["n_walkers"] = EmceeSampler.DEFAULT_WALKERS if given["n_walkers"] is None else given["n_walkers"]
-        given["max_steps"] = EmceeSampler.DEFAULT_MAX_STEPS if given["max_steps"] is None else given["max_steps"]
-        return SAMPLERS[sampler](given)
+    takes = ACCEPTED if uses is None else uses  # registered without its options: emcee's settings, as before
     label = f"the sampler object {getattr(sampler, 'name', type(sampler).__name__)!r}" if built else sampler
     for key, flag in OPTIONS.items():
-        if options.get(key) is not None and key not in uses:
-            owners = [name for name in SAMPLERS if key in (SAMPLER_OPTIONS.get(name) or ())]
-            belongs = f"an option of --sampler {' or '.join(owners)}" if owners else "not an option"
-            raise UsageError(f"{flag} is {belongs}, not of {label}; leave it out or choose that sampler.", flag)
-    return sampler if built else SAMPLERS[sampler]({key: options.get(key) for key in OPTIONS})
+        if options.get(key) is None or key in takes:
+            continue
+        owners = [name for name in SAMPLERS if key in (SAMPLER_OPTIONS.get(name) or ())]
+        belongs = f"an option of --sampler {' or '.join(owners)}" if owners else "not an option"
+        if key in ACCEPTED:
+            warnings.warn(f"{flag} is {belongs}, not of {label}, which ignores it"
+                          f"{' (it still sets how many draws the diagnostics evaluate at once)' if key == 'n_walkers' else ''}"
+                          f"; leave it out.", UserWarning, stacklevel=4)
+            continue
+        raise UsageError(f"{flag} is {belongs}, not of {label}; leave it out or choose that sampler.", flag)
+    if built:
+        return sampler
+    given = {key: options.get(key) if key in takes else None for key in OPTIONS}  # the ignored ones left out
+    if uses is None:  # emcee's defaults filled in, as this factory was always given them
+        given["n_walkers"] = EmceeSampler.DEFAULT_WALKERS if given["n_walkers"] is None else given["n_walkers"]
+        given["max_steps"] = EmceeSampler.DEFAULT_MAX_STEPS if given["max_steps"] is None else given["max_steps"]
+    return SAMPLERS[sampler](given)
 
 
 class _Nested:
