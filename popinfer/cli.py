@@ -389,8 +389,8 @@ def fit_population_command(samples, output, population, parameters, hyperpriors,
 @click.option("--trust-code", is_flag=True, help="Allow re-running a user model or population the files name.")
 @run_options
 @handle_errors
-def refine_command(samples, population, output, data, selection, min_ess, rounds, target_variance, moment_error, workers,
-                   batch_size, resume, scheduler, shard, trust_code, seed, quiet, overwrite, strict, debug):
+def refine_command(samples, population, output, data, selection, min_ess, rounds, target_variance, moment_error,
+                   workers, batch_size, resume, scheduler, shard, trust_code, seed, quiet, overwrite, strict, debug):
     """Refit the objects a population fit flagged (low ESS, or a large share of
     Var[ln L̂]) under a population-informed interim prior, and keep the others.
 
@@ -413,10 +413,10 @@ def refine_command(samples, population, output, data, selection, min_ess, rounds
     from .refinement import refine
     from .reweighting import PopulationDiagnosticWarning
 
-    result = refine(samples, population, output, data=data, selection=selection, seed=seed, min_ess=min_ess, rounds=rounds,
-                    target_variance=target_variance, workers=workers, progress=not quiet, overwrite=overwrite,
-                    trust_code=trust_code, command=_recorded_command(click.get_current_context()), resume=resume,
-                    scheduler=scheduler, batch_size=batch_size, moment_error=moment_error,
+    result = refine(samples, population, output, data=data, selection=selection, seed=seed, min_ess=min_ess,
+                    rounds=rounds, target_variance=target_variance, workers=workers, progress=not quiet,
+                    overwrite=overwrite, trust_code=trust_code, command=_recorded_command(click.get_current_context()),
+                    resume=resume, scheduler=scheduler, batch_size=batch_size, moment_error=moment_error,
                     shard=_parse_shard(shard))
     label = "-" if output == "-" else output
     if result.flagged_after and not result.shard:

@@ -392,7 +392,8 @@ def _fit_again(samples, fitted, min_ess, seed, progress, injections=None, densit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # this fit's diagnostics are what refine reads and reports
         return fit_population(
-            samples, fitted.population if density is None else density, parameters=fitted.parameters, hyperpriors=dict(fitted.hyperprior),
+            samples, fitted.population if density is None else density, parameters=fitted.parameters,
+            hyperpriors=dict(fitted.hyperprior),
             fixed=dict(fitted.fixed), min_ess=min_ess, max_variance=settings.get("max_variance"),
             n_samples=min(int(settings.get("samples", 4000)), MAX_ESS_DRAWS), n_reweighted=1, seed=seed,
             progress=progress, sampler=sampler, **sampler_options, **selection,

@@ -63,9 +63,9 @@ def get_sampler(sampler, options):
         owners = [name for name in SAMPLERS if key in (SAMPLER_OPTIONS.get(name) or ())]
         belongs = f"an option of --sampler {' or '.join(owners)}" if owners else "not an option"
         if key in ACCEPTED:
-            warnings.warn(f"{flag} is {belongs}, not of {label}, which ignores it"
-                          f"{' (it still sets how many draws the diagnostics evaluate at once)' if key == 'n_walkers' else ''}"
-                          f"; leave it out.", UserWarning, stacklevel=4)
+            still = " (it still sets how many draws the diagnostics evaluate at once)" if key == "n_walkers" else ""
+            warnings.warn(f"{flag} is {belongs}, not of {label}, which ignores it{still}; leave it out.", UserWarning,
+                          stacklevel=4)
             continue
         raise UsageError(f"{flag} is {belongs}, not of {label}; leave it out or choose that sampler.", flag)
     if built:
