@@ -64,6 +64,9 @@ def _recorded_command(ctx):
     return shlex.join(words)
 
 
+CHECKPOINTING = ("fit_individuals_command", "refine_command")  # they keep OUTPUT.partial to --resume
+
+
 def _resume_hint(command, output):
     """What an interrupted command leaves behind and how to go on."""
     if command == "fit_individuals_command" and output and output != "-":
@@ -84,9 +87,11 @@ def _resume_hint(command, output):
 
 def _with_leftover(message, command, output):
     """A failure's message, with how to go on from the checkpoint the run leaves (a failure after
-    some batches or refits finished), unless the message is about that checkpoint already."""
+    some batches or refits finished), unless the message is about that checkpoint already. Only
+    the commands that keep one; a usage error (refused before any work) gets none."""
     partial = f"{output}.partial"
-    if not output or output == "-" or not os.path.exists(partial) or partial in message:
+    if (command not in CHECKPOINTING or not output or output == "-" or not os.path.exists(partial)
+            or partial in message):
         return message
     hint = _resume_hint(command, output)
     return f"{message} {hint}" if hint else message
@@ -139,8 +144,7 @@ def handle_errors(function):
             except UsageError as exc:
                 if debug:
                     traceback.print_exc()
-                raise click.UsageError(printable(_with_leftover(str(exc), function.__name__,
-                                                                kwargs.get("output")))) from None
+                raise click.UsageError(printable(str(exc))) from None
             except PopinferError as exc:
                 if debug:
                     traceback.print_exc()

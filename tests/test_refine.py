@@ -1,5 +1,6 @@
 """popinfer refine: which objects are refitted, what is kept, the data's provenance, and refusals."""
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -358,3 +359,14 @@ def test_fits_between_rounds_pass_only_the_population_files_sampler_options(fitt
     assert (again.settings["walkers"], again.settings["max_steps"]) == (16, 4000)
     again = _fit_again(samples, read_population(str(tmp_path / "nested.h5")), 10, 3, False)
     assert again.settings["sampler"] == "nested" and again.settings["live_points"] == 50
+
+
+def test_a_usage_error_beside_an_old_checkpoint_says_nothing_of_resuming(fitted, tmp_path):
+    """A usage error is raised before any work: an OUT.partial left by another run is not this run's,
+    and --resume would fail the same way."""
+    out = tmp_path / "r.h5"
+    os.makedirs(f"{out}.partial")
+    result = cli(["refine", str(fitted / "s.h5"), str(fitted / "p.h5"), "-o", str(out), "--min-ess", "nan",
+                  "--quiet"])
+    refused(result, 2, "--min-ess")
+    assert "--resume" not in result.output and "partial" not in result.output
