@@ -37,11 +37,14 @@ import h5py
 import numpy as np
 
 from ..errors import FileFormatError
-from ..populations import check_population_of_file
 from .hdf5 import (attribute_value, check_dataset_types, check_shapes, discard, file_bytes, mapped,
                    open_popinfer_file, publish, read_json_attr, read_string_list, reserve_space, root_attributes,
                    strings, temporary_path, write_root_attributes)
 
+# Checks of the population attribute that only the catalogue of populations can make, each
+# check(population, parameters, hyperparameters, fixed, label): ``populations`` registers its own
+# (io imports nothing above it).
+POPULATION_CHECKS = []
 SUMMARY_COLUMNS = ("mean", "sd", "q05", "q50", "q95")
 # (S,) datasets of /hyper present only with --selection (and --observing-time).
 OPTIONAL_HYPER = ("selection_ln_efficiency", "selection_effective_draws", "rate")
@@ -280,7 +283,8 @@ def _check_names(handle, label, fixed):
     if not isinstance(population, str) or not population:
         raise FileFormatError(f"{label} is a damaged population file: its attribute population is "
                               f"{population!r}, expected the name of a population. Regenerate it.")
-    check_population_of_file(population, parameters, names, list(fixed), label)
+    for check in POPULATION_CHECKS:
+        check(population, parameters, names, list(fixed), label)
 
 
 def _scalar(handle, name):

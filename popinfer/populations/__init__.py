@@ -1,6 +1,7 @@
 """Population densities f(θ; α) of stage two: the built-ins and user-supplied functions."""
 
 from ..errors import FileFormatError, UsageError
+from ..io.population import POPULATION_CHECKS
 from .base import LinearForm, Population
 from .mixture import MixturePopulation
 from .mvnormal import MvNormalPopulation
@@ -104,3 +105,6 @@ def check_population_of_file(name, parameters, hyperparameters, fixed, label):
 
 __all__ = ["Population", "LinearForm", "get_population", "population_of_file", "check_population_of_file",
            "BUILTIN_POPULATIONS"]
+
+
+POPULATION_CHECKS.append(check_population_of_file)  # every reader of a population file runs it
