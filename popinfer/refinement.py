@@ -239,6 +239,9 @@ def refine(samples, population, output=None, *, data=None, selection=None, seed=
     if selection is not None and not fitted.settings.get("selection"):
         raise UsageError(f"--selection {selection}: {pop_label} was fitted without selection effects, so refine uses "
                          f"no injections; leave out --selection.", "--selection")
+    if selection is not None and not os.path.isfile(str(selection)):  # a shard reads them not, but is told
+        raise UsageError(f"--selection {selection}: no such file; give the injections {pop_label} was fitted with.",
+                         "--selection")
     if min_ess is None:
         min_ess = fitted.settings.get("min_ess", 20.0)
         try:
@@ -531,10 +534,7 @@ def _injections(fitted, selection, pop_label):
     if group and source.endswith(f" (group {group})"):  # the path is recorded with its HDF5 group
         source = source[:-len(f" (group {group})")]
     if selection is not None:
-        path = str(selection)
-        if not os.path.isfile(path):
-            raise UsageError(f"--selection {path}: no such file; give the injections {pop_label} was fitted with "
-                             f"(recorded as {source!r}).", "--selection")
+        path = str(selection)  # a file (checked before any work)
     else:
         path = recorded_file(source, pop_label)
         if path is None:

@@ -210,6 +210,9 @@ def test_moved_injections_are_refused_before_any_refit(selected, tmp_path, monke
         refused(cli(args), 1, str(selected / "inj.csv"), "--selection")
         assert not refits and not out.exists() and not Path(f"{out}.partial").exists()
         refused(cli(args + ["--selection", str(tmp_path / "none.csv")]), 2, "none.csv", "--selection")
+        # a shard does not read the injections, but a --selection naming no file is refused there too
+        refused(cli(args + ["--selection", str(tmp_path / "none.csv"), "--shard", "1/2"]), 2, "none.csv",
+                "--selection")
         refused(cli(args + ["--selection", str(tmp_path / "survey.csv")]), 1, "survey.csv", "SHA-256", "--selection")
         assert not refits and not out.exists() and not Path(f"{out}.partial").exists()
         monkeypatch.undo()
