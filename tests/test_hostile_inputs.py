@@ -268,6 +268,12 @@ NAMES_DAMAGE = {
                           ["attribute parameters (zz)", "/objects/reweighted (theta)"]),
     "a fixed hyperparameter also sampled": (lambda h: h.attrs.__setitem__("fixed", '{"sigma": 1.0}'),
                                             ["'normal'", "draws of mu, sigma and holds sigma fixed"]),
+    "held bounds out of order": (lambda h: (h.attrs.__setitem__("population", "truncnormal"),
+                                            h.attrs.__setitem__("fixed", '{"low": 5, "high": 1}')),
+                                 ["attribute fixed holds low=5, high=1", "'truncnormal'", "low < high"]),
+    "a held value not a number": (lambda h: (h.attrs.__setitem__("population", "truncnormal"),
+                                             h.attrs.__setitem__("fixed", '{"low": -1, "high": "abc"}')),
+                                  ["attribute fixed holds high: 'abc'", "expected a finite number"]),
 }
 
 

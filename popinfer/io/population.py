@@ -284,7 +284,7 @@ def _check_names(handle, label, fixed):
         raise FileFormatError(f"{label} is a damaged population file: its attribute population is "
                               f"{population!r}, expected the name of a population. Regenerate it.")
     for check in POPULATION_CHECKS:
-        check(population, parameters, names, list(fixed), label)
+        check(population, parameters, names, fixed, label)
 
 
 def _scalar(handle, name):

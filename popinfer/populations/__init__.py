@@ -1,8 +1,10 @@
 """Population densities f(θ; α) of stage two: the built-ins and user-supplied functions."""
 
+import numpy as np
+
 from ..errors import FileFormatError, UsageError
 from ..io.population import POPULATION_CHECKS
-from .base import LinearForm, Population
+from .base import LinearForm, Population, plain
 from .mixture import MixturePopulation
 from .mvnormal import MvNormalPopulation
 from .univariate import (BetaPopulation, GammaPopulation, LogNormalPopulation, NormalPopulation,
@@ -101,6 +103,19 @@ def check_population_of_file(name, parameters, hyperparameters, fixed, label):
         raise FileFormatError(
             f"{label} is a damaged population file: its attribute population is {name!r}, whose hyperparameters "
             f"are {', '.join(expected)}, but it holds draws of {', '.join(hyperparameters)}{held}. Regenerate it.")
+    values = {}
+    for key, value in fixed.items():
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if number is None or not np.isfinite(number):
+            raise FileFormatError(f"{label} is a damaged population file: its attribute fixed holds {key}: {value!r}, "
+                                  f"expected a finite number. Regenerate it.")
+        values[key] = float(number)
+    violation = get_population(name, parameters).domain_violation(values)
+    if violation is not None:
+        names, needs = violation
+        held = ", ".join(f"{key}={plain(values[key])}" for key in names)
+        raise FileFormatError(f"{label} is a damaged population file: its attribute fixed holds {held}, outside the "
+                              f"domain of population {name!r} (it needs {needs}). Regenerate it.")
 
 
 __all__ = ["Population", "LinearForm", "get_population", "population_of_file", "check_population_of_file",

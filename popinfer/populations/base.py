@@ -29,6 +29,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
+def plain(value):
+    """A number as a person writes it (``-1``, ``0.5``), not numpy's repr."""
+    return f"{float(value):.10g}"
+
+
+def _interval(name, low, high):
+    if np.isinf(high):
+        return f"{name} > {plain(low)}"
+    if np.isinf(low):
+        return f"{name} < {plain(high)}"
+    return f"{plain(low)} < {name} < {plain(high)}"
+
 LOG_2PI = float(np.log(2.0 * np.pi))
 # Linear-form terms larger than this (in magnitude) would lose more than ~1e-10 of
 # absolute precision to cancellation; beyond it the direct density is used.
@@ -101,6 +114,20 @@ class Population(ABC):
     def domain(self, name):
         """The open interval (low, high) of hyperparameter ``name`` (``domains``; ±inf: unbounded)."""
         return self.domains.get(name, (-np.inf, np.inf))
+
+    def domain_violation(self, values):
+        """The first of the held ``values`` (name -> float) outside the domain (``domain``,
+        ``ordered``), as ``(names, needs)``: the names involved and the condition they break, as
+        text; None if there is none. Names the population lacks are left to the caller."""
+        for name, value in values.items():
+            if name in self.hyperparameters:
+                low, high = self.domain(name)
+                if not low < value < high:
+                    return (name,), _interval(name, low, high)
+        for first, second in self.ordered:
+            if first in values and second in values and not values[first] < values[second]:
+                return (first, second), f"{first} < {second}"
+        return None
 
     def valid(self, hyper):
         """Which walkers' hyperparameters are admissible (beyond their hyperpriors), (W,) bool."""

@@ -8,6 +8,7 @@ import numpy as np
 from ..blocks import object_blocks
 from ..distributions import parse_distribution, parse_priors
 from ..errors import UsageError
+from ..populations.base import plain as _plain
 
 
 def data_scale(theta, parameters):
@@ -46,22 +47,9 @@ def data_scale(theta, parameters):
     return scale
 
 
-def _plain(value):
-    """A number as a person writes it (``-1``, ``0.5``), not numpy's repr."""
-    return f"{float(value):.10g}"
-
-
-def _interval(name, low, high):
-    if np.isinf(high):
-        return f"{name} > {_plain(low)}"
-    if np.isinf(low):
-        return f"{name} < {_plain(high)}"
-    return f"{_plain(low)} < {name} < {_plain(high)}"
-
-
 def check_fixed(population, fixed):
     """The held hyperparameters (``--fix NAME=VALUE``) as floats, each a finite number inside the
-    population's domain (``Population.domain``, ``ordered``). A value outside it makes f(θ; α)
+    population's domain (``Population.domain_violation``). A value outside it makes f(θ; α)
     −∞ (or NaN) at every α: the sampler could not start, or drew nothing but −∞."""
     values = {}
     for name, value in fixed.items():
@@ -72,18 +60,18 @@ def check_fixed(population, fixed):
         if not np.isfinite(number):
             raise UsageError(f"--fix {name}={_plain(number)}: population {population.name!r} needs a finite "
                              f"number for {name}.", "--fix")
-        low, high = population.domain(name) if name in population.hyperparameters else (-np.inf, np.inf)
-        if not low < number < high:  # (a name the population lacks is refused by resolve_hyperpriors)
-            raise UsageError(f"--fix {name}={_plain(number)} is outside the domain of population "
-                             f"{population.name!r}: it needs {_interval(name, low, high)}. Hold {name} at a value "
-                             f"in that range, or leave it out to sample it.", "--fix")
         values[name] = number
-    for first, second in population.ordered:
-        if first in values and second in values and not values[first] < values[second]:
-            raise UsageError(f"--fix {first}={_plain(values[first])} --fix {second}={_plain(values[second])}: "
-                             f"population {population.name!r} needs {first} < {second}; hold {first} below "
-                             f"{second}.", "--fix")
-    return values
+    violation = population.domain_violation(values)
+    if violation is None:
+        return values
+    names, needs = violation
+    if len(names) == 1:
+        raise UsageError(f"--fix {names[0]}={_plain(values[names[0]])} is outside the domain of population "
+                         f"{population.name!r}: it needs {needs}. Hold {names[0]} at a value in that range, or "
+                         f"leave it out to sample it.", "--fix")
+    first, second = names
+    raise UsageError(f"--fix {first}={_plain(values[first])} --fix {second}={_plain(values[second])}: population "
+                     f"{population.name!r} needs {needs}; hold {first} below {second}.", "--fix")
 
 
 def resolve_hyperpriors(population, hyperpriors, fixed, scale):
