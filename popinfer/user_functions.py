@@ -17,7 +17,7 @@ from pathlib import Path
 from .distributions import parse_distribution
 from .errors import InputDataError, ModelError, UntrustedCodeError, UsageError
 from .guard import no_exit
-from .io.files import file_sha256, recorded_file
+from .io.files import file_sha256, recorded_places
 
 
 def _names_file(target):
@@ -52,13 +52,13 @@ def recorded_code(spec, record, label, noun):
     if not sep or not _names_file(target):
         return spec
     record = record if record and record.get("spec") == spec else {}  # a record of this spec only
-    directory = os.path.dirname(os.path.abspath(label))
-    places = [record.get("path"), target, os.path.join(directory, target), os.path.join(directory,
-                                                                                     os.path.basename(target))]
-    found = list(dict.fromkeys(os.path.abspath(p) for p in places if p and os.path.isfile(p)))
+    recorded = record.get("path")
+    found = list(dict.fromkeys(os.path.abspath(path) for path in
+                               ([recorded] if recorded and os.path.isfile(recorded) else [])
+                               + recorded_places(target, label)))
     if not found:
-        looked = record.get("path") or os.path.abspath(target)
-        beside = os.path.join(directory, os.path.basename(target))
+        looked = recorded or os.path.abspath(target)
+        beside = os.path.join(os.path.dirname(os.path.abspath(label)), os.path.basename(target))
         raise InputDataError(f"{label} names the user {noun} {spec!r}, whose file is not at {looked} nor at "
                              f"{beside}. Put {os.path.basename(target)} back at one of them (beside {label} will "
                              f"do) and rerun.")

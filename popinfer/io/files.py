@@ -237,16 +237,25 @@ def check_output(path, overwrite, inputs=(), binary=True):
         raise OutputError(f"Cannot write {path}: no write permission in {parent}.")
 
 
-def recorded_file(recorded, beside):
-    """Where a file that another file recorded is now: ``recorded`` as written (absolute, or
-    relative to the working directory), else beside ``beside`` (the recording file) under that
-    relative path, else under its file name there. None when it is in none of those places (or
-    was ``<stdin>``)."""
+def recorded_places(recorded, beside):
+    """The files, in this order and each once, where a file that another file recorded may be now:
+    ``recorded`` as written (absolute, or relative to the working directory), beside ``beside``
+    (the recording file) under that relative path, and under its file name there; only those
+    that exist (none for ``<stdin>``)."""
     if not recorded or recorded == "<stdin>":
-        return None
+        return []
     directory = os.path.dirname(os.path.abspath(str(beside)))
     candidates = [recorded, os.path.join(directory, recorded), os.path.join(directory, os.path.basename(recorded))]
-    return next((c for c in candidates if os.path.isfile(c)), None)
+    found = {}  # absolute path -> the place as named (relative ones stay relative)
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            found.setdefault(os.path.abspath(candidate), candidate)
+    return list(found.values())
+
+
+def recorded_file(recorded, beside):
+    """The first of :func:`recorded_places`, or None when the file is in none of them."""
+    return next(iter(recorded_places(recorded, beside)), None)
 
 
 def file_sha256(path, block=2**20):

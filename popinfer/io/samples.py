@@ -48,9 +48,9 @@ import numpy as np
 from ..blocks import object_blocks
 from ..errors import FileFormatError, InputDataError, OutputError, UsageError
 from .files import fsync_directory, open_locked
-from .hdf5 import (STRING, attribute_value, check_dataset_types, check_self_contained, check_shapes, close_quietly, discard, file_bytes,
-                   first_nonfinite_row, mapped, open_popinfer_file, publish, read_json_attr, read_string_list,
-                   reserve_space, root_attributes, strings, temporary_path, write_root_attributes)
+from .hdf5 import (STRING, attribute_value, check_dataset_types, check_self_contained, check_shapes, close_quietly,
+                   discard, file_bytes, first_nonfinite_row, mapped, open_popinfer_file, publish, read_json_attr,
+                   read_string_list, reserve_space, root_attributes, strings, temporary_path, write_root_attributes)
 
 DIAGNOSTICS = {
     "acceptance_fraction": ("f8", ()),

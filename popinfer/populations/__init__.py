@@ -90,14 +90,14 @@ def check_population_of_file(name, parameters, hyperparameters, fixed, label):
             f"population ({', '.join(BUILTIN_POPULATIONS)}) nor user code (file.py:function or module:function). "
             f"Regenerate it.")
     try:
-        expected = get_population(name, parameters).hyperparameters
+        population = get_population(name, parameters)
     except UsageError:
         described = "two or more parameters" if name == MvNormalPopulation.name else "one parameter"
         raise FileFormatError(
             f"{label} is a damaged population file: its attribute population is {name!r}, which describes "
             f"{described}, but its attribute parameters names {len(parameters)} ({', '.join(parameters)}). "
             f"Regenerate it.") from None
-    found = list(hyperparameters) + list(fixed)
+    expected, found = population.hyperparameters, list(hyperparameters) + list(fixed)
     if len(set(found)) != len(found) or set(found) != set(expected):
         held = f" and holds {', '.join(fixed)} fixed" if fixed else ""
         raise FileFormatError(
@@ -110,7 +110,7 @@ def check_population_of_file(name, parameters, hyperparameters, fixed, label):
             raise FileFormatError(f"{label} is a damaged population file: its attribute fixed holds {key}: {value!r}, "
                                   f"expected a finite number. Regenerate it.")
         values[key] = float(number)
-    violation = get_population(name, parameters).domain_violation(values)
+    violation = population.domain_violation(values)
     if violation is not None:
         names, needs = violation
         held = ", ".join(f"{key}={plain(values[key])}" for key in names)

@@ -42,6 +42,7 @@ def _interval(name, low, high):
         return f"{name} < {plain(high)}"
     return f"{plain(low)} < {name} < {plain(high)}"
 
+
 LOG_2PI = float(np.log(2.0 * np.pi))
 # Linear-form terms larger than this (in magnitude) would lose more than ~1e-10 of
 # absolute precision to cancellation; beyond it the direct density is used.

@@ -83,8 +83,9 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
     n_walkers, max_steps : int, optional
         ``sampler="emcee"``: walkers (default 32) and the cap on steps (default 20000); the run
         stops once it is ≥ 50 τ long. ``n_walkers`` also sets how many draws the diagnostics
-        and pooling evaluate at once (default 32, whatever the sampler). Like every sampler
-        option, one given with a sampler that does not use it is a :class:`UsageError`.
+        and pooling evaluate at once (default 32, whatever the sampler). Given with a sampler
+        that does not use them, they are named in a warning (the other sampler options are a
+        :class:`UsageError` there: ``samplers.get_sampler``).
     moves : str, optional
         ``sampler="emcee"``: its proposals, ``stretch`` (the default) or ``de`` (differential
         evolution; ``reweighting.samplers.ensemble``).
@@ -142,6 +143,7 @@ def fit_population(samples, population, output=None, *, parameters=None, hyperpr
         raise UsageError(f"--max-variance must be a positive number (Var[ln L̂] per object; inf: no cut), got "
                          f"{max_variance!r}.", "--max-variance")
     # each option given goes to a sampler that uses it (the registry says which), else it is refused
+    # (--walkers and --max-steps: warned of)
     sampler = get_sampler(sampler, {"n_walkers": n_walkers, "max_steps": max_steps, "moves": moves,
                                     "live_points": live_points,
                                     "chains": chains, "tune": tune, "tune_thin": tune_thin})
