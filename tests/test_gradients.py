@@ -97,7 +97,10 @@ def assert_points_get_their_own_numbers(likelihood, points, rng):
     """Every point of ``points`` evaluated among the others (in several orders and groupings)
     gets bit for bit what it gets alone (``==``, not a tolerance)."""
     alone = [likelihood.ln_likelihood_and_gradient(point) for point in points]
-    for order in (np.arange(len(points)), rng.permutation(len(points)), rng.permutation(len(points))[:2]):
+    orders = [np.arange(len(points)), rng.permutation(len(points)), rng.permutation(len(points))[:2]]
+    # every number of points (the linear form's BLAS blocks hold 4: short, full, and one more)
+    orders += [rng.permutation(len(points))[:w] for w in range(3, len(points))]
+    for order in orders:
         values, gradients = likelihood.ln_likelihood_and_gradients(points[order])
         for row, index in enumerate(order):
             assert values[row] == alone[index][0] or (np.isnan(values[row]) and np.isnan(alone[index][0]))
@@ -124,7 +127,7 @@ def test_a_point_evaluated_with_others_gets_exactly_its_own_numbers(case, cached
     likelihood = HyperLikelihood(get_population(name, ["x"]), theta, log_interim, fixed, draw_counts=counts)
     names = likelihood.sampled_names
     values = np.array([point[n] for n in names])
-    points = values * np.array([[1.0], [1.1], [0.9], [1.05], [0.97]])
+    points = values * np.array([[1.0], [1.1], [0.9], [1.05], [0.97], [1.02], [0.95], [1.08], [0.99]])
     alone = assert_points_get_their_own_numbers(likelihood, points, rng)
     assert (likelihood._feature_cache is not None) == (cached and likelihood.form is not None)
     walkers = likelihood(likelihood.hyper(names, points))

@@ -270,3 +270,67 @@ def test_the_hyperposterior_goes_through_the_same_estimate():
     np.testing.assert_allclose(got[:2], expected)
     assert got[1] == -np.inf and got[0] > -np.inf  # σ = 0.02: cut by the variance, the term's 0.5 included
     assert got[2] == -np.inf  # outside the hyperprior
+
+
+def _reference_terms(theta, log_interim, mu, sigma):
+    """Per walker: ln Σ_k w_k / K per object, Σ_n ln Σ_k w_k² terms, and d ln L̂/d(μ, σ), by scipy."""
+    x = theta[..., 0][None]  # (1, N, K)
+    log_w = stats.norm.logpdf(x, mu[:, None, None], sigma[:, None, None]) - log_interim[None]
+    first = logsumexp(log_w, axis=2)
+    squares = logsumexp(2.0 * log_w, axis=2)
+    w = np.exp(log_w - first[..., None])  # self-normalised
+    z = (x - mu[:, None, None]) / sigma[:, None, None]
+    d_mu = (w * z / sigma[:, None, None]).sum(axis=2).sum(axis=1)
+    d_sigma = (w * (z * z - 1.0) / sigma[:, None, None]).sum(axis=2).sum(axis=1)
+    return first, squares, np.column_stack([d_mu, d_sigma])
+
+
+@pytest.mark.parametrize("interim, expected", [
+    (np.log(1 / 200.0), "direct"),  # wide populations: weights within e^±300, no shift needed
+    (800.0, "again"),  # every weight below e^-708 unshifted: taken again with the shift
+    (-350.0, "shifted"),  # weights beyond e^300: shifted
+])
+def test_weights_taken_without_their_shift_give_the_same_numbers(interim, expected):
+    """Log weights bounded by DIRECT_LIMIT (from each object's feature ranges) skip the shift by
+    their peak; ln L̂, ln Σ w² and the gradient equal scipy's logsumexp either way, at walkers that
+    take the direct path, the shifted one (a narrow σ), and the path taken again."""
+    import popinfer.reweighting.likelihood as module
+
+    theta = RNG.normal(1.0, 1.0, size=(N, K, 1))
+    log_interim = interim + RNG.normal(0.0, 0.3, size=(N, K))
+    likelihood = HyperLikelihood(get_population("normal", ["x"]), theta, log_interim)
+    mu, sigma = np.array([0.9, 1.1, 3.0, 0.95]), np.array([0.8, 1.5, 0.02, 1.1])
+    hyper = {"mu": mu, "sigma": sigma}
+    eta, _ = likelihood._coefficients(hyper)
+    direct = likelihood._direct(0, N, eta)
+    if expected == "shifted":
+        assert not direct.any()
+    else:
+        assert direct[:, [0, 1, 3]].all() and not direct[:, 2].any()  # μ far from the draws' centre, σ = 0.02
+    first, squares, gradient = _reference_terms(theta, log_interim, mu, sigma)
+    if expected == "again":
+        assert np.all(first[[0, 1, 3]] < -700)  # the unshifted sums underflow
+    estimate = likelihood.ln_likelihood_and_variance(hyper)
+    np.testing.assert_allclose(estimate.ln_likelihood, first.sum(axis=1) - N * np.log(K), rtol=1e-12)
+    ess = np.exp(2 * first - squares)
+    np.testing.assert_allclose(estimate.ess, ess, rtol=1e-9)
+    values, gradients = likelihood.ln_likelihood_and_gradients(np.column_stack([mu, sigma]))
+    np.testing.assert_allclose(values, first.sum(axis=1) - N * np.log(K), rtol=1e-12)
+    np.testing.assert_allclose(gradients, gradient, rtol=1e-9, atol=1e-9 * np.abs(gradient).max())
+    assert module.DIRECT_LIMIT == 300.0
+
+
+def test_without_taking_underflowed_weights_again_the_numbers_are_wrong(monkeypatch):
+    """Negative control for the test above: with the floor off, unshifted weights that all
+    underflow give ln L̂ = −inf where the shifted ones give a finite value."""
+    import popinfer.reweighting.likelihood as module
+
+    monkeypatch.setattr(module, "DIRECT_FLOOR", 0.0)
+    theta = RNG.normal(1.0, 1.0, size=(N, K, 1))
+    likelihood = HyperLikelihood(get_population("normal", ["x"]), theta, np.full((N, K), 800.0))
+    hyper = {"mu": np.array([1.0]), "sigma": np.array([1.0])}
+    assert likelihood._direct(0, N, likelihood._coefficients(hyper)[0]).all()
+    assert np.isneginf(likelihood.ln_likelihood_and_variance(hyper).ln_likelihood[0])
+    assert np.isneginf(likelihood.ln_likelihood_and_gradients(np.array([[1.0, 1.0]]))[0][0])
+    exact = reference_log_likelihood(get_population("normal", ["x"]), theta, np.full((N, K), 800.0), hyper)
+    assert np.isfinite(exact[0])

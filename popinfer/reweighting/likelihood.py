@@ -5,9 +5,13 @@
     Var[ln L̂](α) ≈ Σ_n (1/ESS_n - 1/K)                               (Talbot & Golomb 2023)
 
 The kernel works on chunks of objects, with all walkers of a call at once while
-the chunk is in cache, and in log space throughout: every object's log weights
-are shifted by their maximum before exponentiation, so the sum is at least 1 and
-ln L can neither overflow nor underflow to a wrong finite number. Populations
+the chunk is in cache, and in log space throughout: an object's log weights are
+shifted by their maximum before exponentiation, so the sum is at least 1 and
+ln L can neither overflow nor underflow to a wrong finite number. With a linear
+form the shift is skipped (a pass for the maximum and one for the subtraction)
+where a bound from the object's feature ranges puts every log weight at or below
+DIRECT_LIMIT (300): the weights and their squares then stay within float64's range,
+and an object whose unshifted sum falls below e^-300 is taken again with the shift. Populations
 with a linear form (see ``populations.base``) cost one small matrix product per
 chunk, with the per-draw features computed for the chunk at hand (so memory stays
 at the draws themselves, whatever N). Chunks run on a small thread pool (numpy
@@ -35,8 +39,9 @@ self-normalised weights w̃_nk = w_nk / Σ_k w_nk,
 (the population supplies ∂η/∂α and ∂A/∂α, or ∂ ln f/∂α per draw; see ``populations.base``).
 :meth:`HyperLikelihood.ln_likelihood_and_gradient` is ln L̂ and its gradient at one point,
 :meth:`HyperLikelihood.ln_likelihood_and_gradients` at several in one pass, each point's
-numbers exactly those it gets alone (elementwise arithmetic in chunks that do not depend on
-the number of points), so that a sampler's chains can share passes without changing draws.
+numbers exactly those it gets alone (chunks that do not depend on the number of points, and
+BLAS products of a fixed number of rows, POINT_BLOCK, see ``_linear_points``), so that a
+sampler's chains can share passes without changing draws.
 
 ``exp_precision="single"`` (``fit-population --exp-precision single``) takes the weights'
 exponentials in float32: each shifted log weight x ≤ 0 is rounded to float32 (relative error
@@ -68,6 +73,15 @@ CHUNK_ELEMENTS = 2**19
 # this many draws, whatever the number of points, so that a point's numbers do not depend on
 # it (measured fastest for 1 and 4 points on N = 10³, K = 10³).
 POINT_CHUNK_ELEMENTS = 2**17
+# ... and the linear form's points in blocks of exactly this many (padded): a BLAS product's
+# rounding may depend on its number of rows, so every block has the same (see _linear_points).
+POINT_BLOCK = 4
+# Log weights Σ_j η_j T_j + b whose bound (from each object's feature ranges) is at most
+# DIRECT_LIMIT are exponentiated without the shift by their peak (weights ≤ e^300, squares
+# ≤ e^600: no overflow); where the weights' sum then falls below DIRECT_FLOOR (their squares
+# near float64's underflow) the object is evaluated again with the shift.
+DIRECT_LIMIT = 300.0
+DIRECT_FLOOR = float(np.exp(-DIRECT_LIMIT))
 OUTSIDE = -1e300
 # Work of at least this many object·draw·walker elements is shared among the threads (≈ 0.1 ms
 # of the kernel with AVX-512, ≈ 1 ms without).
@@ -193,13 +207,21 @@ class HyperLikelihood:
             # (BLAS flags inf arithmetic), and peaks at the floor mean -inf. The features are
             # computed per chunk, never for all draws at once: memory stays at the draws.
             # Their largest magnitudes bound the cancellation error.
+            # Each object's feature ranges and largest base term bound its log weights (see DIRECT_LIMIT).
             scale = None
+            n_features = self.form.features(self.theta[:1, :1]).shape[1]
+            self._feature_low, self._feature_high = np.empty((2, self.n_objects, n_features))
+            self._base_peak = np.empty(self.n_objects)
             for lo, hi in self._blocks():
                 theta = self.theta[lo:hi]
                 block = self.base[lo:hi]
                 block += self.form.base(theta)
                 np.maximum(block, OUTSIDE, out=block)
-                features = np.abs(self.form.features(theta))
+                features = self.form.features(theta)
+                if features.size:
+                    self._feature_low[lo:hi], self._feature_high[lo:hi] = features.min(axis=2), features.max(axis=2)
+                    self._base_peak[lo:hi] = block.max(axis=1)
+                features = np.abs(features)
                 block_scale = features.max(axis=(0, 2)) if features.size else np.zeros(features.shape[1])
                 scale = block_scale if scale is None else np.maximum(scale, block_scale)
             self.feature_scale = scale
@@ -632,8 +654,25 @@ class HyperLikelihood:
             for chunk in chunks:
                 work(chunk)
 
-    def _shifted(self, lo, hi, hyper, eta, offset):
-        """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum."""
+    def _direct(self, lo, hi, eta):
+        """(n, W) bool: where objects lo:hi's log weights Σ_j η_j T_j + b at walkers ``eta`` are
+        bounded by DIRECT_LIMIT over every draw (Σ_j max(η_j min T_j, η_j max T_j) + max b), so
+        that their exponentials need no shift. Elementwise per (object, walker), in order over j;
+        never with ``exp_precision="single"`` (its error bound assumes shifted weights ≤ 1)."""
+        if EXP_PRECISIONS[self.exp_precision] is not None:
+            return np.zeros((hi - lo, eta.shape[1]), dtype=bool)
+        low, high = self._feature_low[lo:hi, :, None], self._feature_high[lo:hi, :, None]
+        bound = np.broadcast_to(self._base_peak[lo:hi, None], (hi - lo, eta.shape[1])).copy()
+        with np.errstate(invalid="ignore", over="ignore"):
+            for j in range(len(eta) - 1):
+                bound += np.maximum(eta[j] * low[:, j], eta[j] * high[:, j])
+        return bound <= DIRECT_LIMIT  # nan (an infinite feature) is False
+
+    def _shifted(self, lo, hi, hyper, eta, offset, direct=False):
+        """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum.
+
+        With ``direct`` (the linear form only), the (object, walker) pairs that :meth:`_direct`
+        allows are left unshifted, with maximum 0; the third value returned says which."""
         width = self._width(lo, hi)
         if eta is not None and eta.shape[1] == 1 and self._feature_cache is None:
             # One point, features computed for the chunk: T·η + base without the (n, J + 1, K) copy.
@@ -645,9 +684,25 @@ class HyperLikelihood:
         else:
             log_weight = self.population.log_density(self.theta[lo:hi, :width], hyper).transpose(0, 2, 1)
             log_weight = log_weight + self._neg_log_interim(lo, hi, width)[:, None, :]
+        if direct and eta is not None:
+            unshifted = self._direct(lo, hi, eta)
+            return log_weight, self._shift_rows(log_weight, unshifted), unshifted
         peak = self._peak(log_weight)
         log_weight -= np.where(np.isfinite(peak), peak, 0.0)[..., None]
-        return log_weight, peak
+        return (log_weight, peak) + ((np.zeros(peak.shape, dtype=bool),) if direct else ())
+
+    def _shift_rows(self, log_weight, unshifted):
+        """Shift the rows of ``log_weight`` (…, K) that ``unshifted`` (…) does not mark by their
+        peak, in place; return the peaks (0 where unshifted). Only those rows are read."""
+        peak = np.zeros(unshifted.shape)
+        if unshifted.all():
+            return peak
+        rows = ~unshifted
+        shifted = log_weight[rows]  # (m, K), a copy
+        peak[rows] = row_peak = self._peak(shifted)
+        shifted -= np.where(np.isfinite(row_peak), row_peak, 0.0)[:, None]
+        log_weight[rows] = shifted
+        return peak
 
     def _exp(self, shifted):
         """exp of the shifted log weights (all ≤ 0, or −inf), in place, in ``exp_precision``."""
@@ -686,15 +741,20 @@ class HyperLikelihood:
 
         def work(bounds):
             lo, hi = bounds
-            shifted, peak = self._shifted(lo, hi, hyper, eta, offset)
+            shifted, peak, direct = self._shifted(lo, hi, hyper, eta, offset, direct=True)
             self._exp(shifted)
-            total = shifted.sum(axis=2)
+            total = np.einsum("nwk->nw", shifted)  # (a sum over each row, about 1.6× faster than .sum here)
+            again = direct & ~(total >= DIRECT_FLOOR)  # too small unshifted (or none in the support)
+            if again.any():
+                exact, exact_peak = self._shifted(lo, hi, hyper, eta, offset)
+                self._exp(exact)
+                shifted[again], peak[again] = exact[again], exact_peak[again]
+                total[again] = np.einsum("mk->m", exact[again])
             with np.errstate(divide="ignore", invalid="ignore"):
                 first[:, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + offset, -np.inf).T
-                if second:
-                    np.square(shifted, out=shifted)
-                    squares[:, lo:hi] = np.where(np.isfinite(peak), np.log(shifted.sum(axis=2)) + 2.0 * (peak + offset),
-                                                 -np.inf).T
+                if second:  # Σ_k w², one fused pass (a square and a sum are two)
+                    squares[:, lo:hi] = np.where(np.isfinite(peak), np.log(np.vecdot(shifted, shifted))
+                                                 + 2.0 * (peak + offset), -np.inf).T
 
         self._map(work, self._chunks(n_walkers), n_walkers)
         return first, squares, None
@@ -703,11 +763,12 @@ class HyperLikelihood:
         """As :meth:`_evaluate`, with d ln Σ_k w_nk/dα over ``names``, for gradient-based samplers.
 
         Every number of a point is its own: chunks do not depend on how many points are
-        evaluated together, and the arithmetic is elementwise products and sums along one
-        object's draws (no matrix products, whose rounding depends on the shapes). So
-        several chains' points evaluated in one pass (see ``samplers.nuts``) give each
-        chain exactly the numbers it gets alone, while the pass reads the draws once.
-        Arrays are (W, n, K): points, the chunk's objects, draws.
+        evaluated together, and so neither does any arithmetic along one object's draws. So
+        several chains' points evaluated in one pass (see ``samplers.nuts``) give each chain
+        exactly the numbers it gets alone, while the pass reads the draws once. With the linear
+        form the points go through BLAS in blocks of exactly POINT_BLOCK (see
+        :meth:`_linear_points`); otherwise the arithmetic is elementwise products and sums along
+        one object's draws, arrays (W, n, K): points, the chunk's objects, draws.
         """
         n_walkers = len(next(iter(hyper.values())))
         first = np.empty((n_walkers, self.n_objects))
@@ -719,23 +780,36 @@ class HyperLikelihood:
         if linear:
             self._keep_features()
             eta, offset = self._coefficients(hyper)
-        else:
-            offset = np.zeros(n_walkers)
+            outputs = first, squares, derivative
+            if coefficients is not None:
+                # (W, J, H): ∂η_j/∂α_h and (W, H): ∂A/∂α_h, per point
+                d_eta = np.stack([np.asarray(d, dtype=float).reshape(len(eta) - 1, n_walkers) for d, _ in coefficients],
+                                 axis=-1).transpose(1, 0, 2)
+                d_offset = np.stack([np.broadcast_to(np.asarray(d, dtype=float), (n_walkers,)) for _, d in coefficients],
+                                    axis=-1)
+                coefficients = d_eta, d_offset
+
+            def work(bounds):
+                lo, hi = bounds
+                width = self._width(lo, hi)
+                rows = self._features(lo, hi, width)  # (n, J + 1, width)
+                per_draw = (self.population.log_density_gradient(self.theta[lo:hi, :width], hyper)
+                            if coefficients is None else None)
+                for start in range(0, n_walkers, POINT_BLOCK):
+                    points = slice(start, min(start + POINT_BLOCK, n_walkers))
+                    self._linear_points(lo, hi, rows, eta, offset, points, coefficients, per_draw, names, outputs)
+
+            self._map(work, self._chunks(1), n_walkers)
+            return first, squares, derivative
+        offset = np.zeros(n_walkers)
 
         def work(bounds):
             lo, hi = bounds
             width = self._width(lo, hi)
             theta = self.theta[lo:hi, :width]
-            if linear:
-                features, base = self._point_rows(lo, hi, width)
-                # Σ_j η_j T_j in one pass (summed over j in order, as the products one by one), + b
-                log_weight = np.einsum("jw,jnk->wnk", eta[:-1], features)
-                log_weight += base
-            else:
-                log_weight = self.population.log_density(theta, hyper).transpose(2, 0, 1)
-                log_weight = np.ascontiguousarray(log_weight + self._neg_log_interim(lo, hi, width))
-            # scratch for the squares and the per-draw gradients only (the linear form's means need none)
-            term = np.empty_like(log_weight) if second or coefficients is None else None
+            log_weight = self.population.log_density(theta, hyper).transpose(2, 0, 1)
+            log_weight = np.ascontiguousarray(log_weight + self._neg_log_interim(lo, hi, width))
+            term = np.empty_like(log_weight)  # scratch for the squares and the per-draw gradients
             peak = self._peak(log_weight)
             log_weight -= np.where(np.isfinite(peak), peak, 0.0)[:, :, None]
             weights = self._exp(log_weight)
@@ -749,7 +823,7 @@ class HyperLikelihood:
                                                  + 2.0 * (peak + offset[:, None]), -np.inf)
             if coefficients is not None:
                 # E_w̃[T_j] (W, n), then d/dα = Σ_j E_w̃[T_j] ∂η_j/∂α + ∂A/∂α
-                features = features if linear else self.form.features(theta).transpose(1, 0, 2)
+                features = self.form.features(theta).transpose(1, 0, 2)
                 means = np.einsum("wnk,jnk->jwn", weights, features) * scale  # one pass over the weights
                 for h, (d_eta, d_offset) in enumerate(coefficients):
                     d_eta = np.asarray(d_eta, dtype=float).reshape(len(means), n_walkers)
@@ -769,15 +843,62 @@ class HyperLikelihood:
         self._map(work, self._chunks(1), n_walkers)
         return first, squares, derivative
 
-    def _point_rows(self, lo, hi, width):
-        """(T (J, n, width), base (n, width)) of objects lo:hi over ``width`` draws: views of the
-        kept features, or computed once for the chunk (for every point evaluated with it)."""
-        if self._feature_cache is not None:
-            rows = self._feature_cache[:, lo:hi, :width]
-            return rows[:-1], rows[-1]
-        # rows first and contiguous, as the kept features: the einsums read each row as one run of memory
-        features = np.ascontiguousarray(self.form.features(self.theta[lo:hi, :width]).transpose(1, 0, 2))
-        return features, self.base[lo:hi, :width]
+    def _linear_points(self, lo, hi, rows, eta, offset, points, coefficients, per_draw, names, outputs):
+        """One block of points (``points``, at most POINT_BLOCK) over objects lo:hi by the linear form.
+
+        The log weights Σ_j η_j T_j + b are one matrix product per object, (POINT_BLOCK, J + 1) @
+        (J + 1, K), and the feature sums Σ_k w_k T_jk another, (POINT_BLOCK, K) @ (K, J): BLAS, about
+        three times numpy's einsum here. A BLAS product's rounding can depend on how many rows it
+        has (one row goes to another routine), never on the other rows' values, so every block
+        has exactly POINT_BLOCK rows — a short one is padded with copies of its first point, whose
+        weights are zeroed before the second product — and each point's numbers are those it gets
+        alone (tests/test_gradients.py checks it, bit for bit, for every number of points).
+        Arrays are (n, P, K): the chunk's objects, the block's points, draws.
+        """
+        first, squares, derivative = outputs
+        count = points.stop - points.start
+        block = np.full(POINT_BLOCK, points.start)
+        block[:count] = np.arange(points.start, points.stop)
+        log_weight = np.matmul(eta[:, block].T, rows)  # (n, P, K)
+        if count < POINT_BLOCK:
+            log_weight[:, count:] = 0.0
+        real = log_weight[:, :count]
+        direct = self._direct(lo, hi, eta[:, points])  # (n, count): no shift needed (see DIRECT_LIMIT)
+        peak = self._shift_rows(real, direct)
+        weights = self._exp(real)
+        total = np.einsum("npk->np", weights)  # numpy's own loop along each row (no BLAS)
+        again = direct & ~(total >= DIRECT_FLOOR)  # too small unshifted (or none in the support)
+        if again.any():  # evaluated again with the shift (the same product: the same log weights)
+            exact = np.matmul(eta[:, block].T, rows)[:, :count]
+            exact_peak = self._peak(exact)
+            exact -= np.where(np.isfinite(exact_peak), exact_peak, 0.0)[:, :, None]
+            self._exp(exact)
+            weights[again], peak[again] = exact[again], exact_peak[again]
+            total[again] = np.einsum("mk->m", exact[again])
+        out_offset = offset[points][None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(np.isfinite(peak) & (total > 0), 1.0 / total, 0.0)
+            first[points, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + out_offset, -np.inf).T
+            if squares is not None:
+                squares[points, lo:hi] = np.where(np.isfinite(peak), np.log(np.square(weights).sum(axis=2))
+                                                  + 2.0 * (peak + out_offset), -np.inf).T
+        if coefficients is not None:
+            d_eta, d_offset = coefficients
+            # E_w̃[T_j] (n, count, J), then d/dα = Σ_j E_w̃[T_j] ∂η_j/∂α + ∂A/∂α
+            means = (np.matmul(log_weight, rows[:, :-1].transpose(0, 2, 1))[:, :count]
+                     * scale[:, :, None]).transpose(1, 0, 2)  # (count, n, J)
+            out = means[:, :, 0, None] * d_eta[points, None, 0]  # summed over j in order, elementwise
+            for j in range(1, means.shape[2]):
+                out += means[:, :, j, None] * d_eta[points, None, j]
+            out += d_offset[points][:, None, :]
+            derivative[points, lo:hi] = out
+        else:
+            with np.errstate(invalid="ignore"):
+                for h, name in enumerate(names):
+                    values = np.broadcast_to(per_draw[name], weights.shape[:1] + weights.shape[2:] + (len(offset),))
+                    values = values.transpose(0, 2, 1)[:, points]
+                    term = np.where(weights > 0, weights * values, 0.0)
+                    derivative[points, lo:hi, h] = (term.sum(axis=2) * scale).T
 
 
 def reference_log_likelihood(population, theta, log_interim_prior, hyper):
