@@ -210,8 +210,8 @@ class HyperLikelihood:
             # Each object's feature ranges and largest base term bound its log weights (see DIRECT_LIMIT).
             scale = None
             n_features = self.form.features(self.theta[:1, :1]).shape[1]
-            self._feature_low, self._feature_high = np.empty((2, self.n_objects, n_features))
-            self._base_peak = np.empty(self.n_objects)
+            self._feature_low, self._feature_high = np.full((2, self.n_objects, n_features), np.nan)  # nan: no bound
+            self._base_peak = np.full(self.n_objects, np.nan)
             for lo, hi in self._blocks():
                 theta = self.theta[lo:hi]
                 block = self.base[lo:hi]
