@@ -109,7 +109,7 @@ def assert_points_get_their_own_numbers(likelihood, points, rng):
 
 
 @pytest.mark.parametrize("cached", [True, False])
-@pytest.mark.parametrize("case", ["normal", "beta", "gamma", "truncnormal", "studentt", "mixture"])
+@pytest.mark.parametrize("case", ["normal", "beta", "gamma", "truncnormal", "powerlaw", "studentt", "mixture"])
 def test_a_point_evaluated_with_others_gets_exactly_its_own_numbers(case, cached, monkeypatch):
     """ln_likelihood_and_gradients (several NUTS chains' points in one pass) gives each point
     exactly its numbers alone, features kept or recomputed per chunk, on a file whose objects

@@ -334,3 +334,17 @@ def test_without_taking_underflowed_weights_again_the_numbers_are_wrong(monkeypa
     assert np.isneginf(likelihood.ln_likelihood_and_gradients(np.array([[1.0, 1.0]]))[0][0])
     exact = reference_log_likelihood(get_population("normal", ["x"]), theta, np.full((N, K), 800.0), hyper)
     assert np.isfinite(exact[0])
+
+
+def test_sums_of_squares_take_the_same_values_without_numpys_vecdot(monkeypatch):
+    """Σ_k w² comes from np.vecdot (numpy ≥ 2) or, on numpy 1.x, from einsum: the same
+    ln L̂ variance either way (pyproject allows numpy ≥ 1.24)."""
+    theta = RNG.normal(1.0, 1.0, size=(N, K, 1))
+    likelihood = HyperLikelihood(get_population("normal", ["x"]), theta, np.full((N, K), -np.log(200.0)))
+    hyper = {"mu": np.array([0.9, 1.2]), "sigma": np.array([0.8, 1.4])}
+    with_vecdot = likelihood.ln_likelihood_and_variance(hyper)
+    monkeypatch.delattr(np, "vecdot", raising=False)
+    assert not hasattr(np, "vecdot")
+    without = likelihood.ln_likelihood_and_variance(hyper)
+    np.testing.assert_allclose(without.ln_likelihood_variance, with_vecdot.ln_likelihood_variance, rtol=1e-12)
+    np.testing.assert_allclose(without.ess, with_vecdot.ess, rtol=1e-12)

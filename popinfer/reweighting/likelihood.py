@@ -12,8 +12,9 @@ form the shift is skipped (a pass for the maximum and one for the subtraction)
 where a bound from the object's feature ranges puts every log weight at or below
 DIRECT_LIMIT (300): the weights and their squares then stay within float64's range,
 and an object whose unshifted sum falls below e^-300 is taken again with the shift. Populations
-with a linear form (see ``populations.base``) cost one small matrix product per
-chunk, with the per-draw features computed for the chunk at hand (so memory stays
+with a linear form (see ``populations.base``) cost small matrix products (one per
+chunk for a call's walkers; per object, in blocks of POINT_BLOCK points, for a gradient
+pass), with the per-draw features computed for the chunk at hand (so memory stays
 at the draws themselves, whatever N). Chunks run on a small thread pool (numpy
 releases the GIL).
 
@@ -71,15 +72,17 @@ from ..populations.base import LINEAR_FORM_LIMIT  # walkers beyond it use the di
 CHUNK_ELEMENTS = 2**19
 # Gradient passes (a gradient-based sampler's points, one or a few chains' at once): chunks of
 # this many draws, whatever the number of points, so that a point's numbers do not depend on
-# it (measured fastest for 1 and 4 points on N = 10³, K = 10³).
+# it (measured fastest for 1 and 4 points on N = 10³, K = 10³; again for 4 points with the BLAS
+# blocks below, against 2^14 to 2^18).
 POINT_CHUNK_ELEMENTS = 2**17
 # ... and the linear form's points in blocks of exactly this many (padded): a BLAS product's
 # rounding may depend on its number of rows, so every block has the same (see _linear_points).
 POINT_BLOCK = 4
 # Log weights Σ_j η_j T_j + b whose bound (from each object's feature ranges) is at most
 # DIRECT_LIMIT are exponentiated without the shift by their peak (weights ≤ e^300, squares
-# ≤ e^600: no overflow); where the weights' sum then falls below DIRECT_FLOOR (their squares
-# near float64's underflow) the object is evaluated again with the shift.
+# ≤ e^600, and their sums over K ≤ 10⁶ draws ≤ e^614: no overflow); where the weights' sum then
+# falls below DIRECT_FLOOR the object is evaluated again with the shift (a sum ≥ e^-300 keeps the
+# largest weight ≥ e^-300/K, whose square stays a normal float64 for K < e^54).
 DIRECT_LIMIT = 300.0
 DIRECT_FLOOR = float(np.exp(-DIRECT_LIMIT))
 OUTSIDE = -1e300
@@ -604,8 +607,8 @@ class HyperLikelihood:
             return
         n_rows = self.form.features(self.theta[:1]).shape[1] + 1
         if n_rows * self.base.size * 8 <= FEATURE_CACHE_BYTES:
-            # Rows first, (J + 1, N, K): one point's log weights over a chunk are then one
-            # matrix-vector product, reading each row as one run of memory.
+            # Rows first, (J + 1, N, K): an object's rows are then each one run of memory,
+            # read as they are by the gradient pass's per-object products.
             cache = np.empty((n_rows,) + self.base.shape)
             for lo, hi in self._blocks():
                 cache[:, lo:hi] = self._features(lo, hi, self.n_draws).transpose(1, 0, 2)
@@ -668,32 +671,33 @@ class HyperLikelihood:
                 bound += np.maximum(eta[j] * low[:, j], eta[j] * high[:, j])
         return bound <= DIRECT_LIMIT  # nan (an infinite feature) is False
 
-    def _shifted(self, lo, hi, hyper, eta, offset, direct=False):
-        """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum.
-
-        With ``direct`` (the linear form only), the (object, walker) pairs that :meth:`_direct`
-        allows are left unshifted, with maximum 0; the third value returned says which."""
+    def _log_weights(self, lo, hi, hyper, eta):
+        """Log weights of objects lo:hi over the chunk's width, (n, W, K), without the offset A(α)."""
         width = self._width(lo, hi)
         if eta is not None and eta.shape[1] == 1 and self._feature_cache is None:
             # One point, features computed for the chunk: T·η + base without the (n, J + 1, K) copy.
             log_weight = eta[:-1, 0] @ self.form.features(self.theta[lo:hi, :width])  # (n, K); A(α) after the sum
             log_weight += self.base[lo:hi, :width]
-            log_weight = log_weight[:, None, :]
-        elif eta is not None:
-            log_weight = eta.T @ self._features(lo, hi, width)  # (n, W, K); the offset A(α) is added after the sum
-        else:
-            log_weight = self.population.log_density(self.theta[lo:hi, :width], hyper).transpose(0, 2, 1)
-            log_weight = log_weight + self._neg_log_interim(lo, hi, width)[:, None, :]
-        if direct and eta is not None:
-            unshifted = self._direct(lo, hi, eta)
-            return log_weight, self._shift_rows(log_weight, unshifted), unshifted
+            return log_weight[:, None, :]
+        if eta is not None:
+            return eta.T @ self._features(lo, hi, width)  # (n, W, K); the offset A(α) is added after the sum
+        log_weight = self.population.log_density(self.theta[lo:hi, :width], hyper).transpose(0, 2, 1)
+        return log_weight + self._neg_log_interim(lo, hi, width)[:, None, :]
+
+    def _shifted(self, lo, hi, hyper, eta, offset):
+        """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum."""
+        log_weight = self._log_weights(lo, hi, hyper, eta)
         peak = self._peak(log_weight)
         log_weight -= np.where(np.isfinite(peak), peak, 0.0)[..., None]
-        return (log_weight, peak) + ((np.zeros(peak.shape, dtype=bool),) if direct else ())
+        return log_weight, peak
 
     def _shift_rows(self, log_weight, unshifted):
         """Shift the rows of ``log_weight`` (…, K) that ``unshifted`` (…) does not mark by their
         peak, in place; return the peaks (0 where unshifted). Only those rows are read."""
+        if not unshifted.any():  # all of them, in place
+            peak = self._peak(log_weight)
+            log_weight -= np.where(np.isfinite(peak), peak, 0.0)[..., None]
+            return peak
         peak = np.zeros(unshifted.shape)
         if unshifted.all():
             return peak
@@ -741,19 +745,23 @@ class HyperLikelihood:
 
         def work(bounds):
             lo, hi = bounds
-            shifted, peak, direct = self._shifted(lo, hi, hyper, eta, offset, direct=True)
+            shifted = self._log_weights(lo, hi, hyper, eta)
+            direct = (self._direct(lo, hi, eta) if eta is not None
+                      else np.zeros(shifted.shape[:2], dtype=bool))
+            peak = self._shift_rows(shifted, direct)
             self._exp(shifted)
             total = np.einsum("nwk->nw", shifted)  # (a sum over each row, about 1.6× faster than .sum here)
             again = direct & ~(total >= DIRECT_FLOOR)  # too small unshifted (or none in the support)
-            if again.any():
-                exact, exact_peak = self._shifted(lo, hi, hyper, eta, offset)
-                self._exp(exact)
-                shifted[again], peak[again] = exact[again], exact_peak[again]
-                total[again] = np.einsum("mk->m", exact[again])
+            if again.any():  # those rows again, shifted
+                exact = self._log_weights(lo, hi, hyper, eta)[again]  # (m, K)
+                peak[again] = exact_peak = self._peak(exact)
+                exact -= np.where(np.isfinite(exact_peak), exact_peak, 0.0)[:, None]
+                shifted[again] = self._exp(exact)
+                total[again] = np.einsum("mk->m", exact)
             with np.errstate(divide="ignore", invalid="ignore"):
                 first[:, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + offset, -np.inf).T
-                if second:  # Σ_k w², one fused pass (a square and a sum are two)
-                    squares[:, lo:hi] = np.where(np.isfinite(peak), np.log(np.vecdot(shifted, shifted))
+                if second:
+                    squares[:, lo:hi] = np.where(np.isfinite(peak), np.log(_row_squares(shifted))
                                                  + 2.0 * (peak + offset), -np.inf).T
 
         self._map(work, self._chunks(n_walkers), n_walkers)
@@ -852,7 +860,11 @@ class HyperLikelihood:
         has (one row goes to another routine), never on the other rows' values, so every block
         has exactly POINT_BLOCK rows — a short one is padded with copies of its first point, whose
         weights are zeroed before the second product — and each point's numbers are those it gets
-        alone (tests/test_gradients.py checks it, bit for bit, for every number of points).
+        alone (tests/test_gradients.py checks it, bit for bit, for every number of points). This
+        rests on what BLAS libraries that pack their operands do (OpenBLAS, numpy's own): a row's
+        result depends neither on the other rows nor on its place among them. A BLAS whose
+        results change with memory alignment or threads (MKL without its reproducibility mode)
+        could break it; the test would then fail on that machine.
         Arrays are (n, P, K): the chunk's objects, the block's points, draws.
         """
         first, squares, derivative = outputs
@@ -868,13 +880,12 @@ class HyperLikelihood:
         weights = self._exp(real)
         total = np.einsum("npk->np", weights)  # numpy's own loop along each row (no BLAS)
         again = direct & ~(total >= DIRECT_FLOOR)  # too small unshifted (or none in the support)
-        if again.any():  # evaluated again with the shift (the same product: the same log weights)
-            exact = np.matmul(eta[:, block].T, rows)[:, :count]
-            exact_peak = self._peak(exact)
-            exact -= np.where(np.isfinite(exact_peak), exact_peak, 0.0)[:, :, None]
-            self._exp(exact)
-            weights[again], peak[again] = exact[again], exact_peak[again]
-            total[again] = np.einsum("mk->m", exact[again])
+        if again.any():  # those rows again, shifted (the same product: the same log weights)
+            exact = np.matmul(eta[:, block].T, rows)[:, :count][again]  # (m, K)
+            peak[again] = exact_peak = self._peak(exact)
+            exact -= np.where(np.isfinite(exact_peak), exact_peak, 0.0)[:, None]
+            weights[again] = self._exp(exact)
+            total[again] = np.einsum("mk->m", exact)
         out_offset = offset[points][None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(np.isfinite(peak) & (total > 0), 1.0 / total, 0.0)
@@ -899,6 +910,13 @@ class HyperLikelihood:
                     values = values.transpose(0, 2, 1)[:, points]
                     term = np.where(weights > 0, weights * values, 0.0)
                     derivative[points, lo:hi, h] = (term.sum(axis=2) * scale).T
+
+
+def _row_squares(x):
+    """Σ_k x_k² along the last axis: one fused pass with numpy ≥ 2's vecdot (3.5× a square and a
+    sum here), else numpy's einsum."""
+    vecdot = getattr(np, "vecdot", None)
+    return vecdot(x, x) if vecdot is not None else np.einsum("...k,...k->...", x, x)
 
 
 def reference_log_likelihood(population, theta, log_interim_prior, hyper):
