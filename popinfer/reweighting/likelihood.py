@@ -605,7 +605,7 @@ class HyperLikelihood:
         """Keep every object's features (the :meth:`_features` rows) when they fit FEATURE_CACHE_BYTES."""
         if self.form is None or self._feature_cache is not None:
             return
-        n_rows = self.form.features(self.theta[:1]).shape[1] + 1
+        n_rows = self._feature_low.shape[1] + 1
         if n_rows * self.base.size * 8 <= FEATURE_CACHE_BYTES:
             # Rows first, (J + 1, N, K): an object's rows are then each one run of memory,
             # read as they are by the gradient pass's per-object products.
@@ -687,26 +687,39 @@ class HyperLikelihood:
     def _shifted(self, lo, hi, hyper, eta, offset):
         """Log weights of objects lo:hi minus their per-(object, walker) maximum, and that maximum."""
         log_weight = self._log_weights(lo, hi, hyper, eta)
+        return log_weight, self._subtract_peak(log_weight)
+
+    def _subtract_peak(self, log_weight):
+        """Shift every row of ``log_weight`` (…, K) by its peak, in place (a row whose peak is −inf
+        stays); return the peaks."""
         peak = self._peak(log_weight)
         log_weight -= np.where(np.isfinite(peak), peak, 0.0)[..., None]
-        return log_weight, peak
-
-    def _shift_rows(self, log_weight, unshifted):
-        """Shift the rows of ``log_weight`` (…, K) that ``unshifted`` (…) does not mark by their
-        peak, in place; return the peaks (0 where unshifted). Only those rows are read."""
-        if not unshifted.any():  # all of them, in place
-            peak = self._peak(log_weight)
-            log_weight -= np.where(np.isfinite(peak), peak, 0.0)[..., None]
-            return peak
-        peak = np.zeros(unshifted.shape)
-        if unshifted.all():
-            return peak
-        rows = ~unshifted
-        shifted = log_weight[rows]  # (m, K), a copy
-        peak[rows] = row_peak = self._peak(shifted)
-        shifted -= np.where(np.isfinite(row_peak), row_peak, 0.0)[:, None]
-        log_weight[rows] = shifted
         return peak
+
+    def _weights(self, log_weight, direct, again):
+        """Exponentiate ``log_weight`` (…, K) in place, each row shifted by its peak except where
+        ``direct`` (…) allows it unshifted (see DIRECT_LIMIT); the rows whose unshifted sum falls
+        below DIRECT_FLOOR are taken again, shifted, from ``again()`` (the same log weights, computed
+        anew). Returns each row's shift (its peak, or 0) and sum Σ_k w (numpy's own loop along the
+        row, not BLAS). Only the shifted rows are read for their peaks."""
+        if not direct.any():
+            peak = self._subtract_peak(log_weight)
+        else:
+            peak = np.zeros(direct.shape)
+            if not direct.all():
+                rows = ~direct
+                shifted = log_weight[rows]  # (m, K), a copy
+                peak[rows] = self._subtract_peak(shifted)
+                log_weight[rows] = shifted
+        self._exp(log_weight)
+        total = np.einsum("...k->...", log_weight)  # about 1.6× faster than .sum here
+        redo = direct & ~(total >= DIRECT_FLOOR)  # too small unshifted (or none in the support)
+        if redo.any():
+            exact = again()[redo]  # (m, K)
+            peak[redo] = self._subtract_peak(exact)
+            log_weight[redo] = self._exp(exact)
+            total[redo] = np.einsum("mk->m", exact)
+        return peak, total
 
     def _exp(self, shifted):
         """exp of the shifted log weights (all ≤ 0, or −inf), in place, in ``exp_precision``."""
@@ -748,16 +761,7 @@ class HyperLikelihood:
             shifted = self._log_weights(lo, hi, hyper, eta)
             direct = (self._direct(lo, hi, eta) if eta is not None
                       else np.zeros(shifted.shape[:2], dtype=bool))
-            peak = self._shift_rows(shifted, direct)
-            self._exp(shifted)
-            total = np.einsum("nwk->nw", shifted)  # (a sum over each row, about 1.6× faster than .sum here)
-            again = direct & ~(total >= DIRECT_FLOOR)  # too small unshifted (or none in the support)
-            if again.any():  # those rows again, shifted
-                exact = self._log_weights(lo, hi, hyper, eta)[again]  # (m, K)
-                peak[again] = exact_peak = self._peak(exact)
-                exact -= np.where(np.isfinite(exact_peak), exact_peak, 0.0)[:, None]
-                shifted[again] = self._exp(exact)
-                total[again] = np.einsum("mk->m", exact)
+            peak, total = self._weights(shifted, direct, lambda: self._log_weights(lo, hi, hyper, eta))
             with np.errstate(divide="ignore", invalid="ignore"):
                 first[:, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + offset, -np.inf).T
                 if second:
@@ -818,8 +822,7 @@ class HyperLikelihood:
             log_weight = self.population.log_density(theta, hyper).transpose(2, 0, 1)
             log_weight = np.ascontiguousarray(log_weight + self._neg_log_interim(lo, hi, width))
             term = np.empty_like(log_weight)  # scratch for the squares and the per-draw gradients
-            peak = self._peak(log_weight)
-            log_weight -= np.where(np.isfinite(peak), peak, 0.0)[:, :, None]
+            peak = self._subtract_peak(log_weight)
             weights = self._exp(log_weight)
             total = weights.sum(axis=2)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -876,21 +879,15 @@ class HyperLikelihood:
             log_weight[:, count:] = 0.0
         real = log_weight[:, :count]
         direct = self._direct(lo, hi, eta[:, points])  # (n, count): no shift needed (see DIRECT_LIMIT)
-        peak = self._shift_rows(real, direct)
-        weights = self._exp(real)
-        total = np.einsum("npk->np", weights)  # numpy's own loop along each row (no BLAS)
-        again = direct & ~(total >= DIRECT_FLOOR)  # too small unshifted (or none in the support)
-        if again.any():  # those rows again, shifted (the same product: the same log weights)
-            exact = np.matmul(eta[:, block].T, rows)[:, :count][again]  # (m, K)
-            peak[again] = exact_peak = self._peak(exact)
-            exact -= np.where(np.isfinite(exact_peak), exact_peak, 0.0)[:, None]
-            weights[again] = self._exp(exact)
-            total[again] = np.einsum("mk->m", exact)
+        # (taken again: the same product, the same log weights)
+        peak, total = self._weights(real, direct, lambda: np.matmul(eta[:, block].T, rows)[:, :count])
+        weights = real
         out_offset = offset[points][None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(np.isfinite(peak) & (total > 0), 1.0 / total, 0.0)
             first[points, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + out_offset, -np.inf).T
             if squares is not None:
+                # (not _row_squares: vecdot may call BLAS, whose rounding could depend on the row)
                 squares[points, lo:hi] = np.where(np.isfinite(peak), np.log(np.square(weights).sum(axis=2))
                                                   + 2.0 * (peak + out_offset), -np.inf).T
         if coefficients is not None:
