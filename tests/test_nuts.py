@@ -478,3 +478,34 @@ def test_an_evaluation_error_inside_the_chains_surfaces_as_itself(eight_exact, m
         popinfer.fit_population(eight_exact, "normal", hyperpriors=EIGHT_HYPER, sampler="nuts", seed=1,
                                 n_samples=400, progress=False)
     assert len(calls) >= 200
+
+
+def test_the_raw_trace_gives_the_draws_divergences_and_step_sizes_of_nutpies_own_conversion():
+    # The sampler reads nutpie's raw (Arrow) trace; nutpie's ArviZ conversion of the same run
+    # (same model, seed and settings) is the reference: the draws after tuning, bit for bit.
+    import nutpie
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    from popinfer.reweighting.samplers.nuts import _after_tuning
+
+    scales = np.array([1.0, 0.01])  # a badly scaled Gaussian: some divergences while tuning
+
+    def make_logp():
+        return lambda u: (float(-0.5 * np.sum((u / scales) ** 2)), -np.asarray(u) / scales**2)
+
+    def make_expand(seed1, seed2, chain):
+        return lambda u: {"u": np.array(u, dtype=float)}
+
+    model = from_pyfunc(2, make_logp, make_expand, [np.dtype("float64")], [(2,)], ["u"],
+                        make_initial_point_fn=lambda seed: np.array([0.5, 0.005]))
+    options = dict(draws=60, tune=40, chains=1, cores=1, seed=7, progress_bar=False, save_warmup=False)
+    reference = nutpie.sample(model, **options)
+    draws, diverging, step_size = _after_tuning(nutpie.sample(model, return_raw_trace=True, **options), 2)
+    assert draws.shape == (60, 2)
+    assert np.array_equal(draws, np.asarray(reference.posterior["u"].values[0]))
+    assert np.array_equal(diverging, np.asarray(reference.sample_stats["diverging"].values[0]))
+    assert np.array_equal(step_size, np.asarray(reference.sample_stats["step_size"].values[0]))
+    # Negative control: the tuning draws are not the kept ones.
+    everything = np.array(nutpie.sample(model, return_raw_trace=True, **options).get_arrow_trace()[0][0]
+                          .column("u").to_pylist())
+    assert everything.shape == (100, 2) and not np.array_equal(everything[:60], draws)
