@@ -509,3 +509,20 @@ def test_the_raw_trace_gives_the_draws_divergences_and_step_sizes_of_nutpies_own
     everything = np.array(nutpie.sample(model, return_raw_trace=True, **options).get_arrow_trace()[0][0]
                           .column("u").to_pylist())
     assert everything.shape == (100, 2) and not np.array_equal(everything[:60], draws)
+
+
+def test_a_raw_trace_without_draws_is_a_chain_that_stopped_and_more_than_one_chain_is_refused():
+    from popinfer.errors import PopinferError
+    from popinfer.reweighting.samplers.nuts import _after_tuning
+
+    class Trace:
+        def __init__(self, batches):
+            self.batches = batches
+
+        def get_arrow_trace(self):
+            return self.batches, self.batches
+
+    draws, diverging, step_size = _after_tuning(Trace([]), 3)
+    assert draws.shape == (0, 3) and diverging.shape == step_size.shape == (0,)
+    with pytest.raises(PopinferError, match="2 chains' draws for a run of one chain"):
+        _after_tuning(Trace([object(), object()]), 3)

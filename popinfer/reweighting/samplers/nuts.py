@@ -78,6 +78,8 @@ def _after_tuning(trace, n_dim):
     draw_batches, stat_batches = trace.get_arrow_trace()
     if not draw_batches:  # stopped before its first draw
         return np.empty((0, n_dim)), np.empty(0, dtype=bool), np.empty(0)
+    if len(draw_batches) != 1 or len(stat_batches) != 1:
+        raise PopinferError(f"nutpie returned {len(draw_batches)} chains' draws for a run of one chain.")
     (draws,), (stats,) = draw_batches, stat_batches
     kept = ~np.asarray(stats.column("tuning"), dtype=bool)
 
@@ -351,7 +353,7 @@ class NutsSampler:
         for chain, trace in enumerate(traces):
             draws, diverging, step_size = _after_tuning(trace, n_dim)
             if draws.shape[0] != n_draws + skip:
-                raise PopinferError(f"NUTS chain {chain + 1} stopped after {draws.shape[0] - skip} of {n_draws} draws.")
+                raise PopinferError(f"NUTS chain {chain + 1} stopped after {max(0, draws.shape[0] - skip)} of {n_draws} draws.")
             chains.append(draws[skip:])
             divergences += int(diverging[skip:].sum())
             step_sizes.append(float(step_size[-1]))
