@@ -31,9 +31,10 @@ from scipy.special import betaln, logsumexp
 import popinfer
 from conftest import SAMPLE_DATA
 from popinfer.cli import main
-from popinfer.errors import GradientUnavailableError, UsageError
+from popinfer.errors import GradientUnavailableError, PopinferError, UsageError
 from popinfer.io.samples import write_samples
 from popinfer.mcmc import ConvergenceWarning
+from popinfer.reweighting.samplers.nuts import _after_tuning
 from test_choosing import EIGHT, EIGHT_HYPER, EightSchoolsExact, exact_samples, ks_pvalue
 
 pytest.importorskip("nutpie")
@@ -486,9 +487,7 @@ def test_the_raw_trace_gives_the_draws_divergences_and_step_sizes_of_nutpies_own
     import nutpie
     from nutpie.compiled_pyfunc import from_pyfunc
 
-    from popinfer.reweighting.samplers.nuts import _after_tuning
-
-    scales = np.array([1.0, 0.01])  # a badly scaled Gaussian: some divergences while tuning
+    scales = np.array([1.0, 0.01])  # a badly scaled Gaussian: the step size and mass matrix adapt
 
     def make_logp():
         return lambda u: (float(-0.5 * np.sum((u / scales) ** 2)), -np.asarray(u) / scales**2)
@@ -505,16 +504,13 @@ def test_the_raw_trace_gives_the_draws_divergences_and_step_sizes_of_nutpies_own
     assert np.array_equal(draws, np.asarray(reference.posterior["u"].values[0]))
     assert np.array_equal(diverging, np.asarray(reference.sample_stats["diverging"].values[0]))
     assert np.array_equal(step_size, np.asarray(reference.sample_stats["step_size"].values[0]))
-    # Negative control: the tuning draws are not the kept ones.
+    # Negative control: the tuning draws are not the kept ones (a raw trace is read once: the same run again).
     everything = np.array(nutpie.sample(model, return_raw_trace=True, **options).get_arrow_trace()[0][0]
                           .column("u").to_pylist())
     assert everything.shape == (100, 2) and not np.array_equal(everything[:60], draws)
 
 
 def test_a_raw_trace_without_draws_is_a_chain_that_stopped_and_more_than_one_chain_is_refused():
-    from popinfer.errors import PopinferError
-    from popinfer.reweighting.samplers.nuts import _after_tuning
-
     class Trace:
         def __init__(self, batches):
             self.batches = batches

@@ -79,15 +79,15 @@ def _after_tuning(trace, n_dim):
     if not draw_batches:  # stopped before its first draw
         return np.empty((0, n_dim)), np.empty(0, dtype=bool), np.empty(0)
     if len(draw_batches) != 1 or len(stat_batches) != 1:
-        raise PopinferError(f"nutpie returned {len(draw_batches)} chains' draws for a run of one chain.")
+        raise PopinferError(f"nutpie returned {len(draw_batches)} chains' draws for a run of one chain, which this "
+                            f"version of popinfer does not expect: reinstall the nuts extra (pip install --upgrade "
+                            f"'popinfer[nuts]'), or use --sampler emcee.")
     (draws,), (stats,) = draw_batches, stat_batches
     kept = ~np.asarray(stats.column("tuning"), dtype=bool)
-
-    def column(batch, name):
-        return np.asarray(batch.column(name))[kept]
-
     u = np.array(draws.column("u").to_pylist(), dtype=float).reshape(-1, n_dim)[kept]
-    return u, column(stats, "diverging").astype(bool), column(stats, "step_size").astype(float)
+    diverging = np.asarray(stats.column("diverging"), dtype=bool)[kept]
+    step_size = np.asarray(stats.column("step_size"), dtype=float)[kept]
+    return u, diverging, step_size
 
 
 class _Lockstep:
@@ -353,7 +353,8 @@ class NutsSampler:
         for chain, trace in enumerate(traces):
             draws, diverging, step_size = _after_tuning(trace, n_dim)
             if draws.shape[0] != n_draws + skip:
-                raise PopinferError(f"NUTS chain {chain + 1} stopped after {max(0, draws.shape[0] - skip)} of {n_draws} draws.")
+                raise PopinferError(f"NUTS chain {chain + 1} stopped after {max(0, draws.shape[0] - skip)} of "
+                                    f"{n_draws} draws.")
             chains.append(draws[skip:])
             divergences += int(diverging[skip:].sum())
             step_sizes.append(float(step_size[-1]))
