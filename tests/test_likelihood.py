@@ -132,6 +132,53 @@ def test_work_above_the_parallel_threshold_is_shared_among_the_threads():
     shared.close()
 
 
+def _shared_likelihood(monkeypatch):
+    """A likelihood on two threads whose 9-walker calls are cut into many chunks."""
+    import popinfer.reweighting.likelihood as module
+
+    monkeypatch.setattr(module, "CHUNK_ELEMENTS", 4 * K * W)
+    monkeypatch.setattr(module, "PARALLEL_MIN_ELEMENTS", 1)
+    theta, log_interim = draws(positive=False)
+    return HyperLikelihood(get_population("normal", ["x"]), theta, log_interim, threads=2), theta, log_interim
+
+
+def test_the_calling_thread_works_beside_the_helpers(monkeypatch):
+    """The calling thread takes chunks itself, beside the pool's helper: each of two chunks waits
+    inside its work until the other has started, so both ran at once, one in the caller."""
+    import threading
+
+    likelihood, _, _ = _shared_likelihood(monkeypatch)
+    chunks = likelihood._chunks(W)[:2]
+    both, ran = threading.Barrier(2, timeout=60), {}
+
+    def work(chunk):
+        both.wait()
+        ran[chunk] = threading.get_ident()
+
+    likelihood._map(work, chunks, W)
+    likelihood.close()
+    assert sorted(ran) == sorted(chunks)
+    assert threading.get_ident() in ran.values() and len(set(ran.values())) == 2
+
+
+@pytest.mark.parametrize("failing", [0, -1])
+def test_a_failing_chunk_is_raised_by_the_call_and_the_kernel_still_works(monkeypatch, failing):
+    likelihood, theta, log_interim = _shared_likelihood(monkeypatch)
+    hyper = CASES["normal"][1](W)
+    expected = HyperLikelihood(get_population("normal", ["x"]), theta, log_interim, threads=1)(hyper)
+    chunks = likelihood._chunks(W)
+    assert len(chunks) > 2
+
+    def work(chunk):
+        if chunk == chunks[failing]:
+            raise ValueError("chunk failed")
+
+    with pytest.raises(ValueError, match="chunk failed"):
+        likelihood._map(work, chunks, W)
+    assert np.array_equal(likelihood(hyper), expected)
+    likelihood.close()
+
+
 def test_ess_and_variance_match_their_definitions():
     theta, log_interim = draws(positive=False)
     population = get_population("normal", ["x"])

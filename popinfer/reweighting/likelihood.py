@@ -15,8 +15,8 @@ and an object whose unshifted sum falls below e^-300 is taken again with the shi
 with a linear form (see ``populations.base``) cost small matrix products (one per
 chunk for a call's walkers; per object, in blocks of POINT_BLOCK points, for a gradient
 pass), with the per-draw features computed for the chunk at hand (so memory stays
-at the draws themselves, whatever N). Chunks run on a small thread pool (numpy
-releases the GIL).
+at the draws themselves, whatever N). Chunks run on the calling thread and a small pool of
+helper threads, one thread per core in all (numpy releases the GIL).
 
 Objects may hold different numbers of draws K_n (a ragged samples file, padded to the
 largest). The kernel keeps its objects sorted by K_n (stably, so objects with the same
@@ -60,7 +60,8 @@ from __future__ import annotations
 
 import copy
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -650,9 +651,33 @@ class HyperLikelihood:
     def _map(self, work, chunks, n_walkers):
         elements = sum((b - a) * self._width(a, b) for a, b in chunks) * n_walkers
         if self.threads > 1 and len(chunks) > 1 and elements >= PARALLEL_MIN_ELEMENTS:
+            # The calling thread works too, beside threads - 1 helpers, every thread taking the
+            # next chunk as it finishes one: one hand-off per helper and call, not one per chunk
+            # (a hand-off per chunk cost up to a fifth of a 32-walker call at N = K = 10³). After
+            # a failure (or Ctrl-C) no thread starts another chunk.
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads)
-            list(self._pool.map(work, chunks))
+                self._pool = ThreadPoolExecutor(self.threads - 1)
+            queue, lock, stop = iter(chunks), threading.Lock(), threading.Event()
+
+            def drain():
+                while True:
+                    with lock:
+                        chunk = None if stop.is_set() else next(queue, None)
+                    if chunk is None:
+                        return
+                    try:
+                        work(chunk)
+                    except BaseException:
+                        stop.set()
+                        raise
+
+            helpers = [self._pool.submit(drain) for _ in range(min(self.threads, len(chunks)) - 1)]
+            try:
+                drain()
+            finally:
+                wait(helpers)
+            for helper in helpers:
+                helper.result()  # a helper's failure, raised here
         else:
             for chunk in chunks:
                 work(chunk)
@@ -793,6 +818,9 @@ class HyperLikelihood:
             self._keep_features()
             eta, offset = self._coefficients(hyper)
             outputs = first, squares, derivative
+            # Which (object, point) pairs need no shift, for all objects at once (elementwise: each
+            # pair's bound is the one a chunk would compute; one call, not one per chunk and block).
+            direct = self._direct(0, self.n_objects, eta)
             if coefficients is not None:
                 # (W, J, H): ∂η_j/∂α_h and (W, H): ∂A/∂α_h, per point
                 d_eta = np.stack([np.asarray(d, dtype=float).reshape(len(eta) - 1, n_walkers) for d, _ in coefficients],
@@ -809,7 +837,8 @@ class HyperLikelihood:
                             if coefficients is None else None)
                 for start in range(0, n_walkers, POINT_BLOCK):
                     points = slice(start, min(start + POINT_BLOCK, n_walkers))
-                    self._linear_points(lo, hi, rows, eta, offset, points, coefficients, per_draw, names, outputs)
+                    self._linear_points(lo, hi, rows, eta, offset, points, direct[lo:hi, points], coefficients,
+                                        per_draw, names, outputs)
 
             self._map(work, self._chunks(1), n_walkers)
             return first, squares, derivative
@@ -854,7 +883,7 @@ class HyperLikelihood:
         self._map(work, self._chunks(1), n_walkers)
         return first, squares, derivative
 
-    def _linear_points(self, lo, hi, rows, eta, offset, points, coefficients, per_draw, names, outputs):
+    def _linear_points(self, lo, hi, rows, eta, offset, points, direct, coefficients, per_draw, names, outputs):
         """One block of points (``points``, at most POINT_BLOCK) over objects lo:hi by the linear form.
 
         The log weights Σ_j η_j T_j + b are one matrix product per object, (POINT_BLOCK, J + 1) @
@@ -878,7 +907,6 @@ class HyperLikelihood:
         if count < POINT_BLOCK:
             log_weight[:, count:] = 0.0
         real = log_weight[:, :count]
-        direct = self._direct(lo, hi, eta[:, points])  # (n, count): no shift needed (see DIRECT_LIMIT)
         # (taken again: the same product, the same log weights)
         peak, total = self._weights(real, direct, lambda: np.matmul(eta[:, block].T, rows)[:, :count])
         weights = real
