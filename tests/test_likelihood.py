@@ -212,6 +212,53 @@ def test_resampling_follows_the_weights():
     assert stats.chisquare(np.bincount(index[:, 0], minlength=5), shifted).pvalue < 1e-4  # negative control
 
 
+def _inverse_cdf_violations(weights, uniforms, index):
+    """Rows where ``index`` is not the inverse CDF's draw: one of positive weight whose cumulative
+    weight exceeds u·Σ w while the one before it does not (to rounding: 1e-12 of Σ w)."""
+    cumulative = np.cumsum(weights, axis=-1)
+    total = cumulative[..., -1]
+    target = uniforms * total
+    at = np.take_along_axis(cumulative, index[..., None], -1)[..., 0]
+    before = np.where(index > 0, np.take_along_axis(cumulative, np.maximum(index - 1, 0)[..., None], -1)[..., 0], 0.0)
+    positive = np.take_along_axis(weights, index[..., None], -1)[..., 0] > 0
+    slack = 1e-12 * total
+    good = positive & (at >= target - slack) & (before <= target + slack)
+    return np.sum(~good & (total > 0))
+
+
+@pytest.mark.parametrize("n_draws", [1, 5, 63, 64, 65, 1000, 4037])
+def test_the_two_step_inverse_cdf_picks_the_draw_that_reaches_the_target(n_draws):
+    """Pooling's inverse CDF over blocks of draws, then within the chosen block, against the
+    definition; rows with zero weights (outside the support, padding), whose positive weights sit
+    only in a short last block or in one draw, and uniforms at 0 and just below 1. The off-by-one
+    draw is the negative control."""
+    from popinfer.reweighting.likelihood import RESAMPLE_BLOCK, _inverse_cdf
+
+    rng = np.random.default_rng(n_draws)
+    weights = rng.exponential(size=(30, 7, n_draws)) * (rng.random((30, 7, n_draws)) < 0.7)
+    weights[0, :, :-1] = 0.0  # only the last draw
+    weights[1, :, n_draws // 2:] = 0.0  # padding
+    weights[2, :, :(n_draws // RESAMPLE_BLOCK) * RESAMPLE_BLOCK] = 0.0  # only the short last block, if any
+    weights[3] = 0.0
+    weights[3, :, rng.integers(n_draws)] = 1.0
+    weights[4] *= np.exp(rng.normal(0, 30, n_draws))  # weights spanning many orders of magnitude
+    weights[5, :3, 0], weights[5, :3, -1] = 0.0, 1.0  # at u = 0 below: the first draw has no weight
+    weights[6] = 0.0  # no positive weight: draw 0
+    uniforms = rng.random((30, 7))
+    uniforms[5, :3], uniforms[5, 3:] = 0.0, 1.0 - 2.0 ** -53
+    uniforms[1:3, 4:] = 1.0 - 2.0 ** -53  # at the end of rows with zeros at their ends
+    index = _inverse_cdf(weights.copy(), uniforms)
+    assert index.shape == uniforms.shape and index.min() >= 0 and index.max() < n_draws
+    assert _inverse_cdf_violations(weights, uniforms, index) == 0
+    assert np.all(index[6] == 0)
+    # The single-step count of cumulative weights below u·Σ w, as pooling had it, takes a draw of
+    # weight 0 at u = 0 where the first draws have none.
+    single_step = np.minimum(np.sum(np.cumsum(weights, -1) < (uniforms * weights.sum(-1))[..., None], -1), n_draws - 1)
+    assert (_inverse_cdf_violations(weights, uniforms, single_step) > 0) == (n_draws > 1)
+    if n_draws > 1:
+        assert _inverse_cdf_violations(weights, uniforms, np.minimum(index + 1, n_draws - 1)) > 0
+
+
 def test_resampling_a_group_mixing_walkers_in_and_beyond_the_linear_form_follows_each_ones_weights():
     theta = np.linspace(-2, 2, 5)[None, :, None].repeat(3, axis=0)
     likelihood = HyperLikelihood(get_population("normal", ["x"]), theta, np.zeros((3, 5)))

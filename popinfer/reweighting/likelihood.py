@@ -93,6 +93,9 @@ PARALLEL_MIN_ELEMENTS = 2**17
 # Gradient-based samplers evaluate one or a few points per call, where recomputing the features
 # per call is a large share of the work (≈ 40 % more time for beta's logarithms): they are then kept, up to this size.
 FEATURE_CACHE_BYTES = 256 * 2**20
+# Pooling draws one index per object and walker by inverse CDF in two steps: over blocks of
+# this many draws, then within the chosen block (a cumulative sum over all K cost 2-3× as much).
+RESAMPLE_BLOCK = 64
 # exp_precision: the float type of the weights' exponentials (module docstring).
 EXP_PRECISIONS = {"double": None, "single": np.float32}
 
@@ -405,11 +408,8 @@ class HyperLikelihood:
         def work(bounds):
             a, b = bounds  # in the kernel's order
             columns = self._file_columns(a, b, lo)
-            cumulative = self._shifted(a, b, hyper, eta, offset)[0]  # (n, W, K_b), worked in place
-            np.exp(cumulative, out=cumulative)
-            np.cumsum(cumulative, axis=2, out=cumulative)
-            target = uniforms[:, columns].T * cumulative[:, :, -1]  # (n, W)
-            index = (cumulative < target[:, :, None]).sum(axis=2)
+            weights = self._shifted(a, b, hyper, eta, offset)[0]  # (n, W, K_b), worked in place
+            index = _inverse_cdf(np.exp(weights, out=weights), uniforms[:, columns].T)
             out[:, columns] = np.minimum(index, self._counts[a:b, None] - 1).T
 
         chunks = [chunk for a, b in self._kernel_ranges(lo, hi) for chunk in self._chunks(len(uniforms), a, b)]
@@ -935,6 +935,40 @@ class HyperLikelihood:
                     values = values.transpose(0, 2, 1)[:, points]
                     term = np.where(weights > 0, weights * values, 0.0)
                     derivative[points, lo:hi, h] = (term.sum(axis=2) * scale).T
+
+
+def _inverse_cdf(weights, uniforms, block=RESAMPLE_BLOCK):
+    """Per row of ``weights`` (…, K), ≥ 0, the index k of the first draw whose cumulative weight
+    exceeds u·Σ w (u: ``uniforms`` (…), in [0, 1)): a draw ∝ its weight, never one of weight 0
+    (a row without positive weight gives 0). In two steps, each a cumulative sum over far fewer
+    than K values: over the blocks of ``block`` draws (their sums; the last block may be shorter),
+    then over the draws of the block that holds u·Σ w. Where rounding puts u·Σ w at or past the
+    end of the sums, the last positive block, or draw, is taken."""
+    shape, n_draws = weights.shape[:-1], weights.shape[-1]
+    full, n_blocks = n_draws // block, -(-n_draws // block)
+    sums = np.empty(shape + (n_blocks,))
+    if full:
+        sums[..., :full] = np.einsum("...bk->...b", weights[..., :full * block].reshape(shape + (full, block)))
+    if n_blocks > full:
+        sums[..., full] = np.einsum("...k->...", weights[..., full * block:])
+    cumulative = np.cumsum(sums, axis=-1)
+    target = uniforms * cumulative[..., -1]
+    chosen = np.minimum(np.sum(cumulative <= target[..., None], axis=-1), _last_positive(sums))
+    before = np.take_along_axis(cumulative, np.maximum(chosen - 1, 0)[..., None], -1)[..., 0]
+    before[chosen == 0] = 0.0
+    draws = chosen[..., None] * block + np.arange(block)  # (…, block): the chosen block's draws
+    local = np.take_along_axis(weights, np.minimum(draws, n_draws - 1), -1)
+    local[draws >= n_draws] = 0.0  # beyond a short last block
+    within = np.sum(np.cumsum(local, axis=-1) <= (target - before)[..., None], axis=-1)
+    index = chosen * block + np.minimum(within, _last_positive(local))
+    index[~(cumulative[..., -1] > 0)] = 0
+    return index
+
+
+def _last_positive(values):
+    """The position of the last positive value along the last axis (0 where there is none)."""
+    found = values[..., ::-1] > 0
+    return np.where(found.any(axis=-1), values.shape[-1] - 1 - np.argmax(found, axis=-1), 0)
 
 
 def _row_squares(x):
