@@ -161,6 +161,37 @@ def test_the_calling_thread_works_beside_the_helpers(monkeypatch):
     assert threading.get_ident() in ran.values() and len(set(ran.values())) == 2
 
 
+def test_a_call_does_not_wait_for_a_helper_that_has_not_started(monkeypatch):
+    """With the pool's one helper busy elsewhere (here: held by another task), a call does all of
+    its chunks itself and returns; it used to wait until the helper was free."""
+    import threading
+
+    likelihood, theta, log_interim = _shared_likelihood(monkeypatch)
+    hyper = CASES["normal"][1](W)
+    expected = HyperLikelihood(get_population("normal", ["x"]), theta, log_interim, threads=1)(hyper)
+    likelihood(hyper)  # the pool exists
+    held, release = threading.Event(), threading.Event()
+    blocker = likelihood._pool.submit(lambda: (held.set(), release.wait(120)))
+    assert held.wait(60)
+    done, result = threading.Event(), {}
+
+    def call():
+        result["value"] = likelihood(hyper)
+        done.set()
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    try:
+        returned = done.wait(60)
+    finally:
+        release.set()
+    blocker.result()
+    caller.join(60)
+    assert returned, "the call waited for the busy helper"
+    assert np.array_equal(result["value"], expected)
+    likelihood.close()
+
+
 @pytest.mark.parametrize("failing", [0, -1])
 def test_a_failing_chunk_is_raised_by_the_call_and_the_kernel_still_works(monkeypatch, failing):
     likelihood, theta, log_interim = _shared_likelihood(monkeypatch)

@@ -676,6 +676,9 @@ class HyperLikelihood:
             try:
                 drain()
             finally:
+                # A helper not yet started (its thread busy, or slow to wake) has nothing left to
+                # take: it is cancelled, not waited for.
+                helpers = [helper for helper in helpers if not helper.cancel()]
                 wait(helpers)
             for helper in helpers:
                 helper.result()  # a helper's failure, raised here
