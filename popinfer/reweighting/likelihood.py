@@ -90,9 +90,10 @@ OUTSIDE = -1e300
 # Work of at least this many object·draw·walker elements is shared among the threads (≈ 0.1 ms
 # of the kernel with AVX-512, ≈ 1 ms without).
 PARALLEL_MIN_ELEMENTS = 2**17
-# A linear form's features T(θ) of all draws are kept, up to this size, for every call (value and
-# gradient passes alike): recomputing them per call cost ≈ 40 % more time for one point of beta
-# (its features are logarithms), and a 32-walker call 1.2–1.3× (beta) and 1.1× (normal) at N = K = 10³.
+# Gradient-based samplers evaluate one or a few points per call, where recomputing the features
+# per call is a large share of the work (≈ 40 % more time for beta's logarithms): they are then kept, up to this size.
+# (Not for emcee's calls: there they cost 1.1–1.3× a call at N = K = 10³, but keeping them would
+# break stage two's memory of the draws plus a constant, which tests/test_stage_two_scale.py holds.)
 FEATURE_CACHE_BYTES = 256 * 2**20
 # Pooling draws one index per object and walker by inverse CDF in two steps: over blocks of
 # this many draws, then within the chosen block (a cumulative sum over all K cost 2-3× as much).
@@ -784,8 +785,6 @@ class HyperLikelihood:
         first = np.empty((n_walkers, self.n_objects))
         squares = np.empty((n_walkers, self.n_objects)) if second else None
         eta, offset = self._coefficients(hyper) if linear else (None, np.zeros(n_walkers))
-        if linear:
-            self._keep_features()
 
         def work(bounds):
             lo, hi = bounds
