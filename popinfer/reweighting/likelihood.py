@@ -785,13 +785,14 @@ class HyperLikelihood:
         first = np.empty((n_walkers, self.n_objects))
         squares = np.empty((n_walkers, self.n_objects)) if second else None
         eta, offset = self._coefficients(hyper) if linear else (None, np.zeros(n_walkers))
+        # Which (object, walker) pairs need no shift, for all objects at once (as the gradient pass)
+        direct = (self._direct(0, self.n_objects, eta) if eta is not None
+                  else np.zeros((self.n_objects, n_walkers), dtype=bool))
 
         def work(bounds):
             lo, hi = bounds
             shifted = self._log_weights(lo, hi, hyper, eta)
-            direct = (self._direct(lo, hi, eta) if eta is not None
-                      else np.zeros(shifted.shape[:2], dtype=bool))
-            peak, total = self._weights(shifted, direct, lambda: self._log_weights(lo, hi, hyper, eta))
+            peak, total = self._weights(shifted, direct[lo:hi], lambda: self._log_weights(lo, hi, hyper, eta))
             with np.errstate(divide="ignore", invalid="ignore"):
                 first[:, lo:hi] = np.where(np.isfinite(peak), np.log(total) + peak + offset, -np.inf).T
                 if second:
